@@ -1,0 +1,257 @@
+"""Runs routes (contract §5, §6): create / stream / wait, stateful and stateless; batch;
+list, get, delete; cancel and bulk cancel; join and join stream."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from quart import Blueprint, Response, request
+
+from triograph.core.api.http import (
+    SSE_HEADERS,
+    body_as,
+    body_json,
+    core,
+    empty,
+    json_response,
+    qbool,
+    qint,
+    qlist,
+    request_id,
+    run_headers,
+    sse_response,
+    waiting_json_response,
+)
+from triograph.core.errors import InvalidRequest
+from triograph.core.models import CancelMany, RunCreate, structure, to_wire
+from triograph.core.runs import RUN_FIELDS
+from triograph.core.streams import parse_event_id
+
+if TYPE_CHECKING:
+    from triograph.core.models import CancelAction, Run
+    from triograph.core.supervisor import RunHandle
+
+bp = Blueprint("runs", __name__)
+
+DISCONNECT_REASON = "client disconnected from the run stream (on_disconnect=cancel)"
+
+
+def _canceller(handle: RunHandle, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    return lambda: handle.cancel("interrupt", DISCONNECT_REASON)
+
+
+async def _create(thread_id: str | None) -> tuple[RunCreate, Run, RunHandle]:
+    body = await body_as(RunCreate)
+    run, handle = await core().runs.create(thread_id, body, request_id=request_id())
+    return body, run, handle
+
+
+def _stream_response(body: RunCreate, handle: RunHandle, *, stateless: bool) -> Response:
+    sub = handle.stream.subscribe(after=-1)
+    if stateless:
+        headers = {"Location": f"/runs/{handle.run.run_id}/stream",
+                   "Content-Location": f"/runs/{handle.run.run_id}"}
+    else:
+        headers = run_headers(handle, suffix="/stream")
+    return sse_response(
+        sub,
+        with_id=handle.stream.resumable,
+        heartbeat=core().settings.heartbeat_interval,
+        headers={**SSE_HEADERS, **headers},
+        on_disconnect=_canceller(handle, body.on_disconnect == "cancel"),
+    )
+
+
+def _wait_response(handle: RunHandle, *, cancel_on_disconnect: bool) -> Response:
+    run, c = handle.run, core()  # the body runs outside the app context: capture now
+
+    async def produce() -> bytes:
+        return await c.runs.result(run, handle)
+
+    return waiting_json_response(
+        handle.done,
+        produce,
+        heartbeat=c.settings.heartbeat_interval,
+        headers=run_headers(handle, suffix="/join"),
+        on_disconnect=_canceller(handle, cancel_on_disconnect),
+    )
+
+
+# -- stateful ---------------------------------------------------------------------------------
+
+
+@bp.post("/threads/<thread_id>/runs")
+async def create_run(thread_id: str) -> Response:
+    _, run, handle = await _create(thread_id)
+    return json_response(to_wire(run), headers={"Content-Location": run_headers(handle, suffix="")["Content-Location"]})
+
+
+@bp.post("/threads/<thread_id>/runs/stream")
+async def stream_run(thread_id: str) -> Response:
+    body, _, handle = await _create(thread_id)
+    return _stream_response(body, handle, stateless=False)
+
+
+@bp.post("/threads/<thread_id>/runs/wait")
+async def wait_run(thread_id: str) -> Response:
+    body, _, handle = await _create(thread_id)
+    return _wait_response(handle, cancel_on_disconnect=body.on_disconnect == "cancel")
+
+
+@bp.get("/threads/<thread_id>/runs")
+async def list_runs(thread_id: str) -> Response:
+    select = qlist("select")
+    bad = [f for f in select or () if f not in RUN_FIELDS]
+    if bad:
+        raise InvalidRequest(f"Invalid select columns: {bad}; allowed: {list(RUN_FIELDS)}")
+    runs = await core().runs.list(
+        thread_id,
+        limit=qint("limit", 10),
+        offset=qint("offset", 0),
+        status=request.args.get("status"),
+    )
+    rows = [to_wire(r) for r in runs]
+    if select:
+        rows = [{k: row[k] for k in select} for row in rows]
+    return json_response(rows)
+
+
+@bp.get("/threads/<thread_id>/runs/<run_id>")
+async def get_run(thread_id: str, run_id: str) -> Response:
+    return json_response(to_wire(await core().runs.get(thread_id, run_id)))
+
+
+@bp.delete("/threads/<thread_id>/runs/<run_id>")
+async def delete_run(thread_id: str, run_id: str) -> Response:
+    await core().runs.delete(thread_id, run_id)
+    return empty(204)
+
+
+def _action() -> CancelAction:
+    action = request.args.get("action", "interrupt")
+    return "rollback" if action == "rollback" else "interrupt"
+
+
+@bp.post("/threads/<thread_id>/runs/<run_id>/cancel")
+async def cancel_run(thread_id: str, run_id: str) -> Response:
+    handle = await core().runs.cancel(thread_id, run_id, _action())
+    if not qbool("wait"):
+        return empty(202)
+    return _wait_response(handle, cancel_on_disconnect=False)
+
+
+@bp.get("/threads/<thread_id>/runs/<run_id>/join")
+async def join_run(thread_id: str, run_id: str) -> Response:
+    run, handle = await core().runs.join_target(thread_id, run_id)
+    if handle is None:
+        assert run is not None
+        return json_response_raw(await core().runs.result(run, None), run)
+    return _wait_response(handle, cancel_on_disconnect=qbool("cancel_on_disconnect"))
+
+
+def json_response_raw(body: bytes, run: Run) -> Response:
+    base = f"/threads/{run.thread_id}/runs/{run.run_id}"
+    headers = {"Location": base + "/join", "Content-Location": base}
+    return Response(body, content_type="application/json", headers=headers)
+
+
+async def _join_stream(handle: RunHandle | None, location: dict[str, str]) -> Response:
+    settings = core().settings
+    if handle is None:  # finished long ago: nothing to stream
+        return sse_response(_Ended(), with_id=False, heartbeat=settings.heartbeat_interval,
+                            headers={**SSE_HEADERS, **location})
+    after = parse_event_id(request.headers.get("Last-Event-ID"))
+    sub = handle.stream.subscribe(after=after, modes=qlist("stream_mode"))
+    return sse_response(
+        sub,
+        with_id=handle.stream.resumable,
+        heartbeat=settings.heartbeat_interval,
+        headers={**SSE_HEADERS, **location},
+        on_disconnect=_canceller(handle, qbool("cancel_on_disconnect")),
+    )
+
+
+class _Ended:
+    """A subscription to a stream that has already ended."""
+
+    async def receive(self) -> list[Any]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+@bp.get("/threads/<thread_id>/runs/<run_id>/stream")
+async def join_stream(thread_id: str, run_id: str) -> Response:
+    run, handle = await core().runs.join_target(thread_id, run_id)
+    assert run is not None
+    base = f"/threads/{run.thread_id}/runs/{run.run_id}"
+    return await _join_stream(handle, {"Location": base + "/stream", "Content-Location": base})
+
+
+# -- stateless --------------------------------------------------------------------------------
+
+
+@bp.post("/runs")
+async def create_stateless() -> Response:
+    _, run, _ = await _create(None)
+    return json_response(to_wire(run), headers={"Content-Location": f"/runs/{run.run_id}"})
+
+
+@bp.post("/runs/stream")
+async def stream_stateless() -> Response:
+    body, _, handle = await _create(None)
+    return _stream_response(body, handle, stateless=True)
+
+
+@bp.post("/runs/wait")
+async def wait_stateless() -> Response:
+    body, _, handle = await _create(None)
+    return _wait_response(handle, cancel_on_disconnect=body.on_disconnect == "cancel")
+
+
+@bp.post("/runs/batch")
+async def batch() -> Response:
+    items = await body_json()
+    if not isinstance(items, list) or not items:
+        raise InvalidRequest("request body must be a non-empty array of run objects")
+    bodies = [structure(item, RunCreate) for item in items]
+    runs_service = core().runs
+    for body in bodies:  # every assistant must exist before anything is stored
+        await core().assistants.resolve(core().graphs.resolve_assistant_id(body.assistant_id))
+    created = [await runs_service.create(None, body, request_id=request_id()) for body in bodies]
+    return json_response([to_wire(run) for run, _ in created])
+
+
+@bp.post("/runs/cancel")
+async def cancel_many() -> Response:
+    body = await body_as(CancelMany)
+    await core().runs.cancel_many(
+        status=body.status, thread_id=body.thread_id, run_ids=body.run_ids, action=_action()
+    )
+    return empty(204)
+
+
+@bp.get("/runs/<run_id>")
+async def get_stateless(run_id: str) -> Response:
+    handle = core().supervisor.get(run_id)
+    run = handle.run if handle is not None else None
+    if run is None or cast("Any", run).status is None:
+        from triograph.core.errors import NotFound
+
+        raise NotFound("Not Found")
+    stored = await core().storage.runs.get(run.run_id)
+    return json_response(to_wire(stored or run))
+
+
+@bp.get("/runs/<run_id>/stream")
+async def join_stateless_stream(run_id: str) -> Response:
+    handle = core().supervisor.get(run_id)
+    if handle is None:
+        from triograph.core.errors import NotFound
+
+        raise NotFound(f"Run {run_id} not found")
+    base = f"/runs/{run_id}"
+    return await _join_stream(handle, {"Location": base + "/stream", "Content-Location": base})

@@ -1,0 +1,193 @@
+"""The app factory and the server entry point.
+
+``create_app(settings)`` builds a Quart-Trio app with its own plugin manager and ``Core``.
+Its lifespan opens, in order and for the app's lifetime: the graph bridge (asyncio loop
+thread), the storage backend, and the run supervisor's nursery. ``serve()`` runs it on
+Hypercorn's Trio worker and turns SIGINT/SIGTERM into a graceful shutdown: stop taking
+runs, give runs in flight ``shutdown_grace`` seconds, interrupt and record the rest, then
+close connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from triograph.core import encoding
+from triograph.core.api import assistants, meta, runs, threads
+from triograph.core.assistants import AssistantService
+from triograph.core.context import Core
+from triograph.core.emitters import StreamModeRegistry
+from triograph.core.errors import TriographError
+from triograph.core.graph_bridge import GraphBridge
+from triograph.core.graphs import GraphRegistry
+from triograph.core.multitask import MultitaskRegistry
+from triograph.core.plugin_manager import Hooks, fill_registry, make_plugin_manager
+from triograph.core.runs import RunService
+from triograph.core.settings import Settings
+from triograph.core.storage import StorageRegistry
+from triograph.core.supervisor import RunSupervisor
+from triograph.core.threads import ThreadService
+
+log = logging.getLogger("triograph")
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT",
+    "Access-Control-Allow-Headers": "*",
+    "Access-Control-Expose-Headers": "*",
+    "Access-Control-Max-Age": "600",
+    "Access-Control-Allow-Private-Network": "true",
+    "Vary": "Origin",
+}
+
+
+def build_core(settings: Settings) -> Core:
+    """Plugins, registries and graphs; storage and supervisor come with the lifespan."""
+    pm = make_plugin_manager(extra_plugins=settings.plugins, disable_plugins=settings.disable_plugins)
+    storages, stream_modes, multitask = StorageRegistry(), StreamModeRegistry(), MultitaskRegistry()
+    fill_registry(pm, "triograph_register_storage", storages)
+    fill_registry(pm, "triograph_register_stream_modes", stream_modes)
+    fill_registry(pm, "triograph_register_multitask", multitask)
+    storages.for_spec(settings.storage)  # fail before serving if the backend is not here
+    core = Core(
+        settings=settings,
+        pm=pm,
+        hooks=Hooks(pm),
+        storages=storages,
+        stream_modes=stream_modes,
+        multitask=multitask,
+        graphs=GraphRegistry(settings),
+        bridge=GraphBridge(),
+    )
+    core.assistants = AssistantService(core)
+    core.threads = ThreadService(core)
+    core.runs = RunService(core)
+    core.supervisor = RunSupervisor(core)
+    return core
+
+
+async def _lifetime(core: Core, stop: trio.Event, *, task_status: trio.TaskStatus[None]) -> None:
+    settings = core.settings
+    async with core.bridge.open(), core.storages.for_spec(settings.storage)(settings.storage) as storage:
+        core.storage = storage
+        core.graphs.attach(storage.checkpointer, storage.store)
+        await core.assistants.sync_system_assistants()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(core.supervisor.serve)
+            await core.hooks.fire("triograph_server_startup", settings=settings)
+            task_status.started()
+            await stop.wait()
+            with trio.CancelScope(shield=True):
+                await core.supervisor.shutdown(settings.shutdown_grace)
+                await core.hooks.fire("triograph_server_shutdown", settings=settings)
+
+
+def create_app(settings: Settings) -> QuartTrio:
+    """A Quart-Trio app serving the LangGraph Agent Server API for ``settings``."""
+    core = build_core(settings)
+    app = QuartTrio("triograph.core", root_path=str(pathlib.Path(__file__).parent))
+    app.config.update(
+        TRIOGRAPH_CORE=core,
+        RESPONSE_TIMEOUT=None,
+        BODY_TIMEOUT=None,
+        MAX_CONTENT_LENGTH=300 * 1024 * 1024,
+        PROVIDE_AUTOMATIC_OPTIONS=True,
+    )
+    app.url_map.strict_slashes = False
+    for bp in (meta.bp, assistants.bp, threads.bp, runs.bp):
+        app.register_blueprint(bp)
+    stop = trio.Event()
+    done = trio.Event()
+
+    @app.before_serving
+    async def startup() -> None:
+        async def lifetime(*, task_status: trio.TaskStatus[None]) -> None:
+            try:
+                await _lifetime(core, stop, task_status=task_status)
+            finally:
+                done.set()
+
+        await app.nursery.start(lifetime)
+
+    @app.after_serving
+    async def shutdown() -> None:
+        stop.set()
+        await done.wait()
+
+    @app.errorhandler(TriographError)
+    async def domain_error(exc: TriographError) -> Response:
+        return _error(exc.message, exc.status_code)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        response = _error(exc.name if exc.code in (404, 405) else str(exc.description), exc.code or 500)
+        for key, value in exc.get_headers():
+            if key.lower() == "allow":
+                response.headers["Allow"] = value
+        return response
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+        return Response("Internal Server Error", status=500, content_type="text/plain")
+
+    @app.after_request
+    async def cors(response: Response) -> Response:
+        response.headers.update(CORS_HEADERS)
+        return response
+
+    return app
+
+
+def _error(message: str, status: int) -> Response:
+    return Response(
+        encoding.dumps({"detail": message}), status=status, content_type="application/json"
+    )
+
+
+def app_core(app: QuartTrio) -> Core:
+    return app.config["TRIOGRAPH_CORE"]  # type: ignore[no-any-return]
+
+
+async def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 2024,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``settings`` on Hypercorn's Trio worker until SIGINT/SIGTERM (or the trigger).
+
+    ``task_status`` reports the bound URLs (so ``port=0`` works with ``nursery.start``).
+    """
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+
+    app = create_app(settings)
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.graceful_timeout = 2.0
+    config.keep_alive_timeout = 75.0
+
+    async def on_signal() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                break
+
+    async def trigger() -> None:
+        await (shutdown_trigger or on_signal)()
+        log.info("shutting down: runs in flight get %.1f s", settings.shutdown_grace)
+        await app_core(app).supervisor.shutdown(settings.shutdown_grace)
+
+    await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)

@@ -1,0 +1,44 @@
+"""``Core``: the objects one app is made of, wired once in the lifespan.
+
+There is no module-level state: each app builds its own ``Core``, so tests can run several
+servers in one process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from triograph.core.assistants import AssistantService
+    from triograph.core.emitters import StreamModeRegistry
+    from triograph.core.graph_bridge import GraphBridge
+    from triograph.core.graphs import GraphRegistry
+    from triograph.core.multitask import MultitaskRegistry
+    from triograph.core.plugin_manager import Hooks
+    from triograph.core.runs import RunService
+    from triograph.core.settings import Settings
+    from triograph.core.storage import Storage, StorageRegistry
+    from triograph.core.supervisor import RunSupervisor
+    from triograph.core.threads import ThreadService
+
+
+@attrs.define(kw_only=True)
+class Core:
+    settings: Settings
+    pm: pluggy.PluginManager
+    hooks: Hooks
+    storages: StorageRegistry
+    stream_modes: StreamModeRegistry
+    multitask: MultitaskRegistry
+    graphs: GraphRegistry
+    bridge: GraphBridge
+    # set when the lifespan opens storage and starts the supervisor
+    storage: Storage = attrs.field(default=None)
+    supervisor: RunSupervisor = attrs.field(default=None)
+    assistants: AssistantService = attrs.field(default=None)
+    threads: ThreadService = attrs.field(default=None)
+    runs: RunService = attrs.field(default=None)

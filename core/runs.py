@@ -1,0 +1,345 @@
+"""Runs: validating a RunCreate, storing the run, admitting it on its thread, and the
+queries and commands on runs (list, get, delete, cancel, join).
+
+Validation follows the official processing order (contract §5.2) and happens before
+anything is stored, so a 4xx changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import urllib.parse
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from triograph.core import encoding
+from triograph.core.errors import BadRequest, InvalidRequest, NotFound
+from triograph.core.models import (
+    RUN_STATUSES,
+    TERMINAL_RUN_STATUSES,
+    CancelAction,
+    Run,
+    RunCreate,
+    Thread,
+    new_id,
+    now,
+    validate_uuid,
+)
+from triograph.core.threads import strip_reserved
+
+if TYPE_CHECKING:
+    from triograph.core.context import Core
+    from triograph.core.models import Assistant
+    from triograph.core.supervisor import RunHandle
+
+#: configurable/context keys the official server silently strips (contract §1.6)
+RESERVED_CONFIGURABLE = frozenset(
+    {
+        "langgraph_auth_user",
+        "langgraph_auth_user_id",
+        "langgraph_auth_permissions",
+        "langgraph_request_id",
+        "__langsmith_project__",
+        "__langsmith_example_id__",
+        "__request_start_time_ms__",
+        "__after_seconds__",
+        "__otel_traceparent__",
+        "__otel_tracestate__",
+        "__dd_trace_headers__",
+        "__pregel_node_finished",
+        "__context_provided__",
+    }
+)
+RUN_FIELDS = (
+    "run_id",
+    "thread_id",
+    "assistant_id",
+    "created_at",
+    "updated_at",
+    "status",
+    "metadata",
+    "kwargs",
+    "multitask_strategy",
+    "langsmith_session_name",
+)
+
+
+def _clean(values: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (values or {}).items() if k not in RESERVED_CONFIGURABLE}
+
+
+def _check_webhook(url: str) -> None:
+    if url.startswith("/"):
+        return
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise InvalidRequest(f"Invalid webhook hostname '{parsed.hostname or ''}'")
+
+
+class RunService:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    # -- create -------------------------------------------------------------------------------
+
+    async def create(
+        self, thread_id: str | None, body: RunCreate, *, request_id: str | None = None
+    ) -> tuple[Run, RunHandle]:
+        """Validate, store and start a run; ``thread_id=None`` makes it stateless."""
+        core = self.core
+        stateless = thread_id is None
+        if not core.supervisor.accepting:
+            raise BadRequest("the server is shutting down and accepts no new runs")
+        modes = core.stream_modes.validate(body.stream_mode)
+        strategy_name = body.multitask_strategy or "enqueue"
+        strategy = None if stateless else core.multitask.get(strategy_name)
+        assistant_id = core.graphs.resolve_assistant_id(body.assistant_id)
+        if not stateless:
+            thread_id = validate_uuid(thread_id or "", "thread")
+        checkpoint = attrs.asdict(body.checkpoint) if body.checkpoint else {}
+        if body.checkpoint_id is not None:
+            checkpoint["checkpoint_id"] = body.checkpoint_id
+        if checkpoint.get("checkpoint_id"):
+            try:
+                uuid.UUID(checkpoint["checkpoint_id"])
+            except ValueError:
+                raise InvalidRequest("Invalid checkpoint ID") from None
+        if stateless and body.command is not None and body.command.resume is not None:
+            raise BadRequest("You must provide a thread_id when resuming.")
+        run_config = dict(body.config or {})
+        if (run_config.get("configurable") or {}) and body.context:
+            raise BadRequest(
+                "Cannot specify both configurable and context. Prefer setting context alone. "
+                "Context was introduced in LangGraph 0.6.0 and is the long term planned "
+                "replacement for configurable."
+            )
+        if body.webhook is not None:
+            _check_webhook(body.webhook)
+        after = body.after_seconds or 0
+        if after < 0:
+            raise InvalidRequest("$.after_seconds: must be 0 or more")
+        assistant = await core.assistants.resolve(assistant_id)
+
+        temporary = stateless and (body.on_completion or "delete") == "delete"
+        if stateless:
+            thread = Thread(thread_id=new_id())
+            created = True
+        else:
+            assert thread_id is not None
+            existing = await core.storage.threads.get(thread_id)
+            created = existing is None
+            if existing is None and (body.if_not_exists or "reject") != "create":
+                raise NotFound("Thread or assistant not found.")
+            thread = existing or Thread(thread_id=thread_id)
+        run = self._build_run(body, assistant, thread, modes, checkpoint, temporary, request_id)
+        if strategy is not None:
+            run.multitask_strategy = strategy_name
+        in_flight = core.supervisor.in_flight(thread.thread_id)
+        admission = strategy.admit(run, [h.run for h in in_flight]) if strategy and in_flight else None
+
+        if thread.status != "busy":
+            thread.metadata.update(
+                {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
+            )
+        if created:
+            thread.metadata.update(
+                {**strip_reserved(run_config.get("metadata")), **strip_reserved(body.metadata)}
+            )
+            thread.status = "busy"
+            await core.storage.threads.create(thread)
+            await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
+        else:
+            thread.status = "busy"
+            thread.updated_at = now()
+            await core.storage.threads.update(thread)
+        await core.storage.runs.create(run)
+        handle = await core.supervisor.submit(run)
+        if admission is not None and admission.cancel:
+            reason = f"run {run.run_id} was created with multitask_strategy={strategy_name!r}"
+            core.supervisor.cancel(list(admission.cancel), admission.action, reason)
+        return run, handle
+
+    def _build_run(
+        self,
+        body: RunCreate,
+        assistant: Assistant,
+        thread: Thread,
+        modes: list[str],
+        checkpoint: dict[str, Any],
+        temporary: bool,
+        request_id: str | None,
+    ) -> Run:
+        run_id = new_id()
+        run_config = dict(body.config or {})
+        config: dict[str, Any] = {**assistant.config, **run_config}
+        tags = [*assistant.config.get("tags", ()), *run_config.get("tags", ())]
+        if tags:
+            config["tags"] = tags
+        configurable = {
+            **_clean(assistant.config.get("configurable")),
+            **_clean(run_config.get("configurable")),
+        }
+        context = {**_clean(assistant.context), **configurable, **_clean(body.context)}
+        configurable.update(_clean(body.context))
+        metadata = {
+            **assistant.metadata,
+            **thread.metadata,
+            **strip_reserved(run_config.get("metadata")),
+            **strip_reserved(body.metadata),
+            "graph_id": assistant.graph_id,
+            "assistant_id": assistant.assistant_id,
+        }
+        configurable.update(
+            {
+                "run_id": run_id,
+                "thread_id": thread.thread_id,
+                "graph_id": assistant.graph_id,
+                "assistant_id": assistant.assistant_id,
+                "user_id": "",
+                "langgraph_request_id": request_id or str(uuid.uuid4()),
+                "__after_seconds__": body.after_seconds or 0,
+                **{k: v for k, v in checkpoint.items() if v is not None and k != "thread_id"},
+            }
+        )
+        config["configurable"] = configurable
+        config["metadata"] = metadata
+        durability = body.durability or ("exit" if body.checkpoint_during is False else "async")
+        command = attrs.asdict(body.command) if body.command is not None else None
+        if command is not None and command.get("goto") is not None:
+            command["goto"] = [g if isinstance(g, str) else g for g in command["goto"]]
+        created_at = now() + dt.timedelta(seconds=body.after_seconds or 0)
+        return Run(
+            run_id=run_id,
+            thread_id=thread.thread_id,
+            assistant_id=assistant.assistant_id,
+            metadata=metadata,
+            multitask_strategy=body.multitask_strategy or "enqueue",
+            created_at=created_at,
+            updated_at=created_at,
+            kwargs={
+                "input": body.input,
+                "command": command,
+                "config": config,
+                "context": context,
+                "stream_mode": modes,
+                "interrupt_before": body.interrupt_before,
+                "interrupt_after": body.interrupt_after,
+                "webhook": body.webhook,
+                "feedback_keys": body.feedback_keys,
+                "temporary": temporary,
+                "subgraphs": body.stream_subgraphs,
+                "resumable": body.stream_resumable,
+                "checkpoint_during": durability != "exit",
+                "durability": durability,
+            },
+        )
+
+    # -- queries ------------------------------------------------------------------------------
+
+    async def get(self, thread_id: str, run_id: str) -> Run:
+        thread_id = validate_uuid(thread_id, "thread")
+        run_id = validate_uuid(run_id, "run")
+        await self.core.threads.get(thread_id)
+        run = await self.core.storage.runs.get(run_id)
+        if run is None or run.thread_id != thread_id:
+            raise NotFound("Not Found")
+        return run
+
+    async def list(
+        self, thread_id: str, *, limit: int, offset: int, status: str | None
+    ) -> list[Run]:
+        thread = await self.core.threads.get(thread_id)
+        if status is not None and status not in RUN_STATUSES:
+            raise InvalidRequest(f"status: {status!r} is not one of {list(RUN_STATUSES)}")
+        if limit < 0 or offset < 0:
+            raise InvalidRequest("limit and offset must be 0 or more")
+        return await self.core.storage.runs.list(
+            thread.thread_id, status=status, limit=limit, offset=offset
+        )
+
+    async def delete(self, thread_id: str, run_id: str) -> None:
+        run = await self.get(thread_id, run_id)
+        if run.status not in TERMINAL_RUN_STATUSES:
+            raise BadRequest(f"Run {run_id} is {run.status}; cancel it before deleting it")
+        await self.core.storage.runs.delete(run.run_id)
+
+    async def rollback(self, run: Run) -> None:
+        """Delete a cancelled run and every checkpoint it wrote (called by the supervisor)."""
+        checkpointer = self.core.storage.checkpointer
+        await self.core.bridge.call(lambda: checkpointer.adelete_for_runs([run.run_id]))
+        await self.core.storage.runs.delete(run.run_id)
+
+    # -- cancel and join ----------------------------------------------------------------------
+
+    async def cancel(self, thread_id: str, run_id: str, action: CancelAction) -> RunHandle:
+        run = await self.core.storage.runs.get(validate_uuid(run_id, "run"))
+        thread_id = validate_uuid(thread_id, "thread")
+        if run is None or run.thread_id != thread_id:
+            raise NotFound("No runs found to cancel.")
+        handle = self.core.supervisor.get(run.run_id)
+        reason = f"interrupt requested via POST /threads/{thread_id}/runs/{run.run_id}/cancel"
+        if handle is None or not handle.cancel(action, reason):
+            raise NotFound(
+                "No matching runs to cancel. Please verify the thread ID and run IDs are "
+                "correct, and the runs haven't been deleted or completed."
+            )
+        return handle
+
+    async def cancel_many(
+        self,
+        *,
+        status: str | None,
+        thread_id: str | None,
+        run_ids: list[str] | None,
+        action: CancelAction,
+    ) -> int:
+        if (status is None) == (thread_id is None and run_ids is None):
+            raise InvalidRequest("give exactly one of: status, or thread_id with run_ids")
+        if status is not None:
+            statuses = ["pending", "running"] if status == "all" else [status]
+            runs = await self.core.storage.runs.search(statuses=statuses)
+        else:
+            if thread_id is None or not run_ids:
+                raise InvalidRequest("thread_id and run_ids go together")
+            ids = [validate_uuid(r, "run") for r in run_ids]
+            runs = await self.core.storage.runs.search(
+                thread_id=validate_uuid(thread_id, "thread"), run_ids=ids
+            )
+        reason = "cancelled via POST /runs/cancel"
+        cancelled = self.core.supervisor.cancel([r.run_id for r in runs], action, reason)
+        if not cancelled:
+            raise NotFound("No runs found to cancel.")
+        return len(cancelled)
+
+    async def join_target(self, thread_id: str, run_id: str) -> tuple[Run | None, RunHandle | None]:
+        """The run and its live (or recently finished) handle, for join and join stream."""
+        thread_id = validate_uuid(thread_id, "thread")
+        run_id = validate_uuid(run_id, "run")
+        handle = self.core.supervisor.get(run_id)
+        if handle is not None and handle.run.thread_id == thread_id:
+            return handle.run, handle
+        run = await self.core.storage.runs.get(run_id)
+        if run is None or run.thread_id != thread_id:
+            raise NotFound(f"Run {run_id} not found")
+        return run, None
+
+    async def result(self, run: Run, handle: RunHandle | None) -> bytes:
+        """The join body of a finished run (contract §5.5-5.6)."""
+        if handle is not None and handle.done.is_set():
+            fallback: Any = {}
+            if not handle.temporary:
+                thread = await self.core.storage.threads.get(run.thread_id)
+                fallback = (thread.values if thread else None) or {}
+            return handle.output.body(fallback)
+        thread = await self.core.storage.threads.get(run.thread_id)
+        if thread is None:
+            return encoding.dumps({})
+        if thread.status == "error" and thread.error:
+            return encoding.dumps({"__error__": thread.error})
+        if thread.status == "interrupted" and thread.interrupts:
+            return encoding.dumps(
+                {"__interrupt__": [i for items in thread.interrupts.values() for i in items]}
+            )
+        return encoding.dumps(thread.values or {})

@@ -1,0 +1,101 @@
+"""Settings: one frozen object built from the command line and ``langgraph.json``.
+
+``langgraph.json`` keys understood here: ``graphs`` (graph id -> ``"./file.py:attr"`` or
+``"package.module:attr"``, or ``{"path": ..., "description": ...}``), ``dependencies``
+(paths put on ``sys.path``, relative to the file), ``env`` (a dict, or the path of a
+``.env`` file) and our own section ``"triograph": {"plugins": [...], "disable_plugins":
+[...]}``. Keys that belong to other tools are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any
+
+import attrs
+import orjson
+
+from triograph.core.errors import ConfigError
+
+
+@attrs.frozen(kw_only=True)
+class GraphSpec:
+    graph_id: str
+    path: str
+    description: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything the app needs to know, passed explicitly (never a global)."""
+
+    graphs: tuple[GraphSpec, ...] = ()
+    base_dir: pathlib.Path = attrs.field(factory=pathlib.Path.cwd)
+    dependencies: tuple[str, ...] = ()
+    env: dict[str, str] = attrs.field(factory=dict)
+    storage: str = "memory"
+    plugins: tuple[str, ...] = ()
+    disable_plugins: tuple[str, ...] = ()
+    #: runs executing at once in this process; more wait as ``pending``
+    max_runs: int = 100
+    #: seconds runs in flight get at shutdown before they are interrupted
+    shutdown_grace: float = 5.0
+    #: seconds between SSE heartbeats and between keep-alive newlines of ``/wait``
+    heartbeat_interval: float = 5.0
+    #: seconds a finished resumable run keeps its event log for ``Last-Event-ID`` replays
+    resumable_ttl: float = 600.0
+    #: events a live subscriber may fall behind before it is dropped
+    subscriber_buffer: int = 4096
+
+
+def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Settings:
+    """Read ``langgraph.json`` and return settings, with command-line ``overrides`` on top."""
+    path = pathlib.Path(config_path).resolve()
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a JSON object")
+    base = path.parent
+    graphs = tuple(_graph_spec(gid, value) for gid, value in (raw.get("graphs") or {}).items())
+    deps = raw.get("dependencies") or []
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise ConfigError("'dependencies' must be a list of paths")
+    own = raw.get("triograph") or {}
+    values: dict[str, Any] = {
+        "graphs": graphs,
+        "base_dir": base,
+        "dependencies": tuple(deps),
+        "env": _env(raw.get("env"), base),
+        "plugins": tuple(own.get("plugins") or ()),
+        "disable_plugins": tuple(own.get("disable_plugins") or ()),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)
+
+
+def _graph_spec(graph_id: str, value: Any) -> GraphSpec:
+    if isinstance(value, str):
+        return GraphSpec(graph_id=graph_id, path=value)
+    if isinstance(value, dict) and isinstance(value.get("path"), str):
+        return GraphSpec(graph_id=graph_id, path=value["path"], description=value.get("description"))
+    raise ConfigError(f"graph {graph_id!r}: expected 'file.py:attr' or {{'path': ...}}")
+
+
+def _env(value: Any, base: pathlib.Path) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str):
+        from dotenv import dotenv_values
+
+        env_path = base / value
+        if not env_path.is_file():
+            raise ConfigError(f"env file {str(env_path)!r} not found")
+        return {k: v for k, v in dotenv_values(env_path).items() if v is not None}
+    raise ConfigError("'env' must be an object or the path of a .env file")

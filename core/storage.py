@@ -1,0 +1,137 @@
+"""Storage: the protocols every backend implements, and the backend registry.
+
+A backend is registered by name through ``triograph_register_storage`` with a factory
+taking the storage spec from the command line (``"memory"``, ``"file:PATH"``,
+``"postgresql://..."``) and returning an async context manager that yields a
+:class:`Storage` for the app's lifetime (opened and closed by the lifespan).
+
+Everything on :class:`Storage` except ``checkpointer`` and ``store`` is called from Trio.
+The checkpointer and the store are LangGraph objects used on the graph loop (through the
+bridge) only. Records handed to a repository are copied by it: mutate a record you got,
+then ``update`` it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from triograph.core.errors import NotAvailable
+from triograph.core.registry import Registry
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.store.base import BaseStore
+
+    from triograph.core.models import Assistant, Run, Thread
+
+
+class AssistantRepo(Protocol):
+    async def put(self, assistant: Assistant) -> None:
+        """Insert or replace."""
+        ...
+
+    async def get(self, assistant_id: str) -> Assistant | None: ...
+
+    async def delete(self, assistant_id: str) -> bool: ...
+
+    async def search(
+        self,
+        *,
+        graph_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        name: str | None = None,
+        sort_by: str = "created_at",
+        sort_order: str = "desc",
+        limit: int = 10,
+        offset: int = 0,
+    ) -> tuple[list[Assistant], int]:
+        """One page of matches and the total number of matches."""
+        ...
+
+
+class ThreadRepo(Protocol):
+    async def create(self, thread: Thread) -> bool:
+        """Insert; False (and nothing written) if the id exists."""
+        ...
+
+    async def get(self, thread_id: str) -> Thread | None: ...
+
+    async def update(self, thread: Thread) -> None: ...
+
+    async def delete(self, thread_id: str) -> bool:
+        """Delete the thread and its runs; False if it did not exist."""
+        ...
+
+
+class RunRepo(Protocol):
+    async def create(self, run: Run) -> None: ...
+
+    async def get(self, run_id: str) -> Run | None: ...
+
+    async def update(self, run: Run) -> None: ...
+
+    async def delete(self, run_id: str) -> bool: ...
+
+    async def list(
+        self,
+        thread_id: str,
+        *,
+        status: str | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> list[Run]:
+        """Runs of a thread, newest first."""
+        ...
+
+    async def search(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        thread_id: str | None = None,
+        run_ids: Sequence[str] | None = None,
+    ) -> list[Run]:
+        """Runs matching every given filter, oldest first."""
+        ...
+
+
+class Storage(Protocol):
+    """What a backend provides for its lifetime."""
+
+    name: str
+    assistants: AssistantRepo
+    threads: ThreadRepo
+    runs: RunRepo
+
+    @property
+    def checkpointer(self) -> BaseCheckpointSaver[Any]: ...
+
+    @property
+    def store(self) -> BaseStore: ...
+
+
+StorageFactory = Callable[[str], AbstractAsyncContextManager[Storage]]
+
+
+class StorageRegistry(Registry[StorageFactory]):
+    """Backend name (``memory``, ``file``, ``postgres``) -> factory taking the storage spec."""
+
+    def __init__(self) -> None:
+        super().__init__("storage backend")
+
+    def for_spec(self, spec: str) -> StorageFactory:
+        """The factory for a ``--storage`` spec, or ``NotAvailable`` listing what is here."""
+        name = backend_name(spec)
+        if name not in self:
+            raise NotAvailable(
+                f"storage {spec!r} needs the {name!r} backend, which is not available in "
+                f"this installation; available backends: {', '.join(sorted(self))}"
+            )
+        return self.get(name)
+
+
+def backend_name(spec: str) -> str:
+    """``memory`` -> memory, ``file:x.db`` -> file, ``postgresql://...`` -> postgres."""
+    scheme = spec.split(":", 1)[0].lower()
+    return {"postgresql": "postgres", "postgres": "postgres"}.get(scheme, scheme)

@@ -1,0 +1,1 @@
+"""Built-in plugins: stream modes and multitask strategies."""

@@ -1,0 +1,149 @@
+"""The nine built-in stream modes, each an emitter registered under its wire name.
+
+Wire shapes follow contract §6.3-6.5: ``values``, ``updates``, ``custom``, ``tasks``,
+``checkpoints`` and ``debug`` forward LangGraph's chunk (``debug`` checkpoint payloads gain
+``checkpoint``/``parent_checkpoint`` refs); ``messages-tuple`` sends ``[chunk, metadata]``
+as ``messages``; the legacy ``messages`` mode accumulates tokens per message id into
+``messages/metadata``, ``messages/partial`` and ``messages/complete`` (never namespaced);
+``events`` forwards ``astream_events`` v2 dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from triograph.core.emitters import Namespace, RunInfo, SSEEvent, StreamModeRegistry, event_name
+from triograph.core.hookspecs import hookimpl
+
+
+class _Forward:
+    """Forwards one LangGraph mode's chunks as events named after the wire mode."""
+
+    wire_name: ClassVar[str]
+    langgraph_modes: ClassVar[frozenset[str]]
+
+    def __init__(self, info: RunInfo) -> None:
+        self.info = info
+
+    def emit(self, ns: Namespace, mode: str, data: Any) -> Iterable[SSEEvent]:
+        return ((event_name(self.wire_name, ns), data),)
+
+
+class ValuesEmitter(_Forward):
+    wire_name = "values"
+    langgraph_modes = frozenset({"values"})
+
+
+class UpdatesEmitter(_Forward):
+    wire_name = "updates"
+    langgraph_modes = frozenset({"updates"})
+
+
+class CustomEmitter(_Forward):
+    wire_name = "custom"
+    langgraph_modes = frozenset({"custom"})
+
+
+class TasksEmitter(_Forward):
+    wire_name = "tasks"
+    langgraph_modes = frozenset({"tasks"})
+
+
+class CheckpointsEmitter(_Forward):
+    wire_name = "checkpoints"
+    langgraph_modes = frozenset({"checkpoints"})
+
+
+def _ref(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not config:
+        return None
+    conf = config.get("configurable", {})
+    return {
+        "checkpoint_id": conf.get("checkpoint_id"),
+        "thread_id": conf.get("thread_id"),
+        "checkpoint_ns": conf.get("checkpoint_ns", ""),
+    }
+
+
+class DebugEmitter(_Forward):
+    wire_name = "debug"
+    langgraph_modes = frozenset({"debug"})
+
+    def emit(self, ns: Namespace, mode: str, data: Any) -> Iterable[SSEEvent]:
+        if isinstance(data, dict) and data.get("type") == "checkpoint":
+            payload = dict(data["payload"])
+            payload["checkpoint"] = _ref(payload.get("config"))
+            payload["parent_checkpoint"] = _ref(payload.get("parent_config"))
+            data = {**data, "payload": payload}
+        return ((event_name(self.wire_name, ns), data),)
+
+
+class MessagesTupleEmitter(_Forward):
+    """``messages-tuple``: one ``messages`` event per LangGraph message chunk."""
+
+    wire_name = "messages"
+    langgraph_modes = frozenset({"messages"})
+
+    def emit(self, ns: Namespace, mode: str, data: Any) -> Iterable[SSEEvent]:
+        message, metadata = data
+        return ((event_name("messages", ns), [message, metadata]),)
+
+
+class MessagesEmitter:
+    """Legacy ``messages``: the full message so far, per message id (contract §6.4)."""
+
+    langgraph_modes = frozenset({"messages"})
+
+    def __init__(self, info: RunInfo) -> None:
+        self.info = info
+        self._messages: dict[str, Any] = {}
+
+    def emit(self, ns: Namespace, mode: str, data: Any) -> Iterable[SSEEvent]:
+        from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
+
+        message, metadata = data
+        msg_id = getattr(message, "id", None) or ""
+        events: list[SSEEvent] = []
+        seen = self._messages.get(msg_id)
+        if seen is None:
+            events.append(("messages/metadata", {msg_id: {"metadata": metadata}}))
+        if isinstance(message, BaseMessageChunk):
+            total = message if seen is None else seen + message
+            self._messages[msg_id] = total
+            events.append(("messages/partial", [message_chunk_to_message(total)]))
+        else:
+            self._messages[msg_id] = message
+            events.append(("messages/complete", [message]))
+        return events
+
+
+class EventsEmitter:
+    """``events``: LangChain ``astream_events`` v2 dicts, as they come."""
+
+    langgraph_modes = frozenset({"events"})
+
+    def __init__(self, info: RunInfo) -> None:
+        self.info = info
+
+    def emit(self, ns: Namespace, mode: str, data: Any) -> Iterable[SSEEvent]:
+        return (("events", data),)
+
+
+BUILTIN = {
+    "values": ValuesEmitter,
+    "updates": UpdatesEmitter,
+    "custom": CustomEmitter,
+    "tasks": TasksEmitter,
+    "checkpoints": CheckpointsEmitter,
+    "debug": DebugEmitter,
+    "messages-tuple": MessagesTupleEmitter,
+    "messages": MessagesEmitter,
+    "events": EventsEmitter,
+}
+
+
+@hookimpl
+def triograph_register_stream_modes(registry: StreamModeRegistry) -> None:
+    for name, emitter in BUILTIN.items():
+        registry.add(name, emitter)
