@@ -170,10 +170,25 @@ async def serve(
 
     ``task_status`` reports the bound URLs (so ``port=0`` works with ``nursery.start``).
     """
+    await serve_app(
+        create_app(settings), host=host, port=port, shutdown_trigger=shutdown_trigger,
+        task_status=task_status,
+    )
+
+
+async def serve_app(
+    app: QuartTrio,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 2024,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """:func:`serve` for an app built with :func:`create_app` (tests keep a handle on it)."""
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
-    app = create_app(settings)
+    settings = app_core(app).settings
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None

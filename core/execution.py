@@ -150,11 +150,12 @@ def chunk_source(
     stream_kwargs: dict[str, Any] = {
         "stream_mode": dispatcher.langgraph_modes or ["values"],
         "subgraphs": subgraphs,
-        "durability": kwargs.get("durability") or "async",
         "interrupt_before": kwargs.get("interrupt_before"),
         "interrupt_after": kwargs.get("interrupt_after"),
         "context": graph_context(graph, kwargs.get("context")),
     }
+    if graph.checkpointer is not None:  # LangGraph warns about durability without one
+        stream_kwargs["durability"] = kwargs.get("durability") or "async"
     graph_in = graph_input(run)
 
     def split(chunk: Any) -> tuple[tuple[str, ...], str, Any]:

@@ -1,0 +1,59 @@
+"""Fixtures: a real triograph server on 127.0.0.1:0, and the official SDK clients for it.
+
+The server runs in the test's Trio nursery. ``langgraph_sdk`` is asyncio/httpx code, so the
+SDK calls run in a worker thread: the sync client directly, the async client under its own
+``asyncio.run`` (see ``tests/sdk.py``).
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import AsyncIterator
+
+import attrs
+import pytest
+import trio
+
+from tests.sdk import Server
+from triograph.core.app import app_core, create_app, serve_app
+from triograph.core.settings import Settings, load_settings
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def example_settings(**overrides: object) -> Settings:
+    settings = load_settings(EXAMPLES / "langgraph.json")
+    return attrs.evolve(settings, **overrides) if overrides else settings
+
+
+async def start_server(
+    nursery: trio.Nursery, settings: Settings
+) -> AsyncIterator[Server]:
+    app = create_app(settings)
+    stop = trio.Event()
+    stopped = trio.Event()
+
+    async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            await serve_app(
+                app, host="127.0.0.1", port=0, shutdown_trigger=stop.wait, task_status=task_status
+            )
+        finally:
+            stopped.set()
+
+    urls = await nursery.start(run)
+    server = Server(url=urls[0], core=app_core(app))
+    try:
+        yield server
+    finally:
+        stop.set()
+        with trio.move_on_after(15):
+            await stopped.wait()
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery) -> AsyncIterator[Server]:
+    """The examples' graphs on the memory backend, with a short heartbeat for wire tests."""
+    async for s in start_server(nursery, example_settings(heartbeat_interval=1.0, shutdown_grace=0.5)):
+        yield s

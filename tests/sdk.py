@@ -1,0 +1,53 @@
+"""Driving a server with the official ``langgraph_sdk`` clients from Trio tests.
+
+The SDK is asyncio code. ``Server.sync(fn)`` runs ``fn(sync_client)`` in a worker thread;
+``Server.aio(fn)`` runs ``await fn(async_client)`` under ``asyncio.run`` in a worker
+thread. Both return what ``fn`` returns. ``Server.http`` is a plain ``httpx.AsyncClient``
+(Trio-compatible) for the wire itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+import httpx
+import trio
+from langgraph_sdk import get_client, get_sync_client
+
+if TYPE_CHECKING:
+    from langgraph_sdk.client import LangGraphClient, SyncLangGraphClient
+
+    from triograph.core.context import Core
+
+T = TypeVar("T")
+
+
+@attrs.define
+class Server:
+    url: str
+    core: Core
+
+    async def sync(self, fn: Callable[[SyncLangGraphClient], T]) -> T:
+        def call() -> T:
+            with get_sync_client(url=self.url, api_key=None) as client:
+                return fn(client)
+
+        return await trio.to_thread.run_sync(call)
+
+    async def aio(self, fn: Callable[[LangGraphClient], Awaitable[T]]) -> T:
+        async def main() -> T:
+            async with get_client(url=self.url, api_key=None) as client:
+                return await fn(client)
+
+        return await trio.to_thread.run_sync(asyncio.run, main())
+
+    def http(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30, **kwargs)
+
+
+async def collect(stream: Any) -> list[Any]:
+    """Drain an async SDK stream into a list (use inside ``Server.aio``)."""
+    return [part async for part in stream]
