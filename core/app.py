@@ -52,7 +52,9 @@ CORS_HEADERS = {
 
 def build_core(settings: Settings) -> Core:
     """Plugins, registries and graphs; storage and supervisor come with the lifespan."""
-    pm = make_plugin_manager(extra_plugins=settings.plugins, disable_plugins=settings.disable_plugins)
+    pm = make_plugin_manager(
+        extra_plugins=settings.plugins, disable_plugins=settings.disable_plugins
+    )
     storages, stream_modes, multitask = StorageRegistry(), StreamModeRegistry(), MultitaskRegistry()
     fill_registry(pm, "triograph_register_storage", storages)
     fill_registry(pm, "triograph_register_stream_modes", stream_modes)
@@ -77,7 +79,10 @@ def build_core(settings: Settings) -> Core:
 
 async def _lifetime(core: Core, stop: trio.Event, *, task_status: trio.TaskStatus[None]) -> None:
     settings = core.settings
-    async with core.bridge.open(), core.storages.for_spec(settings.storage)(settings.storage) as storage:
+    async with (
+        core.bridge.open(),
+        core.storages.for_spec(settings.storage)(settings.storage) as storage,
+    ):
         core.storage = storage
         core.graphs.attach(storage.checkpointer, storage.store)
         await core.assistants.sync_system_assistants()
@@ -129,7 +134,9 @@ def create_app(settings: Settings) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
-        response = _error(exc.name if exc.code in (404, 405) else str(exc.description), exc.code or 500)
+        response = _error(
+            exc.name if exc.code in (404, 405) else str(exc.description), exc.code or 500
+        )
         for key, value in exc.get_headers():
             if key.lower() == "allow":
                 response.headers["Allow"] = value
@@ -171,7 +178,10 @@ async def serve(
     ``task_status`` reports the bound URLs (so ``port=0`` works with ``nursery.start``).
     """
     await serve_app(
-        create_app(settings), host=host, port=port, shutdown_trigger=shutdown_trigger,
+        create_app(settings),
+        host=host,
+        port=port,
+        shutdown_trigger=shutdown_trigger,
         task_status=task_status,
     )
 

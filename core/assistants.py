@@ -74,7 +74,9 @@ class AssistantService:
             raise InvalidRequest(f"$.offset: {query.offset} is less than 0")
         bad = [f for f in query.select or () if f not in ASSISTANT_FIELDS]
         if bad:
-            raise InvalidRequest(f"$.select: invalid fields {bad}; allowed: {list(ASSISTANT_FIELDS)}")
+            raise InvalidRequest(
+                f"$.select: invalid fields {bad}; allowed: {list(ASSISTANT_FIELDS)}"
+            )
         if query.graph_id is not None:
             self.core.graphs.get(query.graph_id)
         rows, total = await self.core.storage.assistants.search(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -52,15 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         async def run() -> None:
             async with trio.open_nursery() as nursery:
-                urls = await nursery.start(serve_with(settings, args.host, args.port))
+                start = functools.partial(serve, settings, host=args.host, port=args.port)
+                urls = await nursery.start(start)
                 for url in urls:
                     print(f"triograph serving {url}  (storage: {settings.storage})", flush=True)
-
-        def serve_with(s, host, port):  # type: ignore[no-untyped-def]
-            async def go(*, task_status: trio.TaskStatus[list[str]]) -> None:
-                await serve(s, host=host, port=port, task_status=task_status)
-
-            return go
 
         trio.run(run)
     except TriographError as exc:

@@ -67,7 +67,7 @@ def default(obj: Any) -> Any:
         return str(obj)
     if isinstance(obj, type):
         return obj.__name__
-    if dataclasses.is_dataclass(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     to_dict = getattr(obj, "to_json", None) or getattr(obj, "dict", None)
     if callable(to_dict):

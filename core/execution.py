@@ -19,9 +19,8 @@ from triograph.core.emitters import RunInfo, StreamEmitter
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from langgraph.pregel import Pregel
-
     from triograph.core.emitters import StreamModeRegistry
+    from triograph.core.graphs import Graph
     from triograph.core.models import Run
 
 
@@ -36,9 +35,9 @@ class RunOutput:
     def observe(self, name: str, payload: Any, encoded: bytes) -> None:
         if name == "values":
             self.last_values = encoded
-        if name in ("values", "updates") and isinstance(payload, dict):
-            if payload.get("__interrupt__"):
-                self.interrupt_chunks.append(payload)
+        is_state = name in ("values", "updates") and isinstance(payload, dict)
+        if is_state and payload.get("__interrupt__"):
+            self.interrupt_chunks.append(payload)
 
     def body(self, fallback: Any) -> bytes:
         """Contract §5.5: error, else interrupts, else last values, else ``fallback``."""
@@ -46,7 +45,8 @@ class RunOutput:
             return encoding.dumps({"__error__": self.error})
         if self.interrupt_chunks:
             ids = [
-                {_interrupt_id(i) for i in chunk["__interrupt__"]} for chunk in self.interrupt_chunks
+                {_interrupt_id(i) for i in chunk["__interrupt__"]}
+                for chunk in self.interrupt_chunks
             ]
             if all(s == ids[-1] for s in ids):
                 return encoding.dumps(self.interrupt_chunks[-1])
@@ -113,7 +113,7 @@ def graph_config(run: Run) -> dict[str, Any]:
     return config
 
 
-def graph_context(graph: Pregel, context: dict[str, Any] | None) -> Any:
+def graph_context(graph: Graph, context: dict[str, Any] | None) -> Any:
     """The run context, with keys the graph's context schema does not declare dropped."""
     if not context:
         return None
@@ -143,11 +143,12 @@ def graph_context(graph: Pregel, context: dict[str, Any] | None) -> Any:
 
 
 def chunk_source(
-    graph: Pregel, run: Run, dispatcher: Dispatcher
+    graph: Graph, run: Run, dispatcher: Dispatcher
 ) -> Callable[[], AsyncIterator[tuple[tuple[str, ...], str, Any]]]:
     """A factory (called on the graph loop) of ``(ns, mode, data)`` chunks for this run."""
     kwargs = run.kwargs
-    config = graph_config(run)
+    config: Any = graph_config(run)
+    pregel: Any = graph  # LangGraph's overloads do not cover a dynamic stream_mode list
     subgraphs = bool(kwargs.get("subgraphs"))
     stream_kwargs: dict[str, Any] = {
         "stream_mode": dispatcher.langgraph_modes or ["values"],
@@ -162,15 +163,15 @@ def chunk_source(
 
     def split(chunk: Any) -> tuple[tuple[str, ...], str, Any]:
         # subgraphs=True yields (ns, mode, data); without it, (mode, data) from the root
-        return chunk if subgraphs else ((), *chunk)  # type: ignore[no-any-return]
+        return chunk if subgraphs else ((), *chunk)
 
     async def chunks() -> AsyncIterator[tuple[tuple[str, ...], str, Any]]:
         if not dispatcher.wants_events:
-            async for chunk in graph.astream(graph_in, config, **stream_kwargs):
+            async for chunk in pregel.astream(graph_in, config, **stream_kwargs):
                 yield split(chunk)
             return
         root = str(config["run_id"])
-        async for event in graph.astream_events(graph_in, config, version="v2", **stream_kwargs):
+        async for event in pregel.astream_events(graph_in, config, version="v2", **stream_kwargs):
             if event["event"] == "on_chain_stream" and event["run_id"] == root:
                 yield split(event["data"]["chunk"])
             else:

@@ -18,9 +18,10 @@ per run and 14x per chunk, and anyio cancel scopes around ``astream`` leak the n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Generic, TypeVar
 
 import trio
@@ -53,10 +54,8 @@ class _Job(Generic[T]):
             self._task.cancel()
 
     def _notify(self, _: object) -> None:
-        try:
+        with contextlib.suppress(trio.RunFinishedError):  # Trio is gone: nobody waits
             self._token.run_sync_soon(self.done.set)
-        except trio.RunFinishedError:  # Trio is gone; nobody is waiting any more
-            pass
 
     def _cancel_on_loop(self) -> None:
         self._cancel_requested = True
@@ -113,10 +112,8 @@ class _Pipe(Generic[T]):
                 self._finished = True
                 wake, self._wakeup = self._wakeup, None
             if wake is not None:
-                try:
+                with suppress(trio.RunFinishedError):
                     self._token.run_sync_soon(wake.set)
-                except trio.RunFinishedError:
-                    pass
 
     # -- Trio side --
     async def batches(self, job: _Job[None]) -> AsyncIterator[list[T]]:
@@ -228,4 +225,3 @@ class GraphBridge:
             yield pipe.batches(job)
         finally:
             await job.settle()
-

@@ -23,9 +23,13 @@ import attrs
 from triograph.core.errors import ConfigError, InvalidRequest, NotFound
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.pregel import Pregel
     from langgraph.store.base import BaseStore
+
+    Graph: TypeAlias = Pregel[Any, Any, Any, Any]
 
     from triograph.core.graph_bridge import GraphBridge
     from triograph.core.settings import GraphSpec, Settings
@@ -42,13 +46,13 @@ class LoadedGraph:
     graph_id: str
     description: str | None
     #: a compiled graph, or None when ``factory`` builds one per run
-    graph: Pregel | None
+    graph: Graph | None
     factory: Callable[..., Any] | None
     name: str
     #: the compiled graph with the storage's checkpointer and store attached
-    stateful: Pregel | None = None
+    stateful: Graph | None = None
     #: the same without a checkpointer, for temporary (stateless) runs
-    stateless: Pregel | None = None
+    stateless: Graph | None = None
 
 
 class GraphRegistry:
@@ -96,7 +100,7 @@ class GraphRegistry:
 
     async def build(
         self, bridge: GraphBridge, graph_id: str, config: dict[str, Any], *, temporary: bool
-    ) -> Pregel:
+    ) -> Graph:
         """The graph ready for one run: factories are called now, on the graph loop."""
         loaded = self.get(graph_id)
         if loaded.graph is not None:
@@ -163,7 +167,7 @@ def _load(spec: GraphSpec, settings: Settings) -> LoadedGraph:
     )
 
 
-def _compiled(obj: Any, graph_id: str) -> Pregel:
+def _compiled(obj: Any, graph_id: str) -> Graph:
     from langgraph.graph import StateGraph
     from langgraph.pregel import Pregel
 

@@ -43,7 +43,9 @@ def new_id() -> str:
     """A time-ordered UUIDv7 string, as the official server generates for threads and runs."""
     ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
     rand = uuid.uuid4().int & ((1 << 74) - 1)
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    value = (
+        (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    )
     return str(uuid.UUID(int=value))
 
 

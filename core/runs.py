@@ -137,7 +137,9 @@ class RunService:
         if strategy is not None:
             run.multitask_strategy = strategy_name
         in_flight = core.supervisor.in_flight(thread.thread_id)
-        admission = strategy.admit(run, [h.run for h in in_flight]) if strategy and in_flight else None
+        admission = (
+            strategy.admit(run, [h.run for h in in_flight]) if strategy and in_flight else None
+        )
 
         if thread.status != "busy":
             thread.metadata.update(
@@ -207,8 +209,6 @@ class RunService:
         config["metadata"] = metadata
         durability = body.durability or ("exit" if body.checkpoint_during is False else "async")
         command = attrs.asdict(body.command) if body.command is not None else None
-        if command is not None and command.get("goto") is not None:
-            command["goto"] = [g if isinstance(g, str) else g for g in command["goto"]]
         created_at = now() + dt.timedelta(seconds=body.after_seconds or 0)
         return Run(
             run_id=run_id,
@@ -247,7 +247,7 @@ class RunService:
             raise NotFound("Not Found")
         return run
 
-    async def list(
+    async def for_thread(
         self, thread_id: str, *, limit: int, offset: int, status: str | None
     ) -> list[Run]:
         thread = await self.core.threads.get(thread_id)
@@ -255,7 +255,7 @@ class RunService:
             raise InvalidRequest(f"status: {status!r} is not one of {list(RUN_STATUSES)}")
         if limit < 0 or offset < 0:
             raise InvalidRequest("limit and offset must be 0 or more")
-        return await self.core.storage.runs.list(
+        return await self.core.storage.runs.for_thread(
             thread.thread_id, status=status, limit=limit, offset=offset
         )
 

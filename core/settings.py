@@ -82,7 +82,9 @@ def _graph_spec(graph_id: str, value: Any) -> GraphSpec:
     if isinstance(value, str):
         return GraphSpec(graph_id=graph_id, path=value)
     if isinstance(value, dict) and isinstance(value.get("path"), str):
-        return GraphSpec(graph_id=graph_id, path=value["path"], description=value.get("description"))
+        return GraphSpec(
+            graph_id=graph_id, path=value["path"], description=value.get("description")
+        )
     raise ConfigError(f"graph {graph_id!r}: expected 'file.py:attr' or {{'path': ...}}")
 
 

@@ -74,7 +74,7 @@ class RunRepo(Protocol):
 
     async def delete(self, run_id: str) -> bool: ...
 
-    async def list(
+    async def for_thread(
         self,
         thread_id: str,
         *,
@@ -100,9 +100,15 @@ class Storage(Protocol):
     """What a backend provides for its lifetime."""
 
     name: str
-    assistants: AssistantRepo
-    threads: ThreadRepo
-    runs: RunRepo
+
+    @property
+    def assistants(self) -> AssistantRepo: ...
+
+    @property
+    def threads(self) -> ThreadRepo: ...
+
+    @property
+    def runs(self) -> RunRepo: ...
 
     @property
     def checkpointer(self) -> BaseCheckpointSaver[Any]: ...

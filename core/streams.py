@@ -75,9 +75,7 @@ class Subscription:
         base = name.split("|", 1)[0]
         if base in self._wanted:
             return True
-        return base.startswith("messages") and bool(
-            self._wanted & {"messages", "messages-tuple"}
-        )
+        return base.startswith("messages") and bool(self._wanted & {"messages", "messages-tuple"})
 
     def _push(self, event: Event) -> None:
         if not self.accepts(event.name):

@@ -25,7 +25,8 @@ import attrs
 import trio
 
 from triograph.core import encoding
-from triograph.core.execution import Dispatcher, RunInfo, RunOutput, chunk_source
+from triograph.core.emitters import RunInfo
+from triograph.core.execution import Dispatcher, RunOutput, chunk_source
 from triograph.core.models import CancelAction, Run, now
 from triograph.core.streams import RunStream
 

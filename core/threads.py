@@ -44,7 +44,7 @@ def _interrupt(item: Any) -> dict[str, Any]:
     return out
 
 
-def _checkpoint_ref(config: dict[str, Any] | None) -> dict[str, Any] | None:
+def _checkpoint_ref(config: Any) -> dict[str, Any] | None:
     if not config:
         return None
     conf = config.get("configurable", {})
@@ -137,7 +137,13 @@ class ThreadService:
         graph_id = thread.metadata.get("graph_id")
         if not graph_id or graph_id not in self.core.graphs.graphs:
             return None
-        config = {"configurable": {"thread_id": thread.thread_id, "graph_id": graph_id, **(checkpoint or {})}}
+        config: Any = {
+            "configurable": {
+                "thread_id": thread.thread_id,
+                "graph_id": graph_id,
+                **(checkpoint or {}),
+            }
+        }
         graph = await self.core.graphs.build(self.core.bridge, graph_id, config, temporary=False)
         return await self.core.bridge.call(lambda: graph.aget_state(config, subgraphs=subgraphs))
 
@@ -149,7 +155,11 @@ class ThreadService:
         if snapshot is None or (not snapshot.values and snapshot.config is None):
             state = dict(EMPTY_STATE)
             if checkpoint and checkpoint.get("checkpoint_id"):
-                state["checkpoint"] = {"thread_id": thread.thread_id, "checkpoint_ns": "", **checkpoint}
+                state["checkpoint"] = {
+                    "thread_id": thread.thread_id,
+                    "checkpoint_ns": "",
+                    **checkpoint,
+                }
                 state["checkpoint_id"] = checkpoint["checkpoint_id"]
             return state
         return snapshot_to_state(snapshot)
@@ -169,9 +179,15 @@ class ThreadService:
         graph_id = thread.metadata.get("graph_id")
         if not graph_id or graph_id not in self.core.graphs.graphs:
             return []
-        config = {"configurable": {"thread_id": thread.thread_id, "checkpoint_ns": "", **(checkpoint or {})}}
+        config: Any = {
+            "configurable": {
+                "thread_id": thread.thread_id,
+                "checkpoint_ns": "",
+                **(checkpoint or {}),
+            }
+        }
         graph = await self.core.graphs.build(self.core.bridge, graph_id, config, temporary=False)
-        before_config = {"configurable": {"checkpoint_id": before}} if before else None
+        before_config: Any = {"configurable": {"checkpoint_id": before}} if before else None
 
         async def collect() -> list[StateSnapshot]:
             return [
@@ -202,7 +218,9 @@ class ThreadService:
             interrupts: dict[str, list[Any]] = {}
             for task in snapshot.tasks:
                 if task.interrupts:
-                    interrupts[task.id] = encoding.jsonable([_interrupt(i) for i in task.interrupts])
+                    interrupts[task.id] = encoding.jsonable(
+                        [_interrupt(i) for i in task.interrupts]
+                    )
             thread.interrupts = interrupts
         has_next = bool(snapshot is not None and snapshot.next)
         if self.core.supervisor.in_flight(thread.thread_id):

@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from triograph.core.emitters import Namespace, RunInfo, SSEEvent, StreamModeRegistry, event_name
+from triograph.core.emitters import (
+    EmitterFactory,
+    Namespace,
+    RunInfo,
+    SSEEvent,
+    StreamModeRegistry,
+    event_name,
+)
 from triograph.core.hookspecs import hookimpl
 
 
@@ -93,7 +100,7 @@ class MessagesTupleEmitter(_Forward):
 class MessagesEmitter:
     """Legacy ``messages``: the full message so far, per message id (contract §6.4)."""
 
-    langgraph_modes = frozenset({"messages"})
+    langgraph_modes: ClassVar[frozenset[str]] = frozenset({"messages"})
 
     def __init__(self, info: RunInfo) -> None:
         self.info = info
@@ -121,7 +128,7 @@ class MessagesEmitter:
 class EventsEmitter:
     """``events``: LangChain ``astream_events`` v2 dicts, as they come."""
 
-    langgraph_modes = frozenset({"events"})
+    langgraph_modes: ClassVar[frozenset[str]] = frozenset({"events"})
 
     def __init__(self, info: RunInfo) -> None:
         self.info = info
@@ -130,7 +137,7 @@ class EventsEmitter:
         return (("events", data),)
 
 
-BUILTIN = {
+BUILTIN: dict[str, EmitterFactory] = {
     "values": ValuesEmitter,
     "updates": UpdatesEmitter,
     "custom": CustomEmitter,

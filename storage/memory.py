@@ -29,7 +29,7 @@ def _copy(record: R) -> R:
 
 
 def contains(haystack: Any, needle: dict[str, Any] | None) -> bool:
-    """JSON containment (``@>``): every key of ``needle`` is in ``haystack`` with a contained value."""
+    """JSON containment (``@>``): each key of ``needle`` is in ``haystack``, values contained."""
     if not needle:
         return True
     if not isinstance(haystack, dict):
@@ -151,7 +151,7 @@ class _Runs:
     async def delete(self, run_id: str) -> bool:
         return self.rows.pop(run_id, None) is not None
 
-    async def list(
+    async def for_thread(
         self, thread_id: str, *, status: str | None = None, limit: int = 10, offset: int = 0
     ) -> list[Run]:
         rows = [
@@ -204,7 +204,11 @@ class MemoryStorage:
     def snapshot(self) -> dict[str, Any]:
         """A deep copy of the metadata tables, for tests and debugging."""
         return copy.deepcopy(
-            {"threads": self.threads.rows, "runs": self.runs.rows, "assistants": self.assistants.rows}
+            {
+                "threads": self.threads.rows,
+                "runs": self.runs.rows,
+                "assistants": self.assistants.rows,
+            }
         )
 
 

@@ -27,9 +27,7 @@ def example_settings(**overrides: object) -> Settings:
     return attrs.evolve(settings, **overrides) if overrides else settings
 
 
-async def start_server(
-    nursery: trio.Nursery, settings: Settings
-) -> AsyncIterator[Server]:
+async def start_server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[Server]:
     app = create_app(settings)
     stop = trio.Event()
     stopped = trio.Event()
@@ -55,5 +53,7 @@ async def start_server(
 @pytest.fixture
 async def server(nursery: trio.Nursery) -> AsyncIterator[Server]:
     """The examples' graphs on the memory backend, with a short heartbeat for wire tests."""
-    async for s in start_server(nursery, example_settings(heartbeat_interval=1.0, shutdown_grace=0.5)):
+    async for s in start_server(
+        nursery, example_settings(heartbeat_interval=1.0, shutdown_grace=0.5)
+    ):
         yield s

@@ -115,7 +115,7 @@ def request_id() -> str:
 
 
 def sse_response(
-    sub: Subscription,
+    sub: Subscription | None,
     *,
     with_id: bool,
     heartbeat: float,
@@ -123,13 +123,17 @@ def sse_response(
     on_disconnect: Callable[[], None] | None = None,
     prelude: list[bytes] | None = None,
 ) -> Response:
-    """An SSE response that drains ``sub``; heartbeats every ``heartbeat`` seconds."""
+    """An SSE response that drains ``sub`` (None: an empty stream); heartbeats every
+    ``heartbeat`` seconds."""
 
     async def body() -> AsyncIterator[bytes]:
         finished = False
         try:
             for frame in prelude or ():
                 yield frame
+            if sub is None:
+                finished = True
+                return
             next_beat = trio.current_time() + heartbeat
             while True:
                 events: list[Any] = []
@@ -144,7 +148,8 @@ def sse_response(
                     yield b"".join(e.frame(with_id=with_id) for e in events)
             finished = True
         finally:
-            sub.close()
+            if sub is not None:
+                sub.close()
             if not finished and on_disconnect is not None:
                 on_disconnect()
 

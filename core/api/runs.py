@@ -51,8 +51,10 @@ async def _create(thread_id: str | None) -> tuple[RunCreate, Run, RunHandle]:
 def _stream_response(body: RunCreate, handle: RunHandle, *, stateless: bool) -> Response:
     sub = handle.stream.subscribe(after=-1)
     if stateless:
-        headers = {"Location": f"/runs/{handle.run.run_id}/stream",
-                   "Content-Location": f"/runs/{handle.run.run_id}"}
+        headers = {
+            "Location": f"/runs/{handle.run.run_id}/stream",
+            "Content-Location": f"/runs/{handle.run.run_id}",
+        }
     else:
         headers = run_headers(handle, suffix="/stream")
     return sse_response(
@@ -85,7 +87,10 @@ def _wait_response(handle: RunHandle, *, cancel_on_disconnect: bool) -> Response
 @bp.post("/threads/<thread_id>/runs")
 async def create_run(thread_id: str) -> Response:
     _, run, handle = await _create(thread_id)
-    return json_response(to_wire(run), headers={"Content-Location": run_headers(handle, suffix="")["Content-Location"]})
+    return json_response(
+        to_wire(run),
+        headers={"Content-Location": run_headers(handle, suffix="")["Content-Location"]},
+    )
 
 
 @bp.post("/threads/<thread_id>/runs/stream")
@@ -106,7 +111,7 @@ async def list_runs(thread_id: str) -> Response:
     bad = [f for f in select or () if f not in RUN_FIELDS]
     if bad:
         raise InvalidRequest(f"Invalid select columns: {bad}; allowed: {list(RUN_FIELDS)}")
-    runs = await core().runs.list(
+    runs = await core().runs.for_thread(
         thread_id,
         limit=qint("limit", 10),
         offset=qint("offset", 0),
@@ -160,8 +165,12 @@ def json_response_raw(body: bytes, run: Run) -> Response:
 async def _join_stream(handle: RunHandle | None, location: dict[str, str]) -> Response:
     settings = core().settings
     if handle is None:  # finished long ago: nothing to stream
-        return sse_response(_Ended(), with_id=False, heartbeat=settings.heartbeat_interval,
-                            headers={**SSE_HEADERS, **location})
+        return sse_response(
+            None,
+            with_id=False,
+            heartbeat=settings.heartbeat_interval,
+            headers={**SSE_HEADERS, **location},
+        )
     after = parse_event_id(request.headers.get("Last-Event-ID"))
     sub = handle.stream.subscribe(after=after, modes=qlist("stream_mode"))
     return sse_response(
@@ -171,16 +180,6 @@ async def _join_stream(handle: RunHandle | None, location: dict[str, str]) -> Re
         headers={**SSE_HEADERS, **location},
         on_disconnect=_canceller(handle, qbool("cancel_on_disconnect")),
     )
-
-
-class _Ended:
-    """A subscription to a stream that has already ended."""
-
-    async def receive(self) -> list[Any]:
-        return []
-
-    def close(self) -> None:
-        pass
 
 
 @bp.get("/threads/<thread_id>/runs/<run_id>/stream")

@@ -51,7 +51,9 @@ async def post_state_at(thread_id: str) -> Response:
     if not isinstance(checkpoint, dict):
         raise InvalidRequest("$.checkpoint: required object {checkpoint_id, checkpoint_ns?}")
     subgraphs = bool(body.get("subgraphs"))
-    return json_response(await core().threads.state(thread_id, subgraphs=subgraphs, checkpoint=checkpoint))
+    return json_response(
+        await core().threads.state(thread_id, subgraphs=subgraphs, checkpoint=checkpoint)
+    )
 
 
 def _before(value: Any) -> str | None:

@@ -20,5 +20,8 @@ def writer_node(state: State) -> State:
 
 
 graph = (
-    StateGraph(State).add_node(writer_node).add_edge(START, "writer_node").add_edge("writer_node", END)
+    StateGraph(State)
+    .add_node(writer_node)
+    .add_edge(START, "writer_node")
+    .add_edge("writer_node", END)
 ).compile()

@@ -14,8 +14,16 @@ async def test_stateless_wait_returns_final_values(server: Server) -> None:
 
 
 async def test_stateless_stream_all_modes_but_events(server: Server) -> None:
-    modes = ["values", "messages", "updates", "tasks", "checkpoints", "debug", "custom",
-             "messages-tuple"]
+    modes = [
+        "values",
+        "messages",
+        "updates",
+        "tasks",
+        "checkpoints",
+        "debug",
+        "custom",
+        "messages-tuple",
+    ]
     parts = await server.aio(
         lambda c: collect(c.runs.stream(None, "test_agent", stream_mode=modes, input=TEST_INPUT))
     )
@@ -26,13 +34,29 @@ async def test_stateless_stream_all_modes_but_events(server: Server) -> None:
     assert set(by_event) == {"metadata", "values", "tasks", "debug", "updates"}
     assert by_event["metadata"][0]["attempt"] == 1
     assert by_event["values"] == [TEST_INPUT, {**TEST_INPUT, "foo": "checked"}, DONE]
-    assert by_event["updates"] == [{"foo": {"foo": "checked"}}, {"bar": None}, {"baz": {"baz": "checked"}}]
+    assert by_event["updates"] == [
+        {"foo": {"foo": "checked"}},
+        {"bar": None},
+        {"baz": {"baz": "checked"}},
+    ]
     tasks = by_event["tasks"]
     assert [(t["name"], "result" in t) for t in tasks] == [
-        ("foo", False), ("foo", True), ("bar", False), ("bar", True), ("baz", False), ("baz", True)
+        ("foo", False),
+        ("foo", True),
+        ("bar", False),
+        ("bar", True),
+        ("baz", False),
+        ("baz", True),
     ]
-    assert tasks[0]["input"] == TEST_INPUT and tasks[0]["triggers"] == ["branch:to:foo"]
-    assert tasks[3] == {"id": tasks[2]["id"], "name": "bar", "error": None, "result": {}, "interrupts": []}
+    assert tasks[0]["input"] == TEST_INPUT
+    assert tasks[0]["triggers"] == ["branch:to:foo"]
+    assert tasks[3] == {
+        "id": tasks[2]["id"],
+        "name": "bar",
+        "error": None,
+        "result": {},
+        "interrupts": [],
+    }
     debug = by_event["debug"]
     assert [d["type"] for d in debug] == ["task", "task_result"] * 3
     assert [d["step"] for d in debug] == [1, 1, 2, 2, 3, 3]
@@ -40,8 +64,9 @@ async def test_stateless_stream_all_modes_but_events(server: Server) -> None:
 
 async def test_create_delayed_keep_goes_pending_then_success(server: Server) -> None:
     run = await server.aio(
-        lambda c: c.runs.create(None, "test_agent", input=TEST_INPUT, after_seconds=2,
-                                on_completion="keep")
+        lambda c: c.runs.create(
+            None, "test_agent", input=TEST_INPUT, after_seconds=2, on_completion="keep"
+        )
     )
     assert run["status"] == "pending"
     assert run["thread_id"]
@@ -54,7 +79,8 @@ async def test_create_delayed_keep_goes_pending_then_success(server: Server) -> 
     end = await server.sync(lambda c: c.runs.get(run["thread_id"], run["run_id"]))
     assert end["status"] == "success"
     thread = await server.sync(lambda c: c.threads.get(run["thread_id"]))
-    assert thread["values"] == DONE and thread["status"] == "idle"
+    assert thread["values"] == DONE
+    assert thread["status"] == "idle"
 
 
 async def test_join_and_join_stream(server: Server) -> None:
@@ -76,8 +102,9 @@ async def test_stateful_stream_updates_agent(server: Server) -> None:
     async def scenario(c):  # type: ignore[no-untyped-def]
         thread = await c.threads.create()
         parts = await collect(
-            c.runs.stream(thread["thread_id"], "agent", input={"topic": "ice cream"},
-                          stream_mode="updates")
+            c.runs.stream(
+                thread["thread_id"], "agent", input={"topic": "ice cream"}, stream_mode="updates"
+            )
         )
         return thread, parts
 

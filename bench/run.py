@@ -1,0 +1,434 @@
+"""Benchmark triograph's stateless ``POST /runs/wait`` on a 3-node echo graph.
+
+Starts ``triograph serve`` on 127.0.0.1 (a free port) pinned to core 0, drives it from this
+process pinned to core 1, and measures latency at concurrency 1, throughput at concurrency
+64, the server's CPU time per run (utime + stime from ``/proc/<pid>/stat``), and the
+in-process floor (the same graph run with ``graph.ainvoke``). Prints a table, then the
+figures as JSON on the last line of stdout. Bounded in requests and time; the server is
+killed on exit, also on error.
+
+    /tmp/v13/bin/python bench/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+HERE = pathlib.Path(__file__).resolve().parent
+CONFIG = HERE / "langgraph.json"
+HOST = "127.0.0.1"
+SERVER_CORE = 0
+CLIENT_CORE = 1
+GRAPH_ID = "echo"
+BODY = {"assistant_id": GRAPH_ID, "input": {"msg": "hello", "n": 0}}
+EXPECTED = {"msg": "hello", "n": 3}
+
+#: budgets from the issue (informational), and the official server's figures for comparison
+BUDGET_P50_MS = 5.0
+BUDGET_CPU_MS = 2.5
+OFFICIAL = "official server: ~1 s p50 at concurrency 1, ~6 ms server CPU per run"
+
+FULL = {"c1_warmup": 50, "c1": 500, "cN_warmup": 200, "cN": 3000, "floor_warmup": 100}
+FULL |= {"floor": 2000, "deadline": 600.0}
+QUICK = {"c1_warmup": 20, "c1": 200, "cN_warmup": 64, "cN": 500, "floor_warmup": 20}
+QUICK |= {"floor": 300, "deadline": 120.0}
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    pass
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a whole process (all its threads), in seconds."""
+    stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def proc_rss_mib(pid: int) -> float:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def thread_affinities(pid: int) -> set[str]:
+    """The ``Cpus_allowed_list`` of every thread of ``pid`` (to check the pinning held)."""
+    out = set()
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("Cpus_allowed_list:"):
+                    out.add(line.split(":", 1)[1].strip())
+    return out
+
+
+def percentiles(samples_s: list[float]) -> dict[str, float]:
+    """p50/p90/p99/mean/max in milliseconds."""
+    if not samples_s:
+        return {}
+    ms = sorted(s * 1000 for s in samples_s)
+
+    def pct(p: float) -> float:
+        return ms[min(len(ms) - 1, round(p / 100 * (len(ms) - 1)))]
+
+    return {
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "mean_ms": statistics.fmean(ms),
+        "max_ms": ms[-1],
+    }
+
+
+def check_response(response: httpx.Response) -> None:
+    if response.status_code != 200:
+        raise BenchError(f"POST /runs/wait -> {response.status_code}: {response.text[:300]}")
+    body = response.json()
+    if body != EXPECTED:
+        raise BenchError(f"unexpected /runs/wait body: {body!r}")
+
+
+def remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise BenchError("benchmark deadline exceeded")
+    return left
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+def _pin_child() -> None:  # runs in the child between fork and exec: every thread inherits
+    os.sched_setaffinity(0, {SERVER_CORE})
+
+
+@contextlib.contextmanager
+def server(port: int, pin: bool) -> Iterator[subprocess.Popen[bytes]]:
+    log = tempfile.NamedTemporaryFile(prefix="triograph-bench-", suffix=".log", delete=False)  # noqa: SIM115
+    cmd = [sys.executable, "-m", "triograph.core.cli", "serve", "--config", str(CONFIG)]
+    cmd += ["--host", HOST, "--port", str(port), "--storage", "memory"]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=HERE,
+        preexec_fn=_pin_child if pin else None,  # noqa: PLW1509
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        yield proc
+    except BaseException:
+        log.flush()
+        tail = pathlib.Path(log.name).read_text(errors="replace").splitlines()[-20:]
+        print("--- server log (tail) ---", *tail, "---", sep="\n", file=sys.stderr)
+        raise
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        log.close()
+        os.unlink(log.name)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=base, timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise BenchError(f"server exited early with code {proc.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if client.get("/ok").status_code == 200:
+                    return
+            time.sleep(0.05)
+    raise BenchError(f"server not ready after {timeout:.0f} s")
+
+
+# -- the phases -------------------------------------------------------------------------------
+
+
+def phase_serial(base: str, pid: int, warmup: int, count: int, deadline: float) -> dict[str, Any]:
+    """Concurrency 1: one keep-alive connection, one request after the other."""
+    samples: list[float] = []
+    with httpx.Client(base_url=base, timeout=30.0) as client:
+        for _ in range(warmup):
+            check_response(client.post("/runs/wait", json=BODY))
+        cpu0, client0, t0 = proc_cpu_seconds(pid), time.process_time(), time.perf_counter()
+        for _ in range(count):
+            remaining(deadline)
+            start = time.perf_counter()
+            response = client.post("/runs/wait", json=BODY)
+            samples.append(time.perf_counter() - start)
+            check_response(response)
+        wall = time.perf_counter() - t0
+        cpu1, client1 = proc_cpu_seconds(pid), time.process_time()
+    return {
+        "concurrency": 1,
+        "requests": count,
+        "wall_s": wall,
+        "runs_per_s": count / wall,
+        "server_cpu_ms_per_run": (cpu1 - cpu0) * 1000 / count,
+        "client_cpu_ms_per_run": (client1 - client0) * 1000 / count,
+        **percentiles(samples),
+    }
+
+
+async def _concurrent(
+    base: str, pid: int, concurrency: int, warmup: int, count: int, deadline: float
+) -> dict[str, Any]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60.0, limits=limits) as client:
+
+        async def drive(total: int, samples: list[float]) -> None:
+            left = total
+
+            async def worker() -> None:
+                nonlocal left
+                while left > 0:
+                    left -= 1
+                    remaining(deadline)
+                    start = time.perf_counter()
+                    response = await client.post("/runs/wait", json=BODY)
+                    samples.append(time.perf_counter() - start)
+                    check_response(response)
+
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(concurrency):
+                    tg.create_task(worker())
+
+        await drive(warmup, [])  # opens the connections
+        samples: list[float] = []
+        cpu0, client0, t0 = proc_cpu_seconds(pid), time.process_time(), time.perf_counter()
+        await asyncio.wait_for(drive(count, samples), timeout=remaining(deadline))
+        wall = time.perf_counter() - t0
+        cpu1, client1 = proc_cpu_seconds(pid), time.process_time()
+    return {
+        "concurrency": concurrency,
+        "requests": count,
+        "wall_s": wall,
+        "runs_per_s": count / wall,
+        "server_cpu_ms_per_run": (cpu1 - cpu0) * 1000 / count,
+        "server_cpu_util": (cpu1 - cpu0) / wall,
+        "client_cpu_ms_per_run": (client1 - client0) * 1000 / count,
+        "client_cpu_util": (client1 - client0) / wall,
+        **percentiles(samples),
+    }
+
+
+def phase_concurrent(
+    base: str, pid: int, concurrency: int, warmup: int, count: int, deadline: float
+) -> dict[str, Any]:
+    """Concurrency N: N workers sharing an N-connection keep-alive pool."""
+    return asyncio.run(_concurrent(base, pid, concurrency, warmup, count, deadline))
+
+
+async def _floor(warmup: int, count: int, checkpointed: bool) -> dict[str, Any]:
+    sys.path.insert(0, str(HERE))
+    try:
+        from echo import graph
+    finally:
+        sys.path.remove(str(HERE))
+    inp = BODY["input"]
+    if checkpointed:
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        saver = InMemorySaver()
+        graph = graph.builder.compile(checkpointer=saver)
+
+        async def once() -> Any:
+            thread_id = str(uuid.uuid4())
+            config = {"configurable": {"thread_id": thread_id}}
+            last = None
+            async for last in graph.astream(inp, config, stream_mode="values", durability="async"):
+                pass
+            await saver.adelete_thread(thread_id)
+            return last
+    else:
+
+        async def once() -> Any:
+            return await graph.ainvoke(inp)
+
+    for _ in range(warmup):
+        if await once() != EXPECTED:
+            raise BenchError("in-process echo graph returned an unexpected state")
+    samples: list[float] = []
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for _ in range(count):
+        start = time.perf_counter()
+        await once()
+        samples.append(time.perf_counter() - start)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {
+        "runs": count,
+        "wall_s": wall,
+        "runs_per_s": count / wall,
+        "cpu_ms_per_run": cpu * 1000 / count,
+        **percentiles(samples),
+    }
+
+
+def phase_floor(warmup: int, count: int, checkpointed: bool) -> dict[str, Any]:
+    return asyncio.run(_floor(warmup, count, checkpointed))
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def verdict(value: float, budget: float) -> str:
+    return "PASS" if value <= budget else "FAIL"
+
+
+def print_table(results: dict[str, Any]) -> None:
+    c1, cn = results["serial"], results["concurrent"]
+    floor, floor_cp = results["floor_ainvoke"], results["floor_checkpointed"]
+    n = cn["concurrency"]
+    rows = [
+        ("phase", "runs", "runs/s", "p50 ms", "p90 ms", "p99 ms", "srv CPU ms/run", "cli CPU"),
+        (
+            "HTTP /runs/wait c=1",
+            c1["requests"],
+            f"{c1['runs_per_s']:.0f}",
+            f"{c1['p50_ms']:.2f}",
+            f"{c1['p90_ms']:.2f}",
+            f"{c1['p99_ms']:.2f}",
+            f"{c1['server_cpu_ms_per_run']:.2f}",
+            f"{c1['client_cpu_ms_per_run']:.2f}",
+        ),
+        (
+            f"HTTP /runs/wait c={n}",
+            cn["requests"],
+            f"{cn['runs_per_s']:.0f}",
+            f"{cn['p50_ms']:.2f}",
+            f"{cn['p90_ms']:.2f}",
+            f"{cn['p99_ms']:.2f}",
+            f"{cn['server_cpu_ms_per_run']:.2f}",
+            f"{cn['client_cpu_ms_per_run']:.2f}",
+        ),
+    ]
+    for name, f in (("in-process ainvoke", floor), ("in-process ckpt astream", floor_cp)):
+        rows.append(
+            (
+                name,
+                f["runs"],
+                f"{f['runs_per_s']:.0f}",
+                f"{f['p50_ms']:.2f}",
+                f"{f['p90_ms']:.2f}",
+                f"{f['p99_ms']:.2f}",
+                f"{f['cpu_ms_per_run']:.2f}",
+                "-",
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        cells = [str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(
+            zip(row, widths, strict=True))]
+        print("  ".join(cells))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print()
+    for label, value, budget in results["budgets"]:
+        print(f"{label:<40} {value:7.2f} ms  (budget {budget} ms)  {verdict(value, budget)}")
+    print(f"overhead over in-process ainvoke (server CPU, c={n}): "
+          f"{cn['server_cpu_ms_per_run'] - floor['cpu_ms_per_run']:.2f} ms/run")
+    print(f"server CPU utilisation at c={n}: {cn['server_cpu_util']:.0%} of one core; "
+          f"client: {cn['client_cpu_util']:.0%}")
+    print(f"server RSS after the run: {results['server_rss_mib']:.0f} MiB; "
+          f"server threads pinned to CPUs {results['server_affinity']}")
+    print(OFFICIAL)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (fewer requests)")
+    parser.add_argument("--concurrency", type=int, default=64, help="clients of the load phase")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    deadline = time.monotonic() + plan["deadline"]
+
+    pin = len(os.sched_getaffinity(0)) >= 2 and (os.cpu_count() or 1) >= 2
+    if pin:
+        os.sched_setaffinity(0, {CLIENT_CORE})  # before any thread exists: all inherit
+    else:
+        print("warning: fewer than 2 CPUs available, not pinning", file=sys.stderr)
+
+    port = free_port()
+    base = f"http://{HOST}:{port}"
+    results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "pinned": pin}
+    try:
+        with server(port, pin) as proc:
+            wait_ready(proc, base)
+            print(f"server pid {proc.pid} on {base}", file=sys.stderr)
+            results["server_affinity"] = ",".join(sorted(thread_affinities(proc.pid)))
+            print("phase: concurrency 1 ...", file=sys.stderr)
+            results["serial"] = phase_serial(
+                base, proc.pid, plan["c1_warmup"], plan["c1"], deadline
+            )
+            print(f"phase: concurrency {args.concurrency} ...", file=sys.stderr)
+            results["concurrent"] = phase_concurrent(
+                base, proc.pid, args.concurrency, plan["cN_warmup"], plan["cN"], deadline
+            )
+            results["server_rss_mib"] = proc_rss_mib(proc.pid)
+            results["server_affinity"] = ",".join(sorted(thread_affinities(proc.pid)))
+        print("phase: in-process floor ...", file=sys.stderr)
+        results["floor_ainvoke"] = phase_floor(plan["floor_warmup"], plan["floor"], False)
+        remaining(deadline)
+        results["floor_checkpointed"] = phase_floor(plan["floor_warmup"], plan["floor"], True)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+
+    n = args.concurrency
+    results["budgets"] = [
+        ("p50 latency, concurrency 1", results["serial"]["p50_ms"], BUDGET_P50_MS),
+        ("server CPU per run, concurrency 1", results["serial"]["server_cpu_ms_per_run"],
+         BUDGET_CPU_MS),
+        (f"server CPU per run, concurrency {n}", results["concurrent"]["server_cpu_ms_per_run"],
+         BUDGET_CPU_MS),
+    ]
+    print_table(results)
+    results["budgets"] = [
+        {"what": label, "value_ms": value, "budget_ms": budget, "verdict": verdict(value, budget)}
+        for label, value, budget in results["budgets"]
+    ]
+    print(json.dumps(results, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
