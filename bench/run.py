@@ -142,7 +142,7 @@ def server(port: int, pin: bool) -> Iterator[subprocess.Popen[bytes]]:
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=HERE,
-        preexec_fn=_pin_child if pin else None,  # noqa: PLW1509
+        preexec_fn=_pin_child if pin else None,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -252,7 +252,12 @@ def phase_concurrent(
     base: str, pid: int, concurrency: int, warmup: int, count: int, deadline: float
 ) -> dict[str, Any]:
     """Concurrency N: N workers sharing an N-connection keep-alive pool."""
-    return asyncio.run(_concurrent(base, pid, concurrency, warmup, count, deadline))
+    try:
+        return asyncio.run(_concurrent(base, pid, concurrency, warmup, count, deadline))
+    except* BenchError as group:
+        raise group.exceptions[0] from None
+    except* TimeoutError:
+        raise BenchError("benchmark deadline exceeded") from None
 
 
 async def _floor(warmup: int, count: int, checkpointed: bool) -> dict[str, Any]:
@@ -272,8 +277,8 @@ async def _floor(warmup: int, count: int, checkpointed: bool) -> dict[str, Any]:
             thread_id = str(uuid.uuid4())
             config = {"configurable": {"thread_id": thread_id}}
             last = None
-            async for last in graph.astream(inp, config, stream_mode="values", durability="async"):
-                pass
+            async for chunk in graph.astream(inp, config, stream_mode="values", durability="async"):
+                last = chunk
             await saver.adelete_thread(thread_id)
             return last
     else:
@@ -353,20 +358,28 @@ def print_table(results: dict[str, Any]) -> None:
         )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
-        cells = [str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(
-            zip(row, widths, strict=True))]
+        cells = [
+            str(c).ljust(w) if j == 0 else str(c).rjust(w)
+            for j, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         print("  ".join(cells))
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print()
     for label, value, budget in results["budgets"]:
         print(f"{label:<40} {value:7.2f} ms  (budget {budget} ms)  {verdict(value, budget)}")
-    print(f"overhead over in-process ainvoke (server CPU, c={n}): "
-          f"{cn['server_cpu_ms_per_run'] - floor['cpu_ms_per_run']:.2f} ms/run")
-    print(f"server CPU utilisation at c={n}: {cn['server_cpu_util']:.0%} of one core; "
-          f"client: {cn['client_cpu_util']:.0%}")
-    print(f"server RSS after the run: {results['server_rss_mib']:.0f} MiB; "
-          f"server threads pinned to CPUs {results['server_affinity']}")
+    print(
+        f"overhead over in-process ainvoke (server CPU, c={n}): "
+        f"{cn['server_cpu_ms_per_run'] - floor['cpu_ms_per_run']:.2f} ms/run"
+    )
+    print(
+        f"server CPU utilisation at c={n}: {cn['server_cpu_util']:.0%} of one core; "
+        f"client: {cn['client_cpu_util']:.0%}"
+    )
+    print(
+        f"server RSS after the run: {results['server_rss_mib']:.0f} MiB; "
+        f"server threads pinned to CPUs {results['server_affinity']}"
+    )
     print(OFFICIAL)
 
 
@@ -416,10 +429,16 @@ def main(argv: list[str] | None = None) -> int:
     n = args.concurrency
     results["budgets"] = [
         ("p50 latency, concurrency 1", results["serial"]["p50_ms"], BUDGET_P50_MS),
-        ("server CPU per run, concurrency 1", results["serial"]["server_cpu_ms_per_run"],
-         BUDGET_CPU_MS),
-        (f"server CPU per run, concurrency {n}", results["concurrent"]["server_cpu_ms_per_run"],
-         BUDGET_CPU_MS),
+        (
+            "server CPU per run, concurrency 1",
+            results["serial"]["server_cpu_ms_per_run"],
+            BUDGET_CPU_MS,
+        ),
+        (
+            f"server CPU per run, concurrency {n}",
+            results["concurrent"]["server_cpu_ms_per_run"],
+            BUDGET_CPU_MS,
+        ),
     ]
     print_table(results)
     results["budgets"] = [

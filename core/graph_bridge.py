@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Generic, TypeVar
 
@@ -116,7 +116,7 @@ class _Pipe(Generic[T]):
                     self._token.run_sync_soon(wake.set)
 
     # -- Trio side --
-    async def batches(self, job: _Job[None]) -> AsyncIterator[list[T]]:
+    async def batches(self, job: _Job[None]) -> AsyncGenerator[list[T]]:
         while True:
             with self._lock:
                 batch, self._items = self._items, []
@@ -221,7 +221,9 @@ class GraphBridge:
             return pipe.pump(factory)
 
         job: _Job[None] = _Job(self, pump)
+        batches = pipe.batches(job)
         try:
-            yield pipe.batches(job)
+            yield batches
         finally:
+            await batches.aclose()  # the consumer may have left mid-iteration
             await job.settle()

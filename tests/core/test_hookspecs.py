@@ -1,0 +1,118 @@
+"""Every hook is documented (its docstring is the contract), and hooks behave as documented."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+
+import pluggy
+import pytest
+
+from triograph.core import hookspecs
+from triograph.core.emitters import StreamModeRegistry
+from triograph.core.errors import PluginError
+from triograph.core.plugin_manager import DEFAULT_PLUGINS, Hooks, fill_registry, make_plugin_manager
+
+HOOKS = [
+    (name, fn)
+    for name, fn in vars(hookspecs).items()
+    if name.startswith("triograph_") and inspect.isfunction(fn)
+]
+
+
+def test_there_are_hooks_of_every_family() -> None:
+    names = {name for name, _ in HOOKS}
+    assert {
+        "triograph_register_storage",
+        "triograph_register_stream_modes",
+        "triograph_register_multitask",
+        "triograph_run_created",
+        "triograph_run_started",
+        "triograph_run_finished",
+        "triograph_thread_created",
+        "triograph_thread_deleted",
+        "triograph_server_startup",
+        "triograph_server_shutdown",
+    } <= names
+
+
+@pytest.mark.parametrize(("name", "fn"), HOOKS, ids=[n for n, _ in HOOKS])
+def test_hook_docstring_covers_contract(name: str, fn: object) -> None:
+    doc = inspect.getdoc(fn) or ""
+    assert doc, f"{name} has no docstring"
+    for param in inspect.signature(fn).parameters:  # type: ignore[arg-type]
+        assert f":param {param}:" in doc, f"{name}: parameter {param!r} undocumented"
+    assert "Called" in doc, f"{name}: does not say when it is called"
+    assert "rais" in doc.lower(), f"{name}: does not say what happens if it raises"
+
+
+def test_default_plugins_are_registered_by_module_name() -> None:
+    pm = make_plugin_manager()
+    for name in DEFAULT_PLUGINS:
+        assert pm.get_plugin(name) is not None
+
+
+def test_duplicate_registration_names_both_plugins() -> None:
+    pm = make_plugin_manager()
+
+    class Dup:
+        @hookspecs.hookimpl
+        def triograph_register_stream_modes(self, registry: StreamModeRegistry) -> None:
+            registry.add("values", object)  # type: ignore[arg-type]
+
+    pm.register(Dup(), name="dup-plugin")
+    with pytest.raises(PluginError) as info:
+        fill_registry(pm, "triograph_register_stream_modes", StreamModeRegistry())
+    assert "dup-plugin" in str(info.value)
+    assert "triograph.plugins.stream_modes" in str(info.value)
+
+
+def test_replace_true_overrides_a_builtin() -> None:
+    pm = make_plugin_manager()
+    sentinel = object()
+
+    class Override:
+        @hookspecs.hookimpl
+        def triograph_register_stream_modes(self, registry: StreamModeRegistry) -> None:
+            registry.add("values", sentinel, replace=True)  # type: ignore[arg-type]
+
+    pm.register(Override(), name="override")
+    registry = StreamModeRegistry()
+    fill_registry(pm, "triograph_register_stream_modes", registry)
+    assert registry.get("values") is sentinel
+    assert registry.owner("values") == "override"
+
+
+def test_disable_plugins_blocks_a_builtin() -> None:
+    pm = make_plugin_manager(disable_plugins=("triograph.plugins.multitask",))
+    assert pm.get_plugin("triograph.plugins.multitask") is None
+
+
+def test_unknown_plugin_module_is_a_plugin_error() -> None:
+    with pytest.raises(PluginError, match="no_such_plugin_mod"):
+        make_plugin_manager(extra_plugins=("no_such_plugin_mod",))
+
+
+async def test_lifecycle_hooks_are_isolated_and_async_awaited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pm = pluggy.PluginManager("triograph")
+    pm.add_hookspecs(hookspecs)
+    seen: list[str] = []
+
+    class Broken:
+        @hookspecs.hookimpl
+        def triograph_thread_deleted(self, thread_id: str) -> None:
+            raise RuntimeError("broken plugin")
+
+    class Async:
+        @hookspecs.hookimpl
+        async def triograph_thread_deleted(self, thread_id: str) -> None:
+            seen.append(thread_id)
+
+    pm.register(Async(), name="async-one")
+    pm.register(Broken(), name="broken-one")
+    with caplog.at_level(logging.ERROR):
+        await Hooks(pm).fire("triograph_thread_deleted", thread_id="t1")
+    assert seen == ["t1"]
+    assert "broken-one" in caplog.text
