@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+import attrs
 import trio
 
 from triograph.core.errors import TriographError
@@ -41,27 +42,25 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    from triograph.core.app import serve
+    from triograph.core.app import create_app, serve_app
     from triograph.core.settings import load_settings
 
     try:
         settings = load_settings(args.config, storage=args.storage, max_runs=args.max_runs)
         if args.plugin:
-            import attrs
-
             settings = attrs.evolve(settings, plugins=(*settings.plugins, *args.plugin))
-
-        async def run() -> None:
-            async with trio.open_nursery() as nursery:
-                start = functools.partial(serve, settings, host=args.host, port=args.port)
-                urls = await nursery.start(start)
-                for url in urls:
-                    print(f"triograph serving {url}  (storage: {settings.storage})", flush=True)
-
-        trio.run(run)
+        app = create_app(settings)  # fails here, before serving, on any configuration error
     except TriographError as exc:
         print(f"triograph: {exc.message}", file=sys.stderr)
         return 2
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            start = functools.partial(serve_app, app, host=args.host, port=args.port)
+            for url in await nursery.start(start):
+                print(f"triograph serving {url}  (storage: {settings.storage})", flush=True)
+
+    trio.run(run)
     return 0
 
 

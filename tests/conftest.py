@@ -29,8 +29,7 @@ def example_settings(**overrides: object) -> Settings:
 
 async def start_server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[Server]:
     app = create_app(settings)
-    stop = trio.Event()
-    stopped = trio.Event()
+    stop, stopped = trio.Event(), trio.Event()
 
     async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
         try:
@@ -41,7 +40,7 @@ async def start_server(nursery: trio.Nursery, settings: Settings) -> AsyncIterat
             stopped.set()
 
     urls = await nursery.start(run)
-    server = Server(url=urls[0], core=app_core(app))
+    server = Server(url=urls[0], core=app_core(app), stop=stop, stopped=stopped)
     try:
         yield server
     finally:

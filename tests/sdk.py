@@ -29,6 +29,14 @@ T = TypeVar("T")
 class Server:
     url: str
     core: Core
+    stop: trio.Event = attrs.Factory(trio.Event)
+    stopped: trio.Event = attrs.Factory(trio.Event)
+
+    async def shutdown(self) -> None:
+        """Stop as SIGTERM would, and wait until the server has exited."""
+        self.stop.set()
+        with trio.fail_after(30):
+            await self.stopped.wait()
 
     async def sync(self, fn: Callable[[SyncLangGraphClient], T]) -> T:
         def call() -> T:

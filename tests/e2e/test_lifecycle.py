@@ -1,0 +1,97 @@
+"""Start-up and shutdown: the CLI, SIGTERM, and runs in flight at shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import httpx
+import trio
+
+from tests.conftest import EXAMPLES, ROOT
+from tests.sdk import Server
+
+
+async def _wait_status(server: Server, thread_id: str, run_id: str, want: str) -> None:
+    with trio.fail_after(10):
+        while (await server.sync(lambda c: c.runs.get(thread_id, run_id)))["status"] != want:
+            await trio.sleep(0.05)
+
+
+async def test_shutdown_interrupts_and_records_runs_in_flight(server: Server) -> None:
+    thread = await server.sync(lambda c: c.threads.create())
+    tid = thread["thread_id"]
+    run = await server.sync(lambda c: c.runs.create(tid, "slow", input={"delay": 5}))
+    queued = await server.sync(lambda c: c.runs.create(tid, "slow", input={"delay": 5}))
+    await _wait_status(server, tid, run["run_id"], "running")
+
+    await server.shutdown()  # grace is 0.5 s in the fixture: both runs get interrupted
+
+    storage = server.core.storage
+    first = await storage.runs.get(run["run_id"])
+    second = await storage.runs.get(queued["run_id"])
+    stored_thread = await storage.threads.get(tid)
+    assert first is not None and first.status == "interrupted"
+    assert second is not None and second.status == "interrupted"
+    assert stored_thread is not None
+    assert stored_thread.status != "busy"
+    assert stored_thread.error == {"error": "UserInterrupt", "message": "server shutting down"}
+
+
+def _start_cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "triograph.core.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+async def test_cli_serves_prints_url_and_stops_on_sigterm() -> None:
+    proc = _start_cli("dev", "--config", str(EXAMPLES / "langgraph.json"), "--port", "0")
+    try:
+        url = None
+        with trio.fail_after(30):
+            while url is None:
+                assert proc.stdout is not None
+                line = await trio.to_thread.run_sync(proc.stdout.readline)
+                assert line, "server exited before printing its URL"
+                if line.startswith("triograph serving "):
+                    url = line.split()[2]
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/ok")).json()["ok"] is True
+            wait = await http.post(
+                "/runs/wait", json={"assistant_id": "agent", "input": {"topic": "x"}}
+            )
+            assert wait.json()["joke"] == "This is a joke about x and cats"
+        proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            code = await trio.to_thread.run_sync(proc.wait)
+        assert code == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+async def test_cli_names_storage_backends_that_are_not_here() -> None:
+    proc = _start_cli(
+        "serve", "--config", str(EXAMPLES / "langgraph.json"), "--storage", "file:x.db"
+    )
+    out, _ = await trio.to_thread.run_sync(proc.communicate)
+    assert proc.returncode == 2
+    assert "'file' backend" in out
+    assert "available backends: memory" in out
+
+
+async def test_cli_reports_a_missing_config() -> None:
+    proc = _start_cli("dev", "--config", "/nonexistent/langgraph.json")
+    out, _ = await trio.to_thread.run_sync(proc.communicate)
+    assert proc.returncode == 2
+    assert "not found" in out
