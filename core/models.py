@@ -225,6 +225,27 @@ def _dict_hook(value: Any, _: Any) -> dict[str, Any]:
 converter.register_structure_hook_func(lambda t: t == dict[str, JSON], _dict_hook)
 
 
+def _str_list_hook(value: Any, _: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return value
+
+
+converter.register_structure_hook_func(lambda t: t == list[str], _str_list_hook)
+
+
+def _object_first(cls: type) -> typing.Callable[[Any, Any], Any]:
+    """Nested records (``command``, ``checkpoint``) must be JSON objects, not strings."""
+    inner = cattrs.gen.make_dict_structure_fn(cls, converter)
+
+    def hook(value: Any, tp: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected an object, got {type(value).__name__}")
+        return inner(value, tp)
+
+    return hook
+
+
 def _stream_mode_hook(value: Any, _: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
@@ -260,6 +281,8 @@ converter.register_structure_hook_func(lambda t: t == list[Send | str] | None, _
 converter.register_structure_hook_func(
     lambda t: t == list[str] | Literal["*"] | None, _interrupt_nodes_hook
 )
+for _nested in (CommandBody, CheckpointRef):
+    converter.register_structure_hook(_nested, _object_first(_nested))
 # stream_mode is the only plain list[str] field with this normalisation; register it by field.
 _run_create_hook = cattrs.gen.make_dict_structure_fn(
     RunCreate,

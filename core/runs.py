@@ -32,6 +32,7 @@ from triograph.core.threads import strip_reserved
 if TYPE_CHECKING:
     from triograph.core.context import Core
     from triograph.core.models import Assistant
+    from triograph.core.multitask import Admission
     from triograph.core.supervisor import RunHandle
 
 #: configurable/context keys the official server silently strips (contract §1.6)
@@ -78,6 +79,18 @@ def _check_webhook(url: str) -> None:
         raise InvalidRequest(f"Invalid webhook hostname '{parsed.hostname or ''}'")
 
 
+@attrs.define(kw_only=True)
+class _Plan:
+    """A validated run creation, ready to be stored."""
+
+    run: Run
+    thread: Thread
+    created: bool
+    thread_metadata: dict[str, Any]
+    assistant: Assistant
+    admission: Admission | None
+
+
 class RunService:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -88,6 +101,12 @@ class RunService:
         self, thread_id: str | None, body: RunCreate, *, request_id: str | None = None
     ) -> tuple[Run, RunHandle]:
         """Validate, store and start a run; ``thread_id=None`` makes it stateless."""
+        return await self.commit(await self.prepare(thread_id, body, request_id=request_id))
+
+    async def prepare(
+        self, thread_id: str | None, body: RunCreate, *, request_id: str | None = None
+    ) -> _Plan:
+        """Every check of a run creation, and the records to write; writes nothing."""
         core = self.core
         stateless = thread_id is None
         if not core.supervisor.accepting:
@@ -140,15 +159,30 @@ class RunService:
         admission = (
             strategy.admit(run, [h.run for h in in_flight]) if strategy and in_flight else None
         )
+        thread_metadata = {}
+        if created:
+            thread_metadata = {
+                **strip_reserved(run_config.get("metadata")),
+                **strip_reserved(body.metadata),
+            }
+        return _Plan(
+            run=run,
+            thread=thread,
+            created=created,
+            thread_metadata=thread_metadata,
+            assistant=assistant,
+            admission=admission,
+        )
 
+    async def commit(self, plan: _Plan) -> tuple[Run, RunHandle]:
+        """Store a prepared run (and its thread), start it, apply its multitask admission."""
+        core, run, thread, assistant = self.core, plan.run, plan.thread, plan.assistant
         if thread.status != "busy":
             thread.metadata.update(
                 {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
             )
-        if created:
-            thread.metadata.update(
-                {**strip_reserved(run_config.get("metadata")), **strip_reserved(body.metadata)}
-            )
+        if plan.created:
+            thread.metadata.update(plan.thread_metadata)
             thread.status = "busy"
             await core.storage.threads.create(thread)
             await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
@@ -158,8 +192,10 @@ class RunService:
             await core.storage.threads.update(thread)
         await core.storage.runs.create(run)
         handle = await core.supervisor.submit(run)
+        admission = plan.admission
         if admission is not None and admission.cancel:
-            reason = f"run {run.run_id} was created with multitask_strategy={strategy_name!r}"
+            reason = f"run {run.run_id} was created with multitask_strategy"
+            reason += f"={run.multitask_strategy!r}"
             core.supervisor.cancel(list(admission.cancel), admission.action, reason)
         return run, handle
 
@@ -260,7 +296,12 @@ class RunService:
         )
 
     async def delete(self, thread_id: str, run_id: str) -> None:
-        run = await self.get(thread_id, run_id)
+        try:
+            run = await self.get(thread_id, run_id)
+        except NotFound as exc:
+            if exc.message != "Not Found":  # the thread is unknown: say so
+                raise
+            raise NotFound("Run not found") from None
         if run.status not in TERMINAL_RUN_STATUSES:
             raise BadRequest(f"Run {run_id} is {run.status}; cancel it before deleting it")
         await self.core.storage.runs.delete(run.run_id)

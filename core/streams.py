@@ -160,18 +160,22 @@ class RunStream:
         sub = Subscription(self, self.limit, frozenset(modes) if modes else None)
         if after is None and not self.ever_subscribed and self.log_complete:
             after = -1  # the first reader gets the run from its start
-        self.ever_subscribed = True
         if after is not None and (self.resumable or self.log_complete):
             for event in self.log:
                 if event.seq > after and sub.accepts(event.name):
                     sub._queue.append(event)
-        if not self.resumable:  # nobody else may replay a non-resumable run
-            self.log, self.log_complete = [], False
+        self.claim()  # later readers of a non-resumable run get live events only
         if self.closed:
             sub.ended = True
         else:
             self._subs.add(sub)
         return sub
+
+    def claim(self) -> None:
+        """A consumer that needs no events (``/wait``) took the run: keep no replay log."""
+        self.ever_subscribed = True
+        if not self.resumable:
+            self.log, self.log_complete = [], False
 
     def discard(self, sub: Subscription) -> None:
         self._subs.discard(sub)

@@ -53,6 +53,8 @@ class RunHandle:
     cancel_action: CancelAction | None = None
     cancel_reason: str = ""
     started: bool = False
+    #: keep the finished handle joinable from memory for a while (background runs)
+    retain: bool = False
     expires_at: float = float("inf")
 
     @property
@@ -238,13 +240,17 @@ class RunSupervisor:
             await core.hooks.fire(
                 "triograph_run_finished", run=attrs.evolve(run), outcome=outcome, error=thread_error
             )
-            if handle.temporary:
-                await core.threads.delete(run.thread_id, cancel_runs=False)
+            if handle.temporary:  # it kept no checkpoints: only the records go
+                await core.threads.delete(run.thread_id, cancel_runs=False, checkpoints=False)
         finally:
             handle.stream.close()
             handle.done.set()
-            ttl = core.settings.resumable_ttl if handle.stream.resumable else FINISHED_RETENTION
-            handle.expires_at = trio.current_time() + ttl
+            if handle.stream.resumable:
+                handle.expires_at = trio.current_time() + core.settings.resumable_ttl
+            elif handle.retain:
+                handle.expires_at = trio.current_time() + FINISHED_RETENTION
+            else:  # its creator (a stream or a wait) has had everything
+                self.handles.pop(run.run_id, None)
 
     # -- cancelling and shutdown --------------------------------------------------------------
 

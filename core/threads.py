@@ -117,7 +117,9 @@ class ThreadService:
             raise NotFound(f"Thread with ID {thread_id} not found")
         return thread
 
-    async def delete(self, thread_id: str, *, cancel_runs: bool = True) -> None:
+    async def delete(
+        self, thread_id: str, *, cancel_runs: bool = True, checkpoints: bool = True
+    ) -> None:
         """Delete a thread, its runs and checkpoints; in-flight runs are interrupted first."""
         core = self.core
         if cancel_runs:
@@ -125,8 +127,9 @@ class ThreadService:
                 handle.cancel("interrupt", "thread deleted")
         if not await core.storage.threads.delete(thread_id):
             raise NotFound(f"Thread with ID {thread_id} not found")
-        checkpointer = core.storage.checkpointer
-        await core.bridge.call(lambda: checkpointer.adelete_thread(thread_id))
+        if checkpoints:
+            checkpointer = core.storage.checkpointer
+            await core.bridge.call(lambda: checkpointer.adelete_thread(thread_id))
         await core.hooks.fire("triograph_thread_deleted", thread_id=thread_id)
 
     # -- state --------------------------------------------------------------------------------

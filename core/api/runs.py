@@ -3,7 +3,8 @@ list, get, delete; cancel and bulk cancel; join and join stream."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+import uuid
+from typing import TYPE_CHECKING, Any
 
 from quart import Blueprint, Response, request
 
@@ -22,7 +23,7 @@ from triograph.core.api.http import (
     sse_response,
     waiting_json_response,
 )
-from triograph.core.errors import InvalidRequest
+from triograph.core.errors import InvalidRequest, NotFound
 from triograph.core.models import CancelMany, RunCreate, structure, to_wire
 from triograph.core.runs import RUN_FIELDS
 from triograph.core.streams import parse_event_id
@@ -68,6 +69,7 @@ def _stream_response(body: RunCreate, handle: RunHandle, *, stateless: bool) -> 
 
 def _wait_response(handle: RunHandle, *, cancel_on_disconnect: bool) -> Response:
     run, c = handle.run, core()  # the body runs outside the app context: capture now
+    handle.stream.claim()
 
     async def produce() -> bytes:
         return await c.runs.result(run, handle)
@@ -87,6 +89,7 @@ def _wait_response(handle: RunHandle, *, cancel_on_disconnect: bool) -> Response
 @bp.post("/threads/<thread_id>/runs")
 async def create_run(thread_id: str) -> Response:
     _, run, handle = await _create(thread_id)
+    handle.retain = True
     return json_response(
         to_wire(run),
         headers={"Content-Location": run_headers(handle, suffix="")["Content-Location"]},
@@ -195,7 +198,8 @@ async def join_stream(thread_id: str, run_id: str) -> Response:
 
 @bp.post("/runs")
 async def create_stateless() -> Response:
-    _, run, _ = await _create(None)
+    _, run, handle = await _create(None)
+    handle.retain = True
     return json_response(to_wire(run), headers={"Content-Location": f"/runs/{run.run_id}"})
 
 
@@ -218,9 +222,11 @@ async def batch() -> Response:
         raise InvalidRequest("request body must be a non-empty array of run objects")
     bodies = [structure(item, RunCreate) for item in items]
     runs_service = core().runs
-    for body in bodies:  # every assistant must exist before anything is stored
-        await core().assistants.resolve(core().graphs.resolve_assistant_id(body.assistant_id))
-    created = [await runs_service.create(None, body, request_id=request_id()) for body in bodies]
+    # every item is validated before anything is stored: a bad item creates nothing
+    plans = [await runs_service.prepare(None, body, request_id=request_id()) for body in bodies]
+    created = [await runs_service.commit(plan) for plan in plans]
+    for _, handle in created:
+        handle.retain = True
     return json_response([to_wire(run) for run, _ in created])
 
 
@@ -233,24 +239,19 @@ async def cancel_many() -> Response:
     return empty(204)
 
 
-@bp.get("/runs/<run_id>")
-async def get_stateless(run_id: str) -> Response:
-    handle = core().supervisor.get(run_id)
-    run = handle.run if handle is not None else None
-    if run is None or cast("Any", run).status is None:
-        from triograph.core.errors import NotFound
-
+@bp.get("/runs/<uuid:run_id>")
+async def get_stateless(run_id: uuid.UUID) -> Response:
+    """A stateless run by id alone (its temporary thread is resolved here)."""
+    stored = await core().storage.runs.get(str(run_id))
+    if stored is None:
         raise NotFound("Not Found")
-    stored = await core().storage.runs.get(run.run_id)
-    return json_response(to_wire(stored or run))
+    return json_response(to_wire(stored))
 
 
-@bp.get("/runs/<run_id>/stream")
-async def join_stateless_stream(run_id: str) -> Response:
-    handle = core().supervisor.get(run_id)
+@bp.get("/runs/<uuid:run_id>/stream")
+async def join_stateless_stream(run_id: uuid.UUID) -> Response:
+    handle = core().supervisor.get(str(run_id))
     if handle is None:
-        from triograph.core.errors import NotFound
-
         raise NotFound(f"Run {run_id} not found")
     base = f"/runs/{run_id}"
     return await _join_stream(handle, {"Location": base + "/stream", "Content-Location": base})

@@ -56,11 +56,16 @@ async def test_stream_batches_in_order_and_propagates_errors() -> None:
 
         seen: list[int] = []
         batches = 0
-        with pytest.raises(KeyError):
+
+        async def consume() -> None:
+            nonlocal batches
             async with bridge.stream(numbers, max_buffer=64) as stream:
                 async for batch in stream:
                     batches += 1
                     seen.extend(batch)
+
+        with pytest.raises(KeyError):
+            await consume()
         assert seen == list(range(1000))
         assert batches < 1000  # batched: fewer wake-ups than items
 
