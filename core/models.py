@@ -236,7 +236,7 @@ converter.register_structure_hook_func(lambda t: t == list[str], _str_list_hook)
 
 def _object_first(cls: type) -> typing.Callable[[Any, Any], Any]:
     """Nested records (``command``, ``checkpoint``) must be JSON objects, not strings."""
-    inner = cattrs.gen.make_dict_structure_fn(cls, converter)
+    inner: Any = cattrs.gen.make_dict_structure_fn(cls, converter)
 
     def hook(value: Any, tp: Any) -> Any:
         if not isinstance(value, dict):

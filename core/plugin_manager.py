@@ -41,11 +41,11 @@ def make_plugin_manager(
     if os.environ.get("TRIOGRAPH_LOAD_PLUGINS", "1").lower() not in {"0", "false", "no"}:
         pm.load_setuptools_entrypoints("triograph")
     for name in extra_plugins:
-        if pm.get_plugin(name) is None:
-            try:
-                module = importlib.import_module(name)
-            except ImportError as exc:
-                raise PluginError(name, f"cannot import plugin module: {exc}") from exc
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise PluginError(name, f"cannot import plugin module: {exc}") from exc
+        if not pm.is_registered(module):  # installed as an entry point and named too: once
             pm.register(module, name=name)
     for name in disable_plugins:
         pm.set_blocked(name)

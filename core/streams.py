@@ -48,12 +48,10 @@ def parse_event_id(value: str | None) -> int | None:
     """The sequence number in ``<ms>-<seq>``; ``-`` means "from the start" (-1)."""
     if value is None or value == "":
         return None
-    if value == "-":
+    head, _, tail = value.rpartition("-")
+    if not (head.isdigit() and tail.isdigit()):  # "-", "-1", garbage: from the start
         return -1
-    try:
-        return int(value.rsplit("-", 1)[-1])
-    except ValueError:
-        return -1
+    return int(tail)
 
 
 class Subscription:

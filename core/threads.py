@@ -70,7 +70,10 @@ def snapshot_to_state(snapshot: StateSnapshot) -> dict[str, Any]:
                 "id": task.id,
                 "name": task.name,
                 "path": list(task.path),
-                "error": repr(task.error) if task.error is not None else None,
+                # a reloaded checkpoint holds the error as text already; a live one as the object
+                "error": task.error
+                if task.error is None or isinstance(task.error, str)
+                else repr(task.error),
                 "interrupts": [_interrupt(i) for i in task.interrupts],
                 "checkpoint": _checkpoint_ref(state) if isinstance(state, dict) else None,
                 "state": snapshot_to_state(state) if isinstance(state, StateSnapshot) else None,

@@ -91,3 +91,11 @@ async def test_receive_waits_for_events() -> None:
         await trio.sleep(0.01)
         stream.publish("values", b"x")
     assert got == [b"x"]
+
+
+def test_parse_event_id() -> None:
+    assert parse_event_id(None) is None
+    assert parse_event_id("") is None
+    assert parse_event_id("1795287465261-7") == 7
+    for from_start in ("-", "-1", "garbage", "12-x"):
+        assert parse_event_id(from_start) == -1

@@ -14,6 +14,7 @@ import json
 import pathlib
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import trio
@@ -24,6 +25,10 @@ from triograph.core.emitters import StreamModeRegistry
 from triograph.core.plugin_manager import fill_registry, make_plugin_manager
 from triograph.plugins.stream_modes import BUILTIN
 
+# the SDK types ``stream_mode`` as a Literal of the built-in modes; a plugin's mode is just
+# another string on the wire
+NODE_NAMES_AND_UPDATES: Any = ["node-names", "updates"]
+NODE_NAMES: Any = "node-names"
 HELLO_SRC = EXAMPLES / "triograph-hello" / "src"
 TASK_NS = re.compile(r"^node_2:[0-9a-f-]{36}$")
 
@@ -44,7 +49,9 @@ async def hello_server(nursery: trio.Nursery, hello_on_path: pathlib.Path) -> As
 
 
 @pytest.fixture
-async def plain_server(nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Server]:
+async def plain_server(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Server]:
     monkeypatch.setenv("TRIOGRAPH_LOAD_PLUGINS", "0")
     async for server in start_server(nursery, example_settings(shutdown_grace=0.5)):
         yield server
@@ -57,7 +64,7 @@ async def test_node_names_stream_mode(hello_server: Server) -> None:
     parts = await hello_server.aio(
         lambda c: collect(
             c.runs.stream(
-                None, "agent", input={"topic": "ice cream"}, stream_mode=["node-names", "updates"]
+                None, "agent", input={"topic": "ice cream"}, stream_mode=NODE_NAMES_AND_UPDATES
             )
         )
     )
@@ -78,7 +85,7 @@ async def test_node_names_alone_and_namespaced_in_subgraphs(hello_server: Server
                 None,
                 "subgraph",
                 input={"foo": "foo"},
-                stream_mode="node-names",
+                stream_mode=NODE_NAMES,
                 stream_subgraphs=True,
             )
         )
@@ -91,7 +98,8 @@ async def test_node_names_alone_and_namespaced_in_subgraphs(hello_server: Server
         ("node-names", {"nodes": ["node_2"]}),
     ]
     assert [len(e) for e, _ in events] == [1, 2, 2, 1]
-    assert TASK_NS.match(events[1][0][1]) and events[1][0] == events[2][0]
+    assert TASK_NS.match(events[1][0][1])
+    assert events[1][0] == events[2][0]
 
 
 async def test_node_names_skips_interrupt_only_chunks(hello_server: Server) -> None:
@@ -102,7 +110,7 @@ async def test_node_names_skips_interrupt_only_chunks(hello_server: Server) -> N
                 thread["thread_id"],
                 "interrupter",
                 input={"question": "name?"},
-                stream_mode=["node-names", "updates"],
+                stream_mode=NODE_NAMES_AND_UPDATES,
             )
         )
 
@@ -186,18 +194,26 @@ async def test_audit_log_records_the_run_lifecycle(
         "running",
         "error",
     ]
-    assert lines[2]["outcome"] == "success" and lines[2]["error"] is None
+    assert lines[2]["outcome"] == "success"
+    assert lines[2]["error"] is None
     assert lines[5]["outcome"] == "error"
     assert lines[5]["error"] == {"error": "ValueError", "message": "boom from node"}
 
 
-async def test_audit_log_off_without_the_env_var(
+async def test_audit_log_switched_off_by_unsetting_the_env_var(
     hello_server: Server, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    result = await hello_server.aio(lambda c: c.runs.wait(None, "agent", input={"topic": "x"}))
-    assert result["joke"] == "This is a joke about x and cats"
-    assert list(tmp_path.iterdir()) == []
+    log = tmp_path / "audit.jsonl"
+    monkeypatch.setenv("TRIOGRAPH_AUDIT_LOG", str(log))
+    await hello_server.aio(lambda c: c.runs.wait(None, "agent", input={"topic": "x"}))
+    first = await trio.to_thread.run_sync(_audit_lines, log)
+    assert [line["hook"] for line in first] == ["run_created", "run_started", "run_finished"]
+
+    # the variable is read at every hook call: unset, the plugin writes nothing
+    monkeypatch.delenv("TRIOGRAPH_AUDIT_LOG")
+    result = await hello_server.aio(lambda c: c.runs.wait(None, "agent", input={"topic": "y"}))
+    assert result["joke"] == "This is a joke about y and cats"
+    assert await trio.to_thread.run_sync(_audit_lines, log) == first
 
 
 # -- discovery through the "triograph" entry-point group ----------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
@@ -105,8 +105,8 @@ class NodeNamesEmitter:
     produces no event.
     """
 
-    wire_name = "node-names"
-    langgraph_modes = frozenset({"updates"})
+    wire_name: ClassVar[str] = "node-names"
+    langgraph_modes: ClassVar[frozenset[str]] = frozenset({"updates"})
 
     def __init__(self, info: RunInfo) -> None:
         self.info = info
