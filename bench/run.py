@@ -2,10 +2,11 @@
 
 Starts ``triograph serve`` on 127.0.0.1 (a free port) pinned to core 0, drives it from this
 process pinned to core 1, and measures latency at concurrency 1, throughput at concurrency
-64, the server's CPU time per run (utime + stime from ``/proc/<pid>/stat``), and the
-in-process floor (the same graph run with ``graph.ainvoke``). Prints a table, then the
-figures as JSON on the last line of stdout. Bounded in requests and time; the server is
-killed on exit, also on error.
+64, the server's CPU time per run (utime + stime from ``/proc/<pid>/stat``), the same two
+loads on ``GET /ok`` (the HTTP stack alone), and the in-process floor (the same graph run
+with ``graph.ainvoke``, and with ``astream`` as the server runs it). Prints a table, then
+the figures as JSON on the last line of stdout. Bounded in requests and time; the server
+is killed on exit, also on error.
 
     /tmp/v13/bin/python bench/run.py [--quick]
 """
@@ -39,6 +40,10 @@ CLIENT_CORE = 1
 GRAPH_ID = "echo"
 BODY = {"assistant_id": GRAPH_ID, "input": {"msg": "hello", "n": 0}}
 EXPECTED = {"msg": "hello", "n": 3}
+#: (method, path, JSON body) of the requests of a phase: a run, and the HTTP stack alone
+RUN = ("POST", "/runs/wait", BODY)
+OK = ("GET", "/ok", None)
+Probe = tuple[str, str, dict[str, Any] | None]
 
 #: budgets from the issue (informational), and the official server's figures for comparison
 BUDGET_P50_MS = 5.0
@@ -91,6 +96,46 @@ def thread_affinities(pid: int) -> set[str]:
     return out
 
 
+def cpu_busy_seconds() -> dict[int, float]:
+    """Busy time of each CPU since boot, from ``/proc/stat``: user, system and steal time of
+    all processes (irq and softirq left out: loopback traffic is processed there)."""
+    busy = {}
+    for line in pathlib.Path("/proc/stat").read_text().splitlines():
+        name, *ticks = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            user, nice, system, _idle, _iowait, _irq, _softirq, steal = map(int, ticks[:8])
+            busy[int(name[3:])] = (user + nice + system + steal) / CLK_TCK
+    return busy
+
+
+class Meter:
+    """A snapshot of wall time, server CPU, this process's CPU and every core's busy time."""
+
+    def __init__(self, pid: int) -> None:
+        self.wall = time.perf_counter()
+        self.server = proc_cpu_seconds(pid)
+        self.client = time.process_time()
+        self.cores = cpu_busy_seconds()
+
+    def since(self, before: Meter, runs: int) -> dict[str, Any]:
+        wall = self.wall - before.wall
+        server, client = self.server - before.server, self.client - before.client
+        cores = {c: self.cores[c] - before.cores.get(c, 0.0) for c in self.cores}
+        # CPU used on the two cores by processes other than the server and this one: anything
+        # well above zero means the machine was not quiet and wall-clock figures suffer
+        foreign = cores.get(SERVER_CORE, 0.0) + cores.get(CLIENT_CORE, 0.0) - server - client
+        return {
+            "requests": runs,
+            "wall_s": wall,
+            "runs_per_s": runs / wall,
+            "server_cpu_ms_per_run": server * 1000 / runs,
+            "server_cpu_util": server / wall,
+            "client_cpu_ms_per_run": client * 1000 / runs,
+            "client_cpu_util": client / wall,
+            "foreign_cpu_util": max(0.0, foreign / wall),
+        }
+
+
 def percentiles(samples_s: list[float]) -> dict[str, float]:
     """p50/p90/p99/mean/max in milliseconds."""
     if not samples_s:
@@ -109,12 +154,12 @@ def percentiles(samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def check_response(response: httpx.Response) -> None:
+def check_response(response: httpx.Response, probe: Probe = RUN) -> None:
+    method, path, _ = probe
     if response.status_code != 200:
-        raise BenchError(f"POST /runs/wait -> {response.status_code}: {response.text[:300]}")
-    body = response.json()
-    if body != EXPECTED:
-        raise BenchError(f"unexpected /runs/wait body: {body!r}")
+        raise BenchError(f"{method} {path} -> {response.status_code}: {response.text[:300]}")
+    if probe is RUN and (body := response.json()) != EXPECTED:
+        raise BenchError(f"unexpected {path} body: {body!r}")
 
 
 def remaining(deadline: float) -> float:
@@ -122,6 +167,23 @@ def remaining(deadline: float) -> float:
     if left <= 0:
         raise BenchError("benchmark deadline exceeded")
     return left
+
+
+def git_state() -> str:
+    """The checkout being measured: short commit, ``+dirty`` if core files are modified."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=HERE.parent, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "core", "plugins", "storage"],
+            cwd=HERE.parent,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -180,106 +242,103 @@ def wait_ready(proc: subprocess.Popen[bytes], base: str, timeout: float = 30.0) 
 # -- the phases -------------------------------------------------------------------------------
 
 
-def phase_serial(base: str, pid: int, warmup: int, count: int, deadline: float) -> dict[str, Any]:
+def phase_serial(
+    base: str, pid: int, warmup: int, count: int, deadline: float, probe: Probe = RUN
+) -> dict[str, Any]:
     """Concurrency 1: one keep-alive connection, one request after the other."""
+    method, path, body = probe
     samples: list[float] = []
     with httpx.Client(base_url=base, timeout=30.0) as client:
         for _ in range(warmup):
-            check_response(client.post("/runs/wait", json=BODY))
-        cpu0, client0, t0 = proc_cpu_seconds(pid), time.process_time(), time.perf_counter()
+            check_response(client.request(method, path, json=body), probe)
+        before = Meter(pid)
         for _ in range(count):
             remaining(deadline)
             start = time.perf_counter()
-            response = client.post("/runs/wait", json=BODY)
+            response = client.request(method, path, json=body)
             samples.append(time.perf_counter() - start)
-            check_response(response)
-        wall = time.perf_counter() - t0
-        cpu1, client1 = proc_cpu_seconds(pid), time.process_time()
-    return {
-        "concurrency": 1,
-        "requests": count,
-        "wall_s": wall,
-        "runs_per_s": count / wall,
-        "server_cpu_ms_per_run": (cpu1 - cpu0) * 1000 / count,
-        "client_cpu_ms_per_run": (client1 - client0) * 1000 / count,
-        **percentiles(samples),
-    }
+            check_response(response, probe)
+        after = Meter(pid)
+    return {"concurrency": 1, **after.since(before, count), **percentiles(samples)}
 
 
 async def _concurrent(
-    base: str, pid: int, concurrency: int, warmup: int, count: int, deadline: float
+    base: str, pid: int, concurrency: int, warmup: int, count: int, deadline: float, probe: Probe
 ) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=60.0, limits=limits) as client:
+    method, path, body = probe
+    # one keep-alive client (one connection) per worker: a single shared httpx pool of 64
+    # connections costs the client ~3x more CPU per request and becomes the bottleneck
+    clients = [httpx.AsyncClient(base_url=base, timeout=60.0) for _ in range(concurrency)]
 
-        async def drive(total: int, samples: list[float]) -> None:
-            left = total
+    async def drive(total: int, samples: list[float]) -> None:
+        left = total
 
-            async def worker() -> None:
-                nonlocal left
-                while left > 0:
-                    left -= 1
-                    remaining(deadline)
-                    start = time.perf_counter()
-                    response = await client.post("/runs/wait", json=BODY)
-                    samples.append(time.perf_counter() - start)
-                    check_response(response)
+        async def worker(client: httpx.AsyncClient) -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                remaining(deadline)
+                start = time.perf_counter()
+                response = await client.request(method, path, json=body)
+                samples.append(time.perf_counter() - start)
+                check_response(response, probe)
 
-            async with asyncio.TaskGroup() as tg:
-                for _ in range(concurrency):
-                    tg.create_task(worker())
+        async with asyncio.TaskGroup() as tg:
+            for client in clients:
+                tg.create_task(worker(client))
 
-        await drive(warmup, [])  # opens the connections
+    try:
+        await drive(max(warmup, concurrency), [])  # opens the connections
         samples: list[float] = []
-        cpu0, client0, t0 = proc_cpu_seconds(pid), time.process_time(), time.perf_counter()
+        before = Meter(pid)
         await asyncio.wait_for(drive(count, samples), timeout=remaining(deadline))
-        wall = time.perf_counter() - t0
-        cpu1, client1 = proc_cpu_seconds(pid), time.process_time()
-    return {
-        "concurrency": concurrency,
-        "requests": count,
-        "wall_s": wall,
-        "runs_per_s": count / wall,
-        "server_cpu_ms_per_run": (cpu1 - cpu0) * 1000 / count,
-        "server_cpu_util": (cpu1 - cpu0) / wall,
-        "client_cpu_ms_per_run": (client1 - client0) * 1000 / count,
-        "client_cpu_util": (client1 - client0) / wall,
-        **percentiles(samples),
-    }
+        after = Meter(pid)
+    finally:
+        for client in clients:
+            await client.aclose()
+    return {"concurrency": concurrency, **after.since(before, count), **percentiles(samples)}
 
 
 def phase_concurrent(
-    base: str, pid: int, concurrency: int, warmup: int, count: int, deadline: float
+    base: str,
+    pid: int,
+    concurrency: int,
+    warmup: int,
+    count: int,
+    deadline: float,
+    probe: Probe = RUN,
 ) -> dict[str, Any]:
-    """Concurrency N: N workers sharing an N-connection keep-alive pool."""
+    """Concurrency N: N workers, each with its own keep-alive connection."""
     try:
-        return asyncio.run(_concurrent(base, pid, concurrency, warmup, count, deadline))
+        return asyncio.run(_concurrent(base, pid, concurrency, warmup, count, deadline, probe))
     except* BenchError as group:
         raise group.exceptions[0] from None
     except* TimeoutError:
         raise BenchError("benchmark deadline exceeded") from None
 
 
-async def _floor(warmup: int, count: int, checkpointed: bool) -> dict[str, Any]:
+async def _floor(warmup: int, count: int, as_served: bool) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     try:
         from echo import graph
     finally:
         sys.path.remove(str(HERE))
     inp = BODY["input"]
-    if checkpointed:
-        from langgraph.checkpoint.memory import InMemorySaver
-
-        saver = InMemorySaver()
-        graph = graph.builder.compile(checkpointer=saver)
+    if as_served:
+        # what the server asks of LangGraph for a stateless run: astream of the "values" mode
+        # with a run id and metadata, no checkpointer (temporary runs get none)
 
         async def once() -> Any:
-            thread_id = str(uuid.uuid4())
-            config = {"configurable": {"thread_id": thread_id}}
+            run_id = uuid.uuid4()
+            config = {
+                "configurable": {"graph_id": GRAPH_ID},
+                "metadata": {"run_id": str(run_id)},
+                "run_id": run_id,
+                "run_name": GRAPH_ID,
+            }
             last = None
-            async for chunk in graph.astream(inp, config, stream_mode="values", durability="async"):
+            async for _mode, chunk in graph.astream(inp, config, stream_mode=["values"]):
                 last = chunk
-            await saver.adelete_thread(thread_id)
             return last
     else:
 
@@ -290,23 +349,26 @@ async def _floor(warmup: int, count: int, checkpointed: bool) -> dict[str, Any]:
         if await once() != EXPECTED:
             raise BenchError("in-process echo graph returned an unexpected state")
     samples: list[float] = []
+    core0 = cpu_busy_seconds().get(CLIENT_CORE, 0.0)
     cpu0, t0 = time.process_time(), time.perf_counter()
     for _ in range(count):
         start = time.perf_counter()
         await once()
         samples.append(time.perf_counter() - start)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    foreign = cpu_busy_seconds().get(CLIENT_CORE, 0.0) - core0 - cpu
     return {
         "runs": count,
         "wall_s": wall,
         "runs_per_s": count / wall,
         "cpu_ms_per_run": cpu * 1000 / count,
+        "foreign_cpu_util": max(0.0, foreign / wall),
         **percentiles(samples),
     }
 
 
-def phase_floor(warmup: int, count: int, checkpointed: bool) -> dict[str, Any]:
-    return asyncio.run(_floor(warmup, count, checkpointed))
+def phase_floor(warmup: int, count: int, as_served: bool) -> dict[str, Any]:
+    return asyncio.run(_floor(warmup, count, as_served))
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -316,46 +378,34 @@ def verdict(value: float, budget: float) -> str:
     return "PASS" if value <= budget else "FAIL"
 
 
+def _row(name: str, f: dict[str, Any]) -> tuple[str, ...]:
+    http = "requests" in f
+    return (
+        name,
+        str(f["requests"] if http else f["runs"]),
+        f"{f['runs_per_s']:.0f}",
+        f"{f['p50_ms']:.2f}",
+        f"{f['p90_ms']:.2f}",
+        f"{f['p99_ms']:.2f}",
+        f"{f['server_cpu_ms_per_run'] if http else f['cpu_ms_per_run']:.2f}",
+        f"{f['client_cpu_ms_per_run']:.2f}" if http else "-",
+    )
+
+
 def print_table(results: dict[str, Any]) -> None:
     c1, cn = results["serial"], results["concurrent"]
-    floor, floor_cp = results["floor_ainvoke"], results["floor_checkpointed"]
+    floor, floor_as = results["floor_ainvoke"], results["floor_astream"]
+    ok1, okn = results["ok_serial"], results["ok_concurrent"]
     n = cn["concurrency"]
     rows = [
-        ("phase", "runs", "runs/s", "p50 ms", "p90 ms", "p99 ms", "srv CPU ms/run", "cli CPU"),
-        (
-            "HTTP /runs/wait c=1",
-            c1["requests"],
-            f"{c1['runs_per_s']:.0f}",
-            f"{c1['p50_ms']:.2f}",
-            f"{c1['p90_ms']:.2f}",
-            f"{c1['p99_ms']:.2f}",
-            f"{c1['server_cpu_ms_per_run']:.2f}",
-            f"{c1['client_cpu_ms_per_run']:.2f}",
-        ),
-        (
-            f"HTTP /runs/wait c={n}",
-            cn["requests"],
-            f"{cn['runs_per_s']:.0f}",
-            f"{cn['p50_ms']:.2f}",
-            f"{cn['p90_ms']:.2f}",
-            f"{cn['p99_ms']:.2f}",
-            f"{cn['server_cpu_ms_per_run']:.2f}",
-            f"{cn['client_cpu_ms_per_run']:.2f}",
-        ),
+        ("phase", "count", "per s", "p50 ms", "p90 ms", "p99 ms", "server CPU ms", "client CPU ms"),
+        _row("POST /runs/wait c=1", c1),
+        _row(f"POST /runs/wait c={n}", cn),
+        _row("in-process ainvoke", floor),
+        _row("in-process astream", floor_as),
+        _row("GET /ok c=1 (HTTP only)", ok1),
+        _row(f"GET /ok c={n} (HTTP only)", okn),
     ]
-    for name, f in (("in-process ainvoke", floor), ("in-process ckpt astream", floor_cp)):
-        rows.append(
-            (
-                name,
-                f["runs"],
-                f"{f['runs_per_s']:.0f}",
-                f"{f['p50_ms']:.2f}",
-                f"{f['p90_ms']:.2f}",
-                f"{f['p99_ms']:.2f}",
-                f"{f['cpu_ms_per_run']:.2f}",
-                "-",
-            )
-        )
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         cells = [
@@ -369,18 +419,29 @@ def print_table(results: dict[str, Any]) -> None:
     for label, value, budget in results["budgets"]:
         print(f"{label:<40} {value:7.2f} ms  (budget {budget} ms)  {verdict(value, budget)}")
     print(
-        f"overhead over in-process ainvoke (server CPU, c={n}): "
-        f"{cn['server_cpu_ms_per_run'] - floor['cpu_ms_per_run']:.2f} ms/run"
+        f"server CPU over the in-process astream floor: c=1 "
+        f"{c1['server_cpu_ms_per_run'] - floor_as['cpu_ms_per_run']:.2f} ms/run, c={n} "
+        f"{cn['server_cpu_ms_per_run'] - floor_as['cpu_ms_per_run']:.2f} ms/run "
+        f"(HTTP stack alone, GET /ok: {ok1['server_cpu_ms_per_run']:.2f} and "
+        f"{okn['server_cpu_ms_per_run']:.2f} ms/request)"
     )
     print(
-        f"server CPU utilisation at c={n}: {cn['server_cpu_util']:.0%} of one core; "
-        f"client: {cn['client_cpu_util']:.0%}"
+        f"CPU utilisation at c={n}: server {cn['server_cpu_util']:.0%} of core {SERVER_CORE}, "
+        f"client {cn['client_cpu_util']:.0%} of core {CLIENT_CORE}"
     )
+    phases = {"c=1": c1, f"c={n}": cn, "ainvoke": floor, "astream": floor_as, "/ok": okn}
+    foreign = {name: f["foreign_cpu_util"] for name, f in phases.items()}
+    print(
+        "CPU used by other processes on the bench cores (should be ~0%): "
+        + ", ".join(f"{name} {value:.0%}" for name, value in foreign.items())
+    )
+    if max(foreign.values()) > 0.1:
+        print("WARNING: the machine was not quiet; wall-clock figures are pessimistic")
     print(
         f"server RSS after the run: {results['server_rss_mib']:.0f} MiB; "
         f"server threads pinned to CPUs {results['server_affinity']}"
     )
-    print(OFFICIAL)
+    print(f"checkout {results['git']}, Python {results['python']}; {OFFICIAL}")
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -403,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     base = f"http://{HOST}:{port}"
     results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "pinned": pin}
+    results |= {"git": git_state(), "python": sys.version.split()[0]}
     try:
         with server(port, pin) as proc:
             wait_ready(proc, base)
@@ -416,12 +478,19 @@ def main(argv: list[str] | None = None) -> int:
             results["concurrent"] = phase_concurrent(
                 base, proc.pid, args.concurrency, plan["cN_warmup"], plan["cN"], deadline
             )
+            print("phase: HTTP stack alone (GET /ok) ...", file=sys.stderr)
+            results["ok_serial"] = phase_serial(
+                base, proc.pid, plan["c1_warmup"], plan["c1"], deadline, OK
+            )
+            results["ok_concurrent"] = phase_concurrent(
+                base, proc.pid, args.concurrency, plan["cN_warmup"], plan["cN"], deadline, OK
+            )
             results["server_rss_mib"] = proc_rss_mib(proc.pid)
             results["server_affinity"] = ",".join(sorted(thread_affinities(proc.pid)))
         print("phase: in-process floor ...", file=sys.stderr)
         results["floor_ainvoke"] = phase_floor(plan["floor_warmup"], plan["floor"], False)
         remaining(deadline)
-        results["floor_checkpointed"] = phase_floor(plan["floor_warmup"], plan["floor"], True)
+        results["floor_astream"] = phase_floor(plan["floor_warmup"], plan["floor"], True)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

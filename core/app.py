@@ -10,6 +10,7 @@ close connections.
 
 from __future__ import annotations
 
+import gc
 import logging
 import pathlib
 import signal
@@ -89,6 +90,12 @@ async def _lifetime(core: Core, stop: trio.Event, *, task_status: trio.TaskStatu
         async with trio.open_nursery() as nursery:
             await nursery.start(core.supervisor.serve)
             await core.hooks.fire("triograph_server_startup", settings=settings)
+            # Everything loaded so far (graphs, libraries) lives as long as the server: move it
+            # out of the collector's reach, and collect the young generation less often. The
+            # bench measured gen-2 pauses of ~90 ms under load before this.
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(10_000, 20, 20)
             task_status.started()
             await stop.wait()
             with trio.CancelScope(shield=True):
@@ -149,7 +156,8 @@ def create_app(settings: Settings) -> QuartTrio:
 
     @app.after_request
     async def cors(response: Response) -> Response:
-        response.headers.update(CORS_HEADERS)
+        if "origin" in request.headers:  # only browsers need them
+            response.headers.update(CORS_HEADERS)
         return response
 
     return app
@@ -202,6 +210,7 @@ async def serve_app(
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
+    config.include_server_header = False
     config.graceful_timeout = 2.0
     config.keep_alive_timeout = 75.0
 
