@@ -106,7 +106,9 @@ async def _lifetime(core: Core, stop: trio.Event, *, task_status: trio.TaskStatu
 def create_app(settings: Settings) -> QuartTrio:
     """A Quart-Trio app serving the LangGraph Agent Server API for ``settings``."""
     core = build_core(settings)
-    app = QuartTrio("triograph.core", root_path=str(pathlib.Path(__file__).parent))
+    here = str(pathlib.Path(__file__).parent)
+    # explicit paths: Flask's package lookup fails under namespace packages and import hooks
+    app = QuartTrio("triograph.core", root_path=here, instance_path=here)
     app.config.update(
         TRIOGRAPH_CORE=core,
         RESPONSE_TIMEOUT=None,
