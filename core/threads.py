@@ -44,7 +44,8 @@ def _interrupt(item: Any) -> dict[str, Any]:
     return out
 
 
-def _checkpoint_ref(config: Any) -> dict[str, Any] | None:
+def checkpoint_ref(config: Any, *, with_map: bool = True) -> dict[str, Any] | None:
+    """``{checkpoint_id, thread_id, checkpoint_ns[, checkpoint_map]}`` of a LangGraph config."""
     if not config:
         return None
     conf = config.get("configurable", {})
@@ -53,7 +54,7 @@ def _checkpoint_ref(config: Any) -> dict[str, Any] | None:
         "thread_id": conf.get("thread_id"),
         "checkpoint_ns": conf.get("checkpoint_ns", ""),
     }
-    if conf.get("checkpoint_map"):
+    if with_map and conf.get("checkpoint_map"):
         ref["checkpoint_map"] = conf["checkpoint_map"]
     return ref
 
@@ -75,7 +76,7 @@ def snapshot_to_state(snapshot: StateSnapshot) -> dict[str, Any]:
                 if task.error is None or isinstance(task.error, str)
                 else repr(task.error),
                 "interrupts": [_interrupt(i) for i in task.interrupts],
-                "checkpoint": _checkpoint_ref(state) if isinstance(state, dict) else None,
+                "checkpoint": checkpoint_ref(state) if isinstance(state, dict) else None,
                 "state": snapshot_to_state(state) if isinstance(state, StateSnapshot) else None,
                 "result": task.result,
             }
@@ -83,8 +84,8 @@ def snapshot_to_state(snapshot: StateSnapshot) -> dict[str, Any]:
     metadata = dict(snapshot.metadata or {}) if snapshot.metadata is not None else None
     if metadata is not None and metadata.get("checkpoint_ns") == "":
         del metadata["checkpoint_ns"]
-    checkpoint = _checkpoint_ref(snapshot.config)
-    parent = _checkpoint_ref(snapshot.parent_config)
+    checkpoint = checkpoint_ref(snapshot.config)
+    parent = checkpoint_ref(snapshot.parent_config)
     return {
         "values": snapshot.values,
         "next": list(snapshot.next),

@@ -22,6 +22,7 @@ from triograph.core.emitters import (
     event_name,
 )
 from triograph.core.hookspecs import hookimpl
+from triograph.core.threads import checkpoint_ref
 
 
 class _Forward:
@@ -62,17 +63,6 @@ class CheckpointsEmitter(_Forward):
     langgraph_modes = frozenset({"checkpoints"})
 
 
-def _ref(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not config:
-        return None
-    conf = config.get("configurable", {})
-    return {
-        "checkpoint_id": conf.get("checkpoint_id"),
-        "thread_id": conf.get("thread_id"),
-        "checkpoint_ns": conf.get("checkpoint_ns", ""),
-    }
-
-
 class DebugEmitter(_Forward):
     wire_name = "debug"
     langgraph_modes = frozenset({"debug"})
@@ -80,8 +70,11 @@ class DebugEmitter(_Forward):
     def emit(self, ns: Namespace, mode: str, data: Any) -> Iterable[SSEEvent]:
         if isinstance(data, dict) and data.get("type") == "checkpoint":
             payload = dict(data["payload"])
-            payload["checkpoint"] = _ref(payload.get("config"))
-            payload["parent_checkpoint"] = _ref(payload.get("parent_config"))
+            # the debug stream carries the plain three-key refs (contract §6.3)
+            payload["checkpoint"] = checkpoint_ref(payload.get("config"), with_map=False)
+            payload["parent_checkpoint"] = checkpoint_ref(
+                payload.get("parent_config"), with_map=False
+            )
             data = {**data, "payload": payload}
         return ((event_name(self.wire_name, ns), data),)
 

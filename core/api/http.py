@@ -24,8 +24,8 @@ from triograph.core.streams import HEARTBEAT
 
 if TYPE_CHECKING:
     from triograph.core.context import Core
+    from triograph.core.models import Run
     from triograph.core.streams import Subscription
-    from triograph.core.supervisor import RunHandle
 
 T = TypeVar("T")
 
@@ -188,7 +188,7 @@ def waiting_json_response(
     return response
 
 
-def run_headers(handle: RunHandle, *, suffix: str) -> dict[str, str]:
-    run = handle.run
+def run_headers(run: Run, *, suffix: str) -> dict[str, str]:
+    """``Location`` (the run's path + ``suffix``) and ``Content-Location`` (the run's path)."""
     base = f"/threads/{run.thread_id}/runs/{run.run_id}"
     return {"Location": base + suffix, "Content-Location": base}

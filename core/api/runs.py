@@ -57,7 +57,7 @@ def _stream_response(body: RunCreate, handle: RunHandle, *, stateless: bool) -> 
             "Content-Location": f"/runs/{handle.run.run_id}",
         }
     else:
-        headers = run_headers(handle, suffix="/stream")
+        headers = run_headers(handle.run, suffix="/stream")
     return sse_response(
         sub,
         with_id=handle.stream.resumable,
@@ -78,7 +78,7 @@ def _wait_response(handle: RunHandle, *, cancel_on_disconnect: bool) -> Response
         handle.done,
         produce,
         heartbeat=c.settings.heartbeat_interval,
-        headers=run_headers(handle, suffix="/join"),
+        headers=run_headers(handle.run, suffix="/join"),
         on_disconnect=_canceller(handle, cancel_on_disconnect),
     )
 
@@ -92,7 +92,7 @@ async def create_run(thread_id: str) -> Response:
     handle.retain = True
     return json_response(
         to_wire(run),
-        headers={"Content-Location": run_headers(handle, suffix="")["Content-Location"]},
+        headers={"Content-Location": run_headers(handle.run, suffix="")["Content-Location"]},
     )
 
 
@@ -155,14 +155,10 @@ async def join_run(thread_id: str, run_id: str) -> Response:
     run, handle = await core().runs.join_target(thread_id, run_id)
     if handle is None:
         assert run is not None
-        return json_response_raw(await core().runs.result(run, None), run)
+        headers = run_headers(run, suffix="/join")
+        body = await core().runs.result(run, None)
+        return Response(body, content_type="application/json", headers=headers)
     return _wait_response(handle, cancel_on_disconnect=qbool("cancel_on_disconnect"))
-
-
-def json_response_raw(body: bytes, run: Run) -> Response:
-    base = f"/threads/{run.thread_id}/runs/{run.run_id}"
-    headers = {"Location": base + "/join", "Content-Location": base}
-    return Response(body, content_type="application/json", headers=headers)
 
 
 async def _join_stream(handle: RunHandle | None, location: dict[str, str]) -> Response:
@@ -189,8 +185,7 @@ async def _join_stream(handle: RunHandle | None, location: dict[str, str]) -> Re
 async def join_stream(thread_id: str, run_id: str) -> Response:
     run, handle = await core().runs.join_target(thread_id, run_id)
     assert run is not None
-    base = f"/threads/{run.thread_id}/runs/{run.run_id}"
-    return await _join_stream(handle, {"Location": base + "/stream", "Content-Location": base})
+    return await _join_stream(handle, run_headers(run, suffix="/stream"))
 
 
 # -- stateless --------------------------------------------------------------------------------

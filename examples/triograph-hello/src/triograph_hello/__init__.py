@@ -56,42 +56,23 @@ async def _audit(record: dict[str, Any]) -> None:
         await f.write(line)
 
 
+def _run_record(hook: str, run: Run) -> dict[str, Any]:
+    return {"hook": hook, "run_id": run.run_id, "thread_id": run.thread_id, "status": run.status}
+
+
 @hookimpl
 async def triograph_run_created(run: Run) -> None:
-    await _audit(
-        {
-            "hook": "run_created",
-            "run_id": run.run_id,
-            "thread_id": run.thread_id,
-            "status": run.status,
-        }
-    )
+    await _audit(_run_record("run_created", run))
 
 
 @hookimpl
 async def triograph_run_started(run: Run) -> None:
-    await _audit(
-        {
-            "hook": "run_started",
-            "run_id": run.run_id,
-            "thread_id": run.thread_id,
-            "status": run.status,
-        }
-    )
+    await _audit(_run_record("run_started", run))
 
 
 @hookimpl
 async def triograph_run_finished(run: Run, outcome: str, error: dict[str, str] | None) -> None:
-    await _audit(
-        {
-            "hook": "run_finished",
-            "run_id": run.run_id,
-            "thread_id": run.thread_id,
-            "status": run.status,
-            "outcome": outcome,
-            "error": error,
-        }
-    )
+    await _audit({**_run_record("run_finished", run), "outcome": outcome, "error": error})
 
 
 # -- the "node-names" stream mode -------------------------------------------------------------
