@@ -23,9 +23,10 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from triograph.core import encoding
-from triograph.core.api import assistants, meta, runs, threads
+from triograph.core.api import assistants, crons, meta, runs, store, threads
 from triograph.core.assistants import AssistantService
 from triograph.core.context import Core
+from triograph.core.crons import CronService
 from triograph.core.emitters import StreamModeRegistry
 from triograph.core.errors import TriographError
 from triograph.core.graph_bridge import GraphBridge
@@ -35,7 +36,9 @@ from triograph.core.plugin_manager import Hooks, fill_registry, make_plugin_mana
 from triograph.core.runs import RunService
 from triograph.core.settings import Settings
 from triograph.core.storage import StorageRegistry
+from triograph.core.store import StoreService
 from triograph.core.supervisor import RunSupervisor
+from triograph.core.thread_streams import ThreadStreams
 from triograph.core.threads import ThreadService
 
 log = logging.getLogger("triograph")
@@ -74,6 +77,9 @@ def build_core(settings: Settings) -> Core:
     core.assistants = AssistantService(core)
     core.threads = ThreadService(core)
     core.runs = RunService(core)
+    core.crons = CronService(core)
+    core.store = StoreService(core)
+    core.thread_streams = ThreadStreams(core)
     core.supervisor = RunSupervisor(core)
     return core
 
@@ -82,13 +88,15 @@ async def _lifetime(core: Core, stop: trio.Event, *, task_status: trio.TaskStatu
     settings = core.settings
     async with (
         core.bridge.open(),
-        core.storages.for_spec(settings.storage)(settings.storage) as storage,
+        core.storages.for_spec(settings.storage)(settings.storage, settings) as storage,
     ):
         core.storage = storage
         core.graphs.attach(storage.checkpointer, storage.store)
         await core.assistants.sync_system_assistants()
         async with trio.open_nursery() as nursery:
             await nursery.start(core.supervisor.serve)
+            await core.supervisor.start_service(core.crons.serve)
+            await core.supervisor.start_service(core.threads.sweep_expired)
             await core.hooks.fire("triograph_server_startup", settings=settings)
             # Everything loaded so far (graphs, libraries) lives as long as the server: move it
             # out of the collector's reach, and collect the young generation less often. The
@@ -117,7 +125,7 @@ def create_app(settings: Settings) -> QuartTrio:
         PROVIDE_AUTOMATIC_OPTIONS=True,
     )
     app.url_map.strict_slashes = False
-    for bp in (meta.bp, assistants.bp, threads.bp, runs.bp):
+    for bp in (meta.bp, assistants.bp, threads.bp, runs.bp, store.bp, crons.bp):
         app.register_blueprint(bp)
     stop = trio.Event()
     done = trio.Event()

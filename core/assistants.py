@@ -37,7 +37,7 @@ class AssistantService:
             assistant_id = system_assistant_id(graph_id)
             existing = await repo.get(assistant_id)
             if existing is None:
-                await repo.put(
+                await repo.create(
                     Assistant(
                         assistant_id=assistant_id,
                         graph_id=graph_id,
@@ -49,7 +49,7 @@ class AssistantService:
             elif (existing.name, existing.description) != (loaded.name, loaded.description):
                 existing.name, existing.description = loaded.name, loaded.description
                 existing.updated_at = now()
-                await repo.put(existing)
+                await repo.update(existing)
 
     async def get(self, assistant_id: str) -> Assistant:
         """By UUID only, as ``GET /assistants/{id}`` takes it; hidden if its graph is gone."""
@@ -79,8 +79,11 @@ class AssistantService:
             )
         if query.graph_id is not None:
             self.core.graphs.get(query.graph_id)
+        graph_ids = (
+            [query.graph_id] if query.graph_id is not None else list(self.core.graphs.graphs)
+        )
         rows, total = await self.core.storage.assistants.search(
-            graph_id=query.graph_id,
+            graph_ids=graph_ids,
             metadata=query.metadata,
             name=query.name,
             sort_by=query.sort_by or "created_at",
@@ -88,7 +91,7 @@ class AssistantService:
             limit=query.limit,
             offset=query.offset,
         )
-        visible = [to_wire(a) for a in rows if a.graph_id in self.core.graphs.graphs]
+        visible = [to_wire(a) for a in rows]
         if query.select:
             visible = [{k: row[k] for k in query.select} for row in visible]
         return visible, total

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from triograph.core.assistants import AssistantService
+    from triograph.core.crons import CronService
     from triograph.core.emitters import StreamModeRegistry
     from triograph.core.graph_bridge import GraphBridge
     from triograph.core.graphs import GraphRegistry
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     from triograph.core.runs import RunService
     from triograph.core.settings import Settings
     from triograph.core.storage import Storage, StorageRegistry
+    from triograph.core.store import StoreService
     from triograph.core.supervisor import RunSupervisor
+    from triograph.core.thread_streams import ThreadStreams
     from triograph.core.threads import ThreadService
 
 
@@ -42,3 +45,6 @@ class Core:
     assistants: AssistantService = attrs.field(default=None)
     threads: ThreadService = attrs.field(default=None)
     runs: RunService = attrs.field(default=None)
+    crons: CronService = attrs.field(default=None)
+    store: StoreService = attrs.field(default=None)
+    thread_streams: ThreadStreams = attrs.field(default=None)

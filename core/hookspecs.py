@@ -39,8 +39,9 @@ hookimpl = pluggy.HookimplMarker("triograph")
 def triograph_register_storage(registry: StorageRegistry) -> None:
     """Register storage backends.
 
-    :param registry: call ``registry.add(name, factory)``; ``factory(spec)`` gets the
-        ``--storage`` value and returns an async context manager yielding a ``Storage``.
+    :param registry: call ``registry.add(name, factory)``; ``factory(spec, settings)`` gets
+        the ``--storage`` value and the settings (``store`` section for the store's index and
+        TTL) and returns an async context manager yielding a ``Storage``.
 
     Called once per app, at start-up, before the lifespan opens the chosen backend; from the
     thread that builds the app. Must be a plain function. If it raises, the app does not

@@ -67,6 +67,21 @@ class Assistant:
 
 
 @attrs.define(kw_only=True)
+class AssistantVersion:
+    """One row of an assistant's history; ``Assistant`` is the row it currently points at."""
+
+    assistant_id: str
+    version: int
+    graph_id: str
+    config: dict[str, JSON] = attrs.Factory(dict)
+    context: dict[str, JSON] = attrs.Factory(dict)
+    metadata: dict[str, JSON] = attrs.Factory(dict)
+    name: str = "Untitled"
+    description: str | None = None
+    created_at: dt.datetime = attrs.Factory(now)
+
+
+@attrs.define(kw_only=True)
 class Thread:
     thread_id: str
     metadata: dict[str, JSON] = attrs.Factory(dict)
@@ -78,6 +93,8 @@ class Thread:
     created_at: dt.datetime = attrs.Factory(now)
     updated_at: dt.datetime = attrs.Factory(now)
     state_updated_at: dt.datetime = attrs.Factory(now)
+    #: ``{"strategy": "delete"|"keep_latest", "ttl_minutes": n, "expires_at": datetime}`` or None
+    ttl: dict[str, JSON] | None = None
 
 
 @attrs.define(kw_only=True)
@@ -92,6 +109,26 @@ class Run:
     created_at: dt.datetime = attrs.Factory(now)
     updated_at: dt.datetime = attrs.Factory(now)
     langsmith_session_name: str | None = None
+
+
+@attrs.define(kw_only=True)
+class Cron:
+    """A schedule that creates a run from ``payload`` (a RunCreate body) each time it fires."""
+
+    cron_id: str
+    assistant_id: str
+    schedule: str
+    thread_id: str | None = None
+    user_id: str = ""
+    timezone: str | None = None
+    end_time: dt.datetime | None = None
+    payload: dict[str, JSON] = attrs.Factory(dict)
+    next_run_date: dt.datetime | None = None
+    metadata: dict[str, JSON] = attrs.Factory(dict)
+    on_run_completed: OnCompletion | None = None
+    enabled: bool = True
+    created_at: dt.datetime = attrs.Factory(now)
+    updated_at: dt.datetime = attrs.Factory(now)
 
 
 # -- request bodies ---------------------------------------------------------------------------

@@ -3,8 +3,11 @@
 ``langgraph.json`` keys understood here: ``graphs`` (graph id -> ``"./file.py:attr"`` or
 ``"package.module:attr"``, or ``{"path": ..., "description": ...}``), ``dependencies``
 (paths put on ``sys.path``, relative to the file), ``env`` (a dict, or the path of a
-``.env`` file) and our own section ``"triograph": {"plugins": [...], "disable_plugins":
-[...]}``. Keys that belong to other tools are ignored.
+``.env`` file), ``store`` (``index`` for semantic search, ``ttl``), ``http`` (``app``: a
+custom ASGI app mounted beside the API) and our own section ``"triograph": {"plugins":
+[...], "disable_plugins": [...]}``. Keys that belong to other tools are ignored. System
+assistants take per-graph config defaults from ``LANGGRAPH_CONFIG`` (a JSON object of graph
+id -> config), as the official server does.
 """
 
 from __future__ import annotations
@@ -47,6 +50,15 @@ class Settings:
     resumable_ttl: float = 600.0
     #: events a live subscriber may fall behind before it is dropped
     subscriber_buffer: int = 4096
+    #: the ``store`` section of langgraph.json: ``index`` (semantic search), ``ttl``
+    store: dict[str, Any] = attrs.field(factory=dict)
+    #: the ``http`` section of langgraph.json: ``app`` (a custom ASGI app), ``disable_*``
+    http: dict[str, Any] = attrs.field(factory=dict)
+    #: per-graph defaults for system assistants: graph id -> config (may hold ``context``),
+    #: from the ``LANGGRAPH_CONFIG`` environment variable (a JSON object)
+    graph_configs: dict[str, Any] = attrs.field(factory=dict)
+    #: seconds between cron scheduler polls
+    cron_interval: float = 5.0
 
 
 def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Settings:
@@ -73,9 +85,33 @@ def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Sett
         "env": _env(raw.get("env"), base),
         "plugins": tuple(own.get("plugins") or ()),
         "disable_plugins": tuple(own.get("disable_plugins") or ()),
+        "store": _section(raw, "store"),
+        "http": _section(raw, "http"),
+        "graph_configs": _graph_configs(),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
+
+
+def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{key}' must be an object")
+    return value
+
+
+def _graph_configs() -> dict[str, Any]:
+    """``LANGGRAPH_CONFIG``: a JSON object mapping graph ids to assistant config defaults."""
+    text = os.environ.get("LANGGRAPH_CONFIG")
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"LANGGRAPH_CONFIG is not valid JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError("LANGGRAPH_CONFIG must be a JSON object of graph id -> object")
+    return value
 
 
 def _graph_spec(graph_id: str, value: Any) -> GraphSpec:

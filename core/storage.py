@@ -2,8 +2,9 @@
 
 A backend is registered by name through ``triograph_register_storage`` with a factory
 taking the storage spec from the command line (``"memory"``, ``"file:PATH"``,
-``"postgresql://..."``) and returning an async context manager that yields a
-:class:`Storage` for the app's lifetime (opened and closed by the lifespan).
+``"postgresql://..."``) and the settings (for ``store.index`` / ``store.ttl``), returning
+an async context manager that yields a :class:`Storage` for the app's lifetime (opened and
+closed by the lifespan).
 
 Everything on :class:`Storage` except ``checkpointer`` and ``store`` is called from Trio.
 The checkpointer and the store are LangGraph objects used on the graph loop (through the
@@ -13,6 +14,7 @@ then ``update`` it.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,22 +26,50 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.store.base import BaseStore
 
-    from triograph.core.models import Assistant, Run, Thread
+    from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread
+    from triograph.core.settings import Settings
 
 
 class AssistantRepo(Protocol):
-    async def put(self, assistant: Assistant) -> None:
-        """Insert or replace."""
+    """Assistants and their versions. The assistant row is the version it points at."""
+
+    async def create(self, assistant: Assistant) -> bool:
+        """Insert the assistant and its version row ``assistant.version``; False (and nothing
+        written) if the id exists."""
         ...
 
     async def get(self, assistant_id: str) -> Assistant | None: ...
 
-    async def delete(self, assistant_id: str) -> bool: ...
+    async def update(self, assistant: Assistant) -> None:
+        """Replace the assistant row only (no new version): start-up re-sync, ``/latest``."""
+        ...
+
+    async def new_version(self, assistant: Assistant) -> Assistant:
+        """Store ``assistant`` as a new version numbered one past the highest existing one
+        (atomically), point the assistant at it, and return what was stored."""
+        ...
+
+    async def get_version(self, assistant_id: str, version: int) -> AssistantVersion | None: ...
+
+    async def versions(
+        self,
+        assistant_id: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> list[AssistantVersion]:
+        """Versions whose metadata contains ``metadata``, newest first."""
+        ...
+
+    async def delete(self, assistant_id: str) -> bool:
+        """Delete the assistant, its versions and its crons; False if it did not exist."""
+        ...
 
     async def search(
         self,
         *,
-        graph_id: str | None = None,
+        graph_ids: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
         name: str | None = None,
         sort_by: str = "created_at",
@@ -47,7 +77,9 @@ class AssistantRepo(Protocol):
         limit: int = 10,
         offset: int = 0,
     ) -> tuple[list[Assistant], int]:
-        """One page of matches and the total number of matches."""
+        """One page of matches and the total number of matches. ``graph_ids``: the graph
+        is one of these; ``metadata``: JSON containment; ``name``: case-insensitive
+        substring. ``limit=0`` counts only."""
         ...
 
 
@@ -61,7 +93,27 @@ class ThreadRepo(Protocol):
     async def update(self, thread: Thread) -> None: ...
 
     async def delete(self, thread_id: str) -> bool:
-        """Delete the thread and its runs; False if it did not exist."""
+        """Delete the thread, its runs and its crons; False if it did not exist."""
+        ...
+
+    async def search(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        values: dict[str, Any] | None = None,
+        status: str | None = None,
+        sort_by: str = "updated_at",
+        sort_order: str = "desc",
+        limit: int = 10,
+        offset: int = 0,
+    ) -> tuple[list[Thread], int]:
+        """One page of matches and the total. ``metadata`` / ``values``: JSON containment
+        (a thread without values never matches a ``values`` filter). ``limit=0`` counts."""
+        ...
+
+    async def expired(self, at: dt.datetime, *, limit: int = 100) -> list[Thread]:
+        """Threads whose ``ttl.expires_at`` is at or before ``at``, soonest first."""
         ...
 
 
@@ -96,6 +148,35 @@ class RunRepo(Protocol):
         ...
 
 
+class CronRepo(Protocol):
+    async def create(self, cron: Cron) -> None: ...
+
+    async def get(self, cron_id: str) -> Cron | None: ...
+
+    async def update(self, cron: Cron) -> None: ...
+
+    async def delete(self, cron_id: str) -> bool: ...
+
+    async def search(
+        self,
+        *,
+        assistant_id: str | None = None,
+        thread_id: str | None = None,
+        enabled: bool | None = None,
+        metadata: dict[str, Any] | None = None,
+        sort_by: str = "created_at",
+        sort_order: str = "desc",
+        limit: int = 10,
+        offset: int = 0,
+    ) -> tuple[list[Cron], int]:
+        """One page of matches and the total; ``limit=0`` counts only."""
+        ...
+
+    async def due(self, at: dt.datetime, *, limit: int = 100) -> list[Cron]:
+        """Enabled crons whose ``next_run_date`` is at or before ``at``, soonest first."""
+        ...
+
+
 class Storage(Protocol):
     """What a backend provides for its lifetime."""
 
@@ -111,13 +192,19 @@ class Storage(Protocol):
     def runs(self) -> RunRepo: ...
 
     @property
-    def checkpointer(self) -> BaseCheckpointSaver[Any]: ...
+    def crons(self) -> CronRepo: ...
+
+    @property
+    def checkpointer(self) -> BaseCheckpointSaver[Any]:
+        """Must implement ``adelete_thread``, ``adelete_for_runs``, ``acopy_thread`` and
+        ``aprune`` besides the usual methods."""
+        ...
 
     @property
     def store(self) -> BaseStore: ...
 
 
-StorageFactory = Callable[[str], AbstractAsyncContextManager[Storage]]
+StorageFactory = Callable[[str, "Settings"], AbstractAsyncContextManager[Storage]]
 
 
 class StorageRegistry(Registry[StorageFactory]):

@@ -93,6 +93,12 @@ class RunSupervisor:
                 await trio.sleep(5)
                 self._sweep()
 
+    async def start_service(self, fn: Any) -> None:
+        """Start a long-lived task (cron scheduler, TTL sweeper) in the run nursery:
+        ``await fn(task_status=...)``; it is cancelled with the runs at shutdown."""
+        assert self._nursery is not None, "supervisor is not serving"
+        await self._nursery.start(fn)
+
     def _sweep(self) -> None:
         t = trio.current_time()
         for run_id in [r for r, h in self.handles.items() if h.expires_at <= t]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 from triograph.core import encoding
 from triograph.core.errors import Conflict, InvalidRequest, NotFound
 from triograph.core.models import Thread, ThreadCreate, new_id, now, validate_uuid
@@ -135,6 +137,13 @@ class ThreadService:
             checkpointer = core.storage.checkpointer
             await core.bridge.call(lambda: checkpointer.adelete_thread(thread_id))
         await core.hooks.fire("triograph_thread_deleted", thread_id=thread_id)
+
+    async def sweep_expired(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Apply thread TTLs (placeholder; being written)."""
+        task_status.started()
+        await trio.sleep_forever()
 
     # -- state --------------------------------------------------------------------------------
 

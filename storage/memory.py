@@ -9,7 +9,8 @@ store in ``InMemoryStore``; both are used on the graph loop only.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Iterable, Sequence
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -18,10 +19,11 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 
 from triograph.core.hookspecs import hookimpl
-from triograph.core.models import Assistant, Run, Thread
+from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread
+from triograph.core.settings import Settings
 from triograph.core.storage import StorageRegistry
 
-R = TypeVar("R", Assistant, Thread, Run)
+R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
 
 
 def _copy(record: R) -> R:
@@ -46,13 +48,26 @@ def contains(haystack: Any, needle: dict[str, Any] | None) -> bool:
     return True
 
 
-def page(rows: Iterable[R], sort_by: str, sort_order: str, limit: int, offset: int) -> list[R]:
-    ordered = sorted(rows, key=lambda r: getattr(r, sort_by), reverse=sort_order == "desc")
-    return [_copy(r) for r in ordered[offset : offset + limit]]
+def _sort_key(sort_by: str) -> Any:
+    # None sorts first ascending (as NULLS FIRST), ties broken by insertion order
+    def key(row: Any) -> tuple[bool, Any]:
+        value = getattr(row, sort_by)
+        return (value is not None, value if value is not None else 0)
+
+    return key
+
+
+def page(
+    rows: Iterable[R], sort_by: str, sort_order: str, limit: int, offset: int
+) -> tuple[list[R], int]:
+    """One sorted page of copies, and the number of rows."""
+    ordered = sorted(rows, key=_sort_key(sort_by), reverse=sort_order == "desc")
+    return [_copy(r) for r in ordered[offset : offset + limit]], len(ordered)
 
 
 class MemoryCheckpointer(InMemorySaver):
-    """``InMemorySaver`` that can also delete the checkpoints written by given runs."""
+    """``InMemorySaver`` that can also delete the checkpoints written by given runs, copy a
+    thread's checkpoints to another thread, and prune threads."""
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         wanted = set(run_ids)
@@ -66,25 +81,126 @@ class MemoryCheckpointer(InMemorySaver):
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         self.delete_for_runs(run_ids)
 
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Every checkpoint, write and blob of the source under the target's id; checkpoint
+        ids are kept, ``thread_id`` in checkpoint metadata is rewritten."""
+        for ns, checkpoints in self.storage.get(source_thread_id, {}).items():
+            target = self.storage[target_thread_id][ns]
+            for checkpoint_id, (checkpoint, metadata, parent) in checkpoints.items():
+                meta = self.serde.loads_typed(metadata)
+                if "thread_id" in meta:
+                    meta["thread_id"] = target_thread_id
+                target[checkpoint_id] = (checkpoint, self.serde.dumps_typed(meta), parent)
+        for key, writes in list(self.writes.items()):
+            if key[0] == source_thread_id:
+                self.writes[(target_thread_id, *key[1:])] = dict(writes)
+        for blob_key, blob in list(self.blobs.items()):
+            if blob_key[0] == source_thread_id:
+                self.blobs[(target_thread_id, *blob_key[1:])] = blob
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self.copy_thread(source_thread_id, target_thread_id)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``delete``: drop every checkpoint; ``keep_latest``: keep the newest checkpoint of
+        each namespace (with its writes, and the blobs it references)."""
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                self.delete_thread(thread_id)
+                continue
+            kept_versions: set[tuple[Any, ...]] = set()
+            for ns, checkpoints in self.storage.get(thread_id, {}).items():
+                if not checkpoints:
+                    continue
+                latest = max(checkpoints)
+                checkpoint, metadata, _ = checkpoints[latest]
+                for checkpoint_id in [c for c in checkpoints if c != latest]:
+                    del checkpoints[checkpoint_id]
+                    self.writes.pop((thread_id, ns, checkpoint_id), None)
+                checkpoints[latest] = (checkpoint, metadata, None)
+                versions = self.serde.loads_typed(checkpoint)["channel_versions"]
+                kept_versions.update((ns, ch, v) for ch, v in versions.items())
+            for key in [k for k in self.blobs if k[0] == thread_id]:
+                if key[1:] not in kept_versions:
+                    del self.blobs[key]
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self.prune(thread_ids, strategy=strategy)
+
 
 class _Assistants:
-    def __init__(self) -> None:
+    def __init__(self, crons: _Crons) -> None:
         self.rows: dict[str, Assistant] = {}
+        self.versions_of: dict[str, dict[int, AssistantVersion]] = {}
+        self._crons = crons
 
-    async def put(self, assistant: Assistant) -> None:
+    def _record_version(self, assistant: Assistant) -> None:
+        self.versions_of.setdefault(assistant.assistant_id, {})[assistant.version] = (
+            AssistantVersion(
+                assistant_id=assistant.assistant_id,
+                version=assistant.version,
+                graph_id=assistant.graph_id,
+                config=copy.deepcopy(assistant.config),
+                context=copy.deepcopy(assistant.context),
+                metadata=copy.deepcopy(assistant.metadata),
+                name=assistant.name,
+                description=assistant.description,
+                created_at=assistant.updated_at,
+            )
+        )
+
+    async def create(self, assistant: Assistant) -> bool:
+        if assistant.assistant_id in self.rows:
+            return False
         self.rows[assistant.assistant_id] = _copy(assistant)
+        self._record_version(assistant)
+        return True
 
     async def get(self, assistant_id: str) -> Assistant | None:
         row = self.rows.get(assistant_id)
         return None if row is None else _copy(row)
 
+    async def update(self, assistant: Assistant) -> None:
+        if assistant.assistant_id in self.rows:
+            self.rows[assistant.assistant_id] = _copy(assistant)
+
+    async def new_version(self, assistant: Assistant) -> Assistant:
+        stored = _copy(assistant)
+        stored.version = max(self.versions_of.get(assistant.assistant_id, {0: None})) + 1
+        self.rows[assistant.assistant_id] = stored
+        self._record_version(stored)
+        return _copy(stored)
+
+    async def get_version(self, assistant_id: str, version: int) -> AssistantVersion | None:
+        row = self.versions_of.get(assistant_id, {}).get(version)
+        return None if row is None else _copy(row)
+
+    async def versions(
+        self,
+        assistant_id: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> list[AssistantVersion]:
+        rows = [
+            v
+            for v in self.versions_of.get(assistant_id, {}).values()
+            if contains(v.metadata, metadata)
+        ]
+        return page(rows, "version", "desc", limit, offset)[0]
+
     async def delete(self, assistant_id: str) -> bool:
-        return self.rows.pop(assistant_id, None) is not None
+        if self.rows.pop(assistant_id, None) is None:
+            return False
+        self.versions_of.pop(assistant_id, None)
+        self._crons.drop(lambda c: c.assistant_id == assistant_id)
+        return True
 
     async def search(
         self,
         *,
-        graph_id: str | None = None,
+        graph_ids: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
         name: str | None = None,
         sort_by: str = "created_at",
@@ -93,20 +209,22 @@ class _Assistants:
         offset: int = 0,
     ) -> tuple[list[Assistant], int]:
         needle = name.lower() if name else None
+        graphs = set(graph_ids) if graph_ids is not None else None
         rows = [
             a
             for a in self.rows.values()
-            if (graph_id is None or a.graph_id == graph_id)
+            if (graphs is None or a.graph_id in graphs)
             and contains(a.metadata, metadata)
             and (needle is None or needle in a.name.lower())
         ]
-        return page(rows, sort_by, sort_order, limit, offset), len(rows)
+        return page(rows, sort_by, sort_order, limit, offset)
 
 
 class _Threads:
-    def __init__(self, runs: _Runs) -> None:
+    def __init__(self, runs: _Runs, crons: _Crons) -> None:
         self.rows: dict[str, Thread] = {}
         self._runs = runs
+        self._crons = crons
 
     async def create(self, thread: Thread) -> bool:
         if thread.thread_id in self.rows:
@@ -126,7 +244,40 @@ class _Threads:
         if self.rows.pop(thread_id, None) is None:
             return False
         self._runs.drop_thread(thread_id)
+        self._crons.drop(lambda c: c.thread_id == thread_id)
         return True
+
+    async def search(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        values: dict[str, Any] | None = None,
+        status: str | None = None,
+        sort_by: str = "updated_at",
+        sort_order: str = "desc",
+        limit: int = 10,
+        offset: int = 0,
+    ) -> tuple[list[Thread], int]:
+        wanted = set(ids) if ids is not None else None
+        rows = [
+            t
+            for t in self.rows.values()
+            if (wanted is None or t.thread_id in wanted)
+            and (status is None or t.status == status)
+            and contains(t.metadata, metadata)
+            and (not values or contains(t.values, values))
+        ]
+        return page(rows, sort_by, sort_order, limit, offset)
+
+    async def expired(self, at: dt.datetime, *, limit: int = 100) -> list[Thread]:
+        rows = [
+            t
+            for t in self.rows.values()
+            if t.ttl and t.ttl.get("expires_at") and t.ttl["expires_at"] <= at
+        ]
+        rows.sort(key=lambda t: t.ttl["expires_at"])  # type: ignore[index]
+        return [_copy(t) for t in rows[:limit]]
 
 
 class _Runs:
@@ -181,15 +332,70 @@ class _Runs:
         return [_copy(r) for r in rows]
 
 
+class _Crons:
+    def __init__(self) -> None:
+        self.rows: dict[str, Cron] = {}
+
+    def drop(self, predicate: Callable[[Cron], bool]) -> None:
+        for cron_id in [c.cron_id for c in self.rows.values() if predicate(c)]:
+            del self.rows[cron_id]
+
+    async def create(self, cron: Cron) -> None:
+        self.rows[cron.cron_id] = _copy(cron)
+
+    async def get(self, cron_id: str) -> Cron | None:
+        row = self.rows.get(cron_id)
+        return None if row is None else _copy(row)
+
+    async def update(self, cron: Cron) -> None:
+        if cron.cron_id in self.rows:
+            self.rows[cron.cron_id] = _copy(cron)
+
+    async def delete(self, cron_id: str) -> bool:
+        return self.rows.pop(cron_id, None) is not None
+
+    async def search(
+        self,
+        *,
+        assistant_id: str | None = None,
+        thread_id: str | None = None,
+        enabled: bool | None = None,
+        metadata: dict[str, Any] | None = None,
+        sort_by: str = "created_at",
+        sort_order: str = "desc",
+        limit: int = 10,
+        offset: int = 0,
+    ) -> tuple[list[Cron], int]:
+        rows = [
+            c
+            for c in self.rows.values()
+            if (assistant_id is None or c.assistant_id == assistant_id)
+            and (thread_id is None or c.thread_id == thread_id)
+            and (enabled is None or c.enabled == enabled)
+            and contains(c.metadata, metadata)
+        ]
+        return page(rows, sort_by, sort_order, limit, offset)
+
+    async def due(self, at: dt.datetime, *, limit: int = 100) -> list[Cron]:
+        rows = [
+            c
+            for c in self.rows.values()
+            if c.enabled and c.next_run_date is not None and c.next_run_date <= at
+        ]
+        rows.sort(key=lambda c: c.next_run_date)  # type: ignore[arg-type,return-value]
+        return [_copy(c) for c in rows[:limit]]
+
+
 class MemoryStorage:
     """Everything in dicts; see the module docstring."""
 
     name = "memory"
 
-    def __init__(self) -> None:
-        self.assistants = _Assistants()
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.crons = _Crons()
+        self.assistants = _Assistants(self.crons)
         self.runs = _Runs()
-        self.threads = _Threads(self.runs)
+        self.threads = _Threads(self.runs, self.crons)
         self._checkpointer = MemoryCheckpointer()
         self._store = InMemoryStore()
 
@@ -208,13 +414,15 @@ class MemoryStorage:
                 "threads": self.threads.rows,
                 "runs": self.runs.rows,
                 "assistants": self.assistants.rows,
+                "assistant_versions": self.assistants.versions_of,
+                "crons": self.crons.rows,
             }
         )
 
 
 @asynccontextmanager
-async def open_memory_storage(spec: str) -> AsyncIterator[MemoryStorage]:
-    yield MemoryStorage()
+async def open_memory_storage(spec: str, settings: Settings) -> AsyncIterator[MemoryStorage]:
+    yield MemoryStorage(settings)
 
 
 @hookimpl
