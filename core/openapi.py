@@ -1,0 +1,3 @@
+"""The OpenAPI document of the routes this server actually has. (Placeholder; being written.)"""
+
+from __future__ import annotations
