@@ -114,12 +114,12 @@ def graph_config(run: Run) -> dict[str, Any]:
 
 
 def graph_context(graph: Graph, context: dict[str, Any] | None) -> Any:
-    """The run context, with keys the graph's context schema does not declare dropped."""
-    if not context:
-        return None
+    """The run context, with keys the graph's context schema does not declare dropped; an
+    absent context still builds the schema, so its defaults apply."""
     schema = getattr(graph.builder, "context_schema", None) if hasattr(graph, "builder") else None
     if schema is None:
-        return context
+        return context or None
+    context = context or {}
     fields: set[str] | None = None
     if attrs.has(schema):
         fields = {f.name for f in attrs.fields(schema)}

@@ -67,7 +67,15 @@ RUN_FIELDS = (
 )
 
 
-def _clean(values: dict[str, Any] | None) -> dict[str, Any]:
+#: the 400 for a request giving both ``config.configurable`` and ``context`` (contract §1.7)
+BOTH_CONFIGURABLE_AND_CONTEXT = (
+    "Cannot specify both configurable and context. Prefer setting context alone. Context was "
+    "introduced in LangGraph 0.6.0 and is the long term planned replacement for configurable."
+)
+
+
+def clean_configurable(values: dict[str, Any] | None) -> dict[str, Any]:
+    """``configurable`` or ``context`` without the keys the server reserves (contract §1.6)."""
     return {k: v for k, v in (values or {}).items() if k not in RESERVED_CONFIGURABLE}
 
 
@@ -129,11 +137,7 @@ class RunService:
             raise BadRequest("You must provide a thread_id when resuming.")
         run_config = dict(body.config or {})
         if (run_config.get("configurable") or {}) and body.context:
-            raise BadRequest(
-                "Cannot specify both configurable and context. Prefer setting context alone. "
-                "Context was introduced in LangGraph 0.6.0 and is the long term planned "
-                "replacement for configurable."
-            )
+            raise BadRequest(BOTH_CONFIGURABLE_AND_CONTEXT)
         if body.webhook is not None:
             _check_webhook(body.webhook)
         after = body.after_seconds or 0
@@ -216,11 +220,15 @@ class RunService:
         if tags:
             config["tags"] = tags
         configurable = {
-            **_clean(assistant.config.get("configurable")),
-            **_clean(run_config.get("configurable")),
+            **clean_configurable(assistant.config.get("configurable")),
+            **clean_configurable(run_config.get("configurable")),
         }
-        context = {**_clean(assistant.context), **configurable, **_clean(body.context)}
-        configurable.update(_clean(body.context))
+        context = {
+            **clean_configurable(assistant.context),
+            **configurable,
+            **clean_configurable(body.context),
+        }
+        configurable.update(clean_configurable(body.context))
         metadata = {
             **assistant.metadata,
             **thread.metadata,
