@@ -86,8 +86,12 @@ class Dispatcher:
 def graph_input(run: Run) -> Any:
     """The run's ``input``, or a LangGraph ``Command`` built from its ``command``."""
     command = run.kwargs.get("command")
-    if not command:
-        return run.kwargs.get("input")
+    return command_from(command) if command else run.kwargs.get("input")
+
+
+def command_from(command: dict[str, Any]) -> Any:
+    """A LangGraph ``Command`` from a request's ``command`` object (``goto`` items are node
+    names or ``{"node", "input"}`` sends)."""
     from langgraph.types import Command, Send
 
     goto = command.get("goto")

@@ -22,6 +22,7 @@ import trio
 
 from triograph.core import encoding
 from triograph.core.errors import BadRequest, Conflict, InvalidRequest, NotFound
+from triograph.core.execution import command_from
 from triograph.core.models import (
     JSON,
     CheckpointRef,
@@ -222,13 +223,6 @@ def _check_supersteps(supersteps: list[Superstep]) -> None:
             _check_values(update.values, f"$.supersteps[{i}].updates[{j}].values")
 
 
-def _command(body: CommandBody) -> Any:
-    from langgraph.types import Command, Send
-
-    goto = [g if isinstance(g, str) else Send(g.node, g.input) for g in body.goto or ()]
-    return Command(update=body.update, resume=body.resume, goto=goto)
-
-
 class ThreadService:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -266,7 +260,10 @@ class ThreadService:
 
         graph, config = await self._writer(thread)
         steps = [
-            [Update(_command(u.command) if u.command else u.values, u.as_node) for u in s.updates]
+            [
+                Update(command_from(attrs.asdict(u.command)) if u.command else u.values, u.as_node)
+                for u in s.updates
+            ]
             for s in supersteps
         ]
         await self._write(lambda: graph.abulk_update_state(config, steps))
