@@ -12,16 +12,29 @@ import copy
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.store.memory import InMemoryStore
+from langgraph.store.base import (
+    GetOp,
+    IndexConfig,
+    Item,
+    ListNamespacesOp,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    TTLConfig,
+)
+from langgraph.store.memory import InMemoryStore, _compare_values
 
 from triograph.core.hookspecs import hookimpl
-from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread
+from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread, now
 from triograph.core.settings import Settings
 from triograph.core.storage import StorageRegistry
+from triograph.core.store import store_index, store_ttl
 
 R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
 
@@ -126,6 +139,129 @@ class MemoryCheckpointer(InMemorySaver):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self.prune(thread_ids, strategy=strategy)
+
+
+class MemoryStore(InMemoryStore):
+    """``InMemoryStore`` with what a server's store needs besides: TTL (LangGraph's memory
+    store has none), namespaces that vanish with their last item (LangGraph's keeps them
+    listed, even after a read of an absent key), and comparison filters that do not match
+    an item lacking the field (LangGraph's raises ``TypeError`` for it).
+
+    Each item's expiry is kept beside it. An expired item is deleted before anything could
+    see it: the item itself before a get, every expired item before a search or a
+    namespace listing, and every ``sweep_interval_minutes`` on any operation (the sweep).
+    ``clock`` says what time it is; tests move it instead of waiting minutes.
+    """
+
+    supports_ttl = True
+
+    def __init__(
+        self,
+        *,
+        index: IndexConfig | None = None,
+        ttl: TTLConfig | None = None,
+        clock: Callable[[], dt.datetime] = now,
+    ) -> None:
+        super().__init__(index=index)
+        self.ttl_config = ttl
+        self.clock = clock
+        #: (namespace, key) -> (expires at, ttl in minutes)
+        self._expiry: dict[tuple[tuple[str, ...], str], tuple[dt.datetime, float]] = {}
+        self._next_sweep: dt.datetime | None = None
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        ops = list(ops)
+        self._expire(ops)
+        results = super().batch(ops)
+        self._settle(ops, results)
+        return results
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        ops = list(ops)
+        self._expire(ops)
+        results = await super().abatch(ops)
+        self._settle(ops, results)
+        return results
+
+    def sweep(self) -> int:
+        """Delete every expired item; returns how many."""
+        at = self.clock()
+        expired = [k for k, (expires_at, _) in self._expiry.items() if expires_at <= at]
+        for namespace, key in expired:
+            self._remove(namespace, key)
+        return len(expired)
+
+    def _remove(self, namespace: tuple[str, ...], key: str) -> None:
+        self._expiry.pop((namespace, key), None)
+        self._data.get(namespace, {}).pop(key, None)
+        self._vectors.get(namespace, {}).pop(key, None)
+        self._drop_if_empty(namespace)
+
+    def _drop_if_empty(self, namespace: tuple[str, ...]) -> None:
+        if not self._data.get(namespace):
+            self._data.pop(namespace, None)
+            self._vectors.pop(namespace, None)
+
+    def _expire(self, ops: list[Op]) -> None:
+        at = self.clock()
+        interval = (self.ttl_config or {}).get("sweep_interval_minutes")
+        sweep_due = interval is not None and (self._next_sweep is None or at >= self._next_sweep)
+        if sweep_due or any(isinstance(op, SearchOp | ListNamespacesOp) for op in ops):
+            self.sweep()
+            if interval is not None:
+                self._next_sweep = at + dt.timedelta(minutes=interval)
+            return
+        for op in ops:
+            if isinstance(op, GetOp):
+                expiry = self._expiry.get((op.namespace, op.key))
+                if expiry is not None and expiry[0] <= at:
+                    self._remove(op.namespace, op.key)
+
+    def _settle(self, ops: list[Op], results: list[Result]) -> None:
+        """Record the expiry of what was put, refresh what was read, drop empty namespaces."""
+        at = self.clock()
+        touched: set[tuple[str, ...]] = set()
+        for op, result in zip(ops, results, strict=True):
+            if isinstance(op, PutOp):
+                touched.add(op.namespace)
+                if op.value is None or op.ttl is None:
+                    self._expiry.pop((op.namespace, op.key), None)
+                else:
+                    self._expiry[(op.namespace, op.key)] = (
+                        at + dt.timedelta(minutes=op.ttl),
+                        op.ttl,
+                    )
+            elif isinstance(op, GetOp):
+                touched.add(op.namespace)
+                if op.refresh_ttl and result is not None:
+                    self._refresh((op.namespace, op.key), at)
+            elif isinstance(op, SearchOp) and op.refresh_ttl:
+                for item in cast("list[SearchItem]", result or []):
+                    self._refresh((item.namespace, item.key), at)
+        for namespace in touched:
+            self._drop_if_empty(namespace)
+
+    def _refresh(self, key: tuple[tuple[str, ...], str], at: dt.datetime) -> None:
+        if key in self._expiry:
+            minutes = self._expiry[key][1]
+            self._expiry[key] = (at + dt.timedelta(minutes=minutes), minutes)
+
+    def _filter_items(self, op: SearchOp) -> list[tuple[Item, list[list[float]]]]:
+        if not op.filter:
+            return super()._filter_items(op)
+        # the unfiltered candidates (a negative limit makes the parent scan everything)
+        candidates = super()._filter_items(op._replace(filter=None, offset=0, limit=-1))
+        wanted = op.filter
+        return [(item, vectors) for item, vectors in candidates if self._matches(item, wanted)]
+
+    @staticmethod
+    def _matches(item: Item, wanted: dict[str, Any]) -> bool:
+        """LangGraph's filter semantics, except that a value that cannot be compared does
+        not match (as in the Postgres store) instead of failing the whole search."""
+        try:
+            return all(_compare_values(item.value.get(k), v) for k, v in wanted.items())
+        except (TypeError, ValueError):
+            return False
 
 
 class _Assistants:
@@ -397,7 +533,11 @@ class MemoryStorage:
         self.runs = _Runs()
         self.threads = _Threads(self.runs, self.crons)
         self._checkpointer = MemoryCheckpointer()
-        self._store = InMemoryStore()
+        self._store = (
+            MemoryStore(index=store_index(settings), ttl=store_ttl(settings))
+            if settings is not None
+            else MemoryStore()
+        )
 
     @property
     def checkpointer(self) -> MemoryCheckpointer:
