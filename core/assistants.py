@@ -37,7 +37,11 @@ from triograph.core.models import (
     to_wire,
     validate_uuid,
 )
-from triograph.core.runs import BOTH_CONFIGURABLE_AND_CONTEXT, clean_configurable
+from triograph.core.runs import (
+    BOTH_CONFIGURABLE_AND_CONTEXT,
+    check_config,
+    clean_configurable,
+)
 from triograph.core.threads import strip_reserved
 
 if TYPE_CHECKING:
@@ -67,15 +71,6 @@ RUN_CONFIGURABLE = (
     "thread_id",
 )
 #: the typed keys of a RunnableConfig: key -> (what is allowed, check); others pass through
-CONFIG_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "tags": (
-        "a list of strings",
-        lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
-    ),
-    "recursion_limit": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    "configurable": ("an object", lambda v: isinstance(v, dict)),
-    "metadata": ("an object", lambda v: isinstance(v, dict)),
-}
 
 
 # -- request bodies ---------------------------------------------------------------------------
@@ -125,13 +120,6 @@ class VersionChoice:
 
 
 # -- config and context -----------------------------------------------------------------------
-
-
-def _check_config(config: dict[str, Any] | None, field: str = "$.config") -> None:
-    for key, (allowed, ok) in CONFIG_KEYS.items():
-        value = (config or {}).get(key)
-        if value is not None and not ok(value):
-            raise InvalidRequest(f"{field}.{key}: expected {allowed}")
 
 
 def _context_of(
@@ -264,7 +252,7 @@ class AssistantService:
         config = dict(self.core.settings.graph_configs.get(graph_id) or {})
         context = config.pop("context", None)
         try:
-            _check_config(config, field=f"LANGGRAPH_CONFIG.{graph_id}")
+            check_config(config, field=f"LANGGRAPH_CONFIG.{graph_id}")
             if not isinstance(context, dict | None):
                 raise InvalidRequest(f"LANGGRAPH_CONFIG.{graph_id}.context: expected an object")
             return _settled(config, _context_of(config, context, {}))
@@ -303,7 +291,7 @@ class AssistantService:
             if body.assistant_id is None
             else validate_uuid(body.assistant_id, "assistant")
         )
-        _check_config(body.config)
+        check_config(body.config)
         config, context = _settled(body.config or {}, _context_of(body.config, body.context, {}))
         self.core.graphs.get(body.graph_id)
         stamp = now()
@@ -329,7 +317,7 @@ class AssistantService:
     async def update(self, assistant_id: str, body: AssistantPatch) -> Assistant:
         """A new version on every call (contract §2.5): ``config`` and ``context`` replace,
         ``metadata`` merges, ``graph_id`` may move to another served graph."""
-        _check_config(body.config)
+        check_config(body.config)
         if body.graph_id is not None:
             self.core.graphs.get(body.graph_id)
         current = await self._visible(assistant_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -74,6 +75,26 @@ BOTH_CONFIGURABLE_AND_CONTEXT = (
 )
 
 
+#: the typed keys of a request's ``config``: what is allowed, and the check
+CONFIG_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "tags": (
+        "a list of strings",
+        lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
+    ),
+    "recursion_limit": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "configurable": ("an object", lambda v: isinstance(v, dict)),
+    "metadata": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def check_config(config: dict[str, Any] | None, field: str = "$.config") -> None:
+    """The keys of a ``config`` object that have a type (contract §1.7); 422 naming one."""
+    for key, (allowed, ok) in CONFIG_KEYS.items():
+        value = (config or {}).get(key)
+        if value is not None and not ok(value):
+            raise InvalidRequest(f"{field}.{key}: expected {allowed}")
+
+
 def clean_configurable(values: dict[str, Any] | None) -> dict[str, Any]:
     """``configurable`` or ``context`` without the keys the server reserves (contract §1.6)."""
     return {k: v for k, v in (values or {}).items() if k not in RESERVED_CONFIGURABLE}
@@ -135,6 +156,7 @@ class RunService:
                 raise InvalidRequest("Invalid checkpoint ID") from None
         if stateless and body.command is not None and body.command.resume is not None:
             raise BadRequest("You must provide a thread_id when resuming.")
+        check_config(body.config)
         run_config = dict(body.config or {})
         if (run_config.get("configurable") or {}) and body.context:
             raise BadRequest(BOTH_CONFIGURABLE_AND_CONTEXT)

@@ -203,6 +203,22 @@ async def test_configurable_and_context_together(server: Server) -> None:
     assert all(d.startswith("Cannot specify both configurable and context.") for d in details)
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("configurable", "x"),
+        ("tags", "t"),
+        ("tags", [1]),
+        ("recursion_limit", "5"),
+        ("metadata", []),
+    ],
+)
+async def test_config_keys_are_typed(server: Server, key: str, value: Any) -> None:
+    body = {"assistant_id": "agent", "input": {}, "config": {key: value}}
+    details = await rejected(server, STATEFUL + STATELESS, body, 422)
+    assert all(f"$.config.{key}" in d for d in details), details
+
+
 async def test_configurable_or_context_alone_is_fine(server: Server) -> None:
     async with server.http() as h:
         for extra in (
