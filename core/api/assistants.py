@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from triograph.core.api.http import body_as, core, empty, json_response, qbool
+from triograph.core.api.http import body_as, core, empty, json_response, page_response, qbool
 from triograph.core.assistants import (
     AssistantCount,
     AssistantCreate,
@@ -46,10 +46,7 @@ async def create_assistant() -> Response:
 async def search_assistants() -> Response:
     query = await body_as(AssistantSearch)
     rows, total = await core().assistants.search(query)
-    headers = {"X-Pagination-Total": str(total)}
-    if query.offset + len(rows) < total:
-        headers["X-Pagination-Next"] = str(query.offset + query.limit)
-    return json_response(rows, headers=headers)
+    return page_response(rows, offset=query.offset, limit=query.limit, total=total)
 
 
 @bp.post("/assistants/count")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from quart import Blueprint, Response
 
-from triograph.core.api.http import body_as, body_json, core, empty, json_response
+from triograph.core.api.http import body_as, body_json, core, empty, json_response, page_response
 from triograph.core.crons import CronSearch
 from triograph.core.models import to_wire
 
@@ -26,10 +26,7 @@ async def create_thread_cron(thread_id: str) -> Response:
 async def search_crons() -> Response:
     query = await body_as(CronSearch, default={})
     rows, total = await core().crons.search(query)
-    headers = {"X-Pagination-Total": str(total)}
-    if query.offset + len(rows) < total:
-        headers["X-Pagination-Next"] = str(query.offset + query.limit)
-    return json_response(rows, headers=headers)
+    return page_response(rows, offset=query.offset, limit=query.limit, total=total)
 
 
 @bp.post("/runs/crons/count")

@@ -65,6 +65,15 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
     )
 
 
+def page_response(rows: list[Any], *, offset: int, limit: int, total: int) -> Response:
+    """A search page: ``X-Pagination-Total`` is the real total (contract §13.9) and
+    ``X-Pagination-Next`` the next offset, only when more rows exist (§1.4)."""
+    headers = {"X-Pagination-Total": str(total)}
+    if offset + len(rows) < total:
+        headers["X-Pagination-Next"] = str(offset + limit)
+    return json_response(rows, headers=headers)
+
+
 def empty(status: int) -> Response:
     return Response(b"", status=status)
 

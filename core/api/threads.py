@@ -21,6 +21,7 @@ from triograph.core.api.http import (
     core,
     empty,
     json_response,
+    page_response,
     qbool,
     qint,
     qlist,
@@ -192,10 +193,8 @@ async def search_threads() -> Response:
         sort_order=query.sort_order or "desc",
         **query.filters(),
     )
-    headers = {"X-Pagination-Total": str(total)}
-    if query.offset + len(threads) < total:
-        headers["X-Pagination-Next"] = str(query.offset + query.limit)
-    return json_response([_search_row(t, query) for t in threads], headers=headers)
+    rows = [_search_row(t, query) for t in threads]
+    return page_response(rows, offset=query.offset, limit=query.limit, total=total)
 
 
 @bp.post("/threads/count")
