@@ -8,6 +8,10 @@ that the app lifespan starts and stops. Trio reaches that loop only through two 
 * :meth:`GraphBridge.stream` runs an async iterator there and hands its items back to Trio
   in batches, with one cross-thread wake-up per batch rather than per item.
 
+A third call serves user code that is not a graph: :meth:`GraphBridge.asgi` runs an asyncio
+ASGI app (the custom ``http.app``) there, for one connection or for its lifespan, with
+``receive``/``send`` relayed to the Trio side.
+
 Cancellation crosses explicitly: a Trio cancel becomes exactly one ``task.cancel()`` on the
 asyncio side, followed by a shielded wait, bounded by ``cleanup_timeout``, for that task to
 finish its own cleanup (``finally`` blocks in nodes, checkpointer writes). Exceptions cross
@@ -19,14 +23,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import trio
 
 T = TypeVar("T")
+
+Message: TypeAlias = dict[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 #: How long a cancelled asyncio task may take to clean up before Trio stops waiting for it.
 CLEANUP_TIMEOUT = 10.0
@@ -40,6 +50,7 @@ class _Job(Generic[T]):
         self.done = trio.Event()
         self._task: asyncio.Task[T] | None = None
         self._cancel_requested = False
+        self._cancel_sent = False  # Trio side: a task is cancelled at most once
         self._loop = bridge.loop
         self._loop.call_soon_threadsafe(self._start, make)
 
@@ -64,7 +75,9 @@ class _Job(Generic[T]):
 
     # -- Trio side --
     def cancel(self) -> None:
-        self._loop.call_soon_threadsafe(self._cancel_on_loop)
+        if not self._cancel_sent:
+            self._cancel_sent = True
+            self._loop.call_soon_threadsafe(self._cancel_on_loop)
 
     async def settle(self) -> None:
         """After a Trio cancel: cancel the task once and wait (shielded, bounded) for it."""
@@ -135,6 +148,92 @@ class _Pipe(Generic[T]):
                 return
             elif wait is not None:
                 await wait.wait()
+
+
+class _AsgiRelay:
+    """``receive``/``send`` for an ASGI app on the graph loop, performed by Trio callables.
+
+    Each call the app makes becomes a request to the Trio side (one ``run_sync_soon``) and
+    an asyncio future the app awaits; :meth:`serve` performs every request in its own Trio
+    task, since an app may wait in ``receive`` (for a disconnect) while it sends. A send
+    returns once the Trio ``send`` did, so the server's flow control reaches the app. Once
+    the Trio side stops serving, calls still pending and later ones fail with ``OSError``
+    ("the connection is closed"), as on a server after a disconnect; the app's cleanup
+    never waits for a Trio side that is gone.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, send: Send) -> None:
+        self._loop = loop
+        self._token = trio.lowlevel.current_trio_token()
+        self._requests_in, self._requests = trio.open_memory_channel[
+            tuple[Message | None, asyncio.Future[Any]]
+        ](math.inf)  # bounded by the app: each request is a coroutine awaiting its answer
+        self._receive, self._send = receive, send
+        # asyncio side only
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._closed = False
+
+    # -- asyncio side: what the app calls --
+    async def receive(self) -> Message:
+        return await self._request(None)  # type: ignore[no-any-return]
+
+    async def send(self, message: Message) -> None:
+        await self._request(message)
+
+    async def _request(self, message: Message | None) -> Any:
+        if self._closed:
+            raise OSError("the connection is closed")
+        future = self._loop.create_future()
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        self._token.run_sync_soon(self._requests_in.send_nowait, (message, future))
+        return await future
+
+    def _close(self) -> None:
+        self._closed = True
+        for future in list(self._pending):
+            if not future.done():
+                future.set_exception(OSError("the connection is closed"))
+
+    @staticmethod
+    def _answer(future: asyncio.Future[Any], value: Any, error: Exception | None) -> None:
+        if future.done():  # the app's task was cancelled meanwhile
+            return
+        if error is None:
+            future.set_result(value)
+        else:
+            future.set_exception(error)
+
+    # -- Trio side --
+    async def _perform(self, message: Message | None, future: asyncio.Future[Any]) -> None:
+        value: Message | None = None
+        try:
+            if message is None:
+                value = await self._receive()
+            else:
+                await self._send(message)
+        except Exception as exc:
+            self._loop.call_soon_threadsafe(self._answer, future, None, exc)
+        else:
+            self._loop.call_soon_threadsafe(self._answer, future, value, None)
+
+    async def serve(self, job: _Job[None]) -> None:
+        """Perform the app's requests until its task is done; then close, settle the task."""
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def until_done() -> None:
+                    await job.done.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(until_done)
+                async for message, future in self._requests:
+                    nursery.start_soon(self._perform, message, future)
+        finally:
+            if not job.done.is_set():
+                job.cancel()  # first, so the app sees CancelledError where it waits ...
+            self._loop.call_soon_threadsafe(self._close)  # ... and OSError on later calls
+            await job.settle()
 
 
 class GraphBridge:
@@ -227,3 +326,22 @@ class GraphBridge:
         finally:
             await batches.aclose()  # the consumer may have left mid-iteration
             await job.settle()
+
+    async def asgi(self, app: ASGIApp, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """Run the asyncio ASGI ``app`` for one ``scope`` on the graph loop; return when it does.
+
+        ``receive`` and ``send`` are the Trio callables of the connection (or lifespan); the
+        app's calls are relayed to them, each in a task of a nursery this call owns. An
+        exception the app raises is re-raised here. Cancelling the calling Trio task cancels
+        the app's task once (``CancelledError`` where it waits), makes its later
+        ``receive``/``send`` calls fail with ``OSError``, and waits for it as :meth:`call`
+        does.
+        """
+        relay = _AsgiRelay(self.loop, receive, send)
+
+        def run() -> Awaitable[None]:
+            return app(scope, relay.receive, relay.send)
+
+        job: _Job[None] = _Job(self, run)
+        await relay.serve(job)
+        job.result()

@@ -1,5 +1,8 @@
 """Per-run event streams: the log, live subscribers, and SSE framing.
 
+:class:`Broadcast` holds what every event stream shares (ids, bounded live subscribers);
+:class:`RunStream` adds a run's log, and ``triograph.core.thread_streams`` a thread's.
+
 A :class:`RunStream` is written by exactly one task (the run's) and read by any number of
 subscribers (SSE responses, join streams, waits). Every event gets a strictly increasing
 sequence number and an id ``<unix ms>-<seq>``, so a reconnect with ``Last-Event-ID``
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 import trio
@@ -54,26 +57,44 @@ def parse_event_id(value: str | None) -> int | None:
     return int(tail)
 
 
-class Subscription:
-    """One reader of a :class:`RunStream`; iterate it with :meth:`receive`."""
+def join_filter(modes: Iterable[str] | None) -> Callable[[str], bool] | None:
+    """The join-stream filter of contract §6.9 for the ``stream_mode`` of a join (None: all).
 
-    def __init__(self, stream: RunStream, limit: int, wanted: frozenset[str] | None) -> None:
+    An event passes if its base name (before ``|``) was asked for, or if ``messages`` or
+    ``messages-tuple`` was and the event is one of the ``messages*`` events.
+    """
+    wanted = frozenset(modes or ())
+    if not wanted:
+        return None
+    messages = bool(wanted & {"messages", "messages-tuple"})
+
+    def accepts(name: str) -> bool:
+        base = name.split("|", 1)[0]
+        return base in wanted or (messages and base.startswith("messages"))
+
+    return accepts
+
+
+class Subscription:
+    """One reader of a :class:`Broadcast`; iterate it with :meth:`receive`."""
+
+    def __init__(
+        self, stream: Broadcast, limit: int, accepts: Callable[[str], bool] | None = None
+    ) -> None:
         self._stream = stream
         self._limit = limit
-        self._wanted = wanted
+        self._accepts = accepts
         self._queue: deque[Event] = deque()
         self._wake: trio.Event | None = None
         self.ended = False
         self.dropped = False
 
     def accepts(self, name: str) -> bool:
-        """The join-stream filter of contract §6.9."""
-        if self._wanted is None:
-            return True
-        base = name.split("|", 1)[0]
-        if base in self._wanted:
-            return True
-        return base.startswith("messages") and bool(self._wanted & {"messages", "messages-tuple"})
+        return self._accepts is None or self._accepts(name)
+
+    def preload(self, events: Iterable[Event]) -> None:
+        """Queue stored events (a replay) before any live one; the filter applies."""
+        self._queue.extend(e for e in events if self.accepts(e.name))
 
     def _push(self, event: Event) -> None:
         if not self.accepts(event.name):
@@ -110,30 +131,61 @@ class Subscription:
         self._stream.discard(self)
 
 
-class RunStream:
+class Broadcast:
+    """Event ids and live subscribers, shared by run and thread streams.
+
+    Ids are ``<unix ms>-<seq>``: ``seq`` counts every event of the stream and the
+    millisecond part never goes back, so ids increase strictly in both parts. Publishing
+    never blocks: a subscriber whose queue is full is dropped.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._subs: set[Subscription] = set()
+        self._seq = 0
+        self._last_ms = 0
+
+    def _next(self, name: str, data: bytes) -> Event:
+        ms = max(int(time.time() * 1000), self._last_ms)
+        self._last_ms = ms
+        event = Event(seq=self._seq, id=f"{ms}-{self._seq}", name=name, data=data)
+        self._seq += 1
+        return event
+
+    def _deliver(self, event: Event) -> None:
+        for sub in list(self._subs):
+            sub._push(event)
+
+    def _end_all(self) -> None:
+        for sub in list(self._subs):
+            sub._end()
+
+    def discard(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+
+class RunStream(Broadcast):
     """The events of one run; see the module docstring."""
 
     def __init__(
         self, run_id: str, *, resumable: bool, limit: int = 4096, log_cap: int = 10_000
     ) -> None:
+        super().__init__(limit)
         self.run_id = run_id
         self.resumable = resumable
-        self.limit = limit
         self.log_cap = log_cap
         self.log: list[Event] = []
         self.log_complete = True
         self.ever_subscribed = False
         self.closed = False
-        self._subs: set[Subscription] = set()
-        self._seq = 0
-        self._last_ms = 0
 
     def publish(self, name: str, data: bytes) -> Event:
         """Append one event and hand it to every live subscriber (never blocks)."""
-        ms = max(int(time.time() * 1000), self._last_ms)
-        self._last_ms = ms
-        event = Event(seq=self._seq, id=f"{ms}-{self._seq}", name=name, data=data)
-        self._seq += 1
+        event = self._next(name, data)
         if self.resumable:
             self.log.append(event)
         elif self.log_complete:
@@ -141,8 +193,7 @@ class RunStream:
                 self.log.append(event)
             else:
                 self.log, self.log_complete = [], False
-        for sub in list(self._subs):
-            sub._push(event)
+        self._deliver(event)
         return event
 
     def subscribe(
@@ -155,13 +206,11 @@ class RunStream:
                 except for the stream's first reader, who gets everything kept so far.
             modes: the join filter (``stream_mode`` of a join), or None for everything.
         """
-        sub = Subscription(self, self.limit, frozenset(modes) if modes else None)
+        sub = Subscription(self, self.limit, join_filter(modes))
         if after is None and not self.ever_subscribed and self.log_complete:
             after = -1  # the first reader gets the run from its start
         if after is not None and (self.resumable or self.log_complete):
-            for event in self.log:
-                if event.seq > after and sub.accepts(event.name):
-                    sub._queue.append(event)
+            sub.preload(e for e in self.log if e.seq > after)
         self.claim()  # later readers of a non-resumable run get live events only
         if self.closed:
             sub.ended = True
@@ -175,15 +224,7 @@ class RunStream:
         if not self.resumable:
             self.log, self.log_complete = [], False
 
-    def discard(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subs)
-
     def close(self) -> None:
         """No more events: every subscriber ends after draining what it has."""
         self.closed = True
-        for sub in list(self._subs):
-            sub._end()
+        self._end_all()

@@ -200,11 +200,16 @@ class RunSupervisor:
     async def _publish(self, handle: RunHandle, name: str, payload: Any, hook: bool) -> None:
         encoded = encoding.dumps(payload)
         handle.output.observe(name, payload, encoded)
-        handle.stream.publish(name, encoded)
+        self._emit(handle, name, encoded)
         if hook:
             await self.core.hooks.fire(
                 "triograph_run_event", run=handle.run, event=name, data=payload
             )
+
+    def _emit(self, handle: RunHandle, name: str, encoded: bytes) -> None:
+        """One event to the run's stream and to its thread's stream."""
+        handle.stream.publish(name, encoded)
+        self.core.thread_streams.publish(handle.run.thread_id, name, encoded)
 
     # -- finishing ----------------------------------------------------------------------------
 
@@ -215,7 +220,7 @@ class RunSupervisor:
         try:
             if error is not None:
                 handle.output.error = encoding.error_payload(error)
-                handle.stream.publish("error", encoding.dumps(handle.output.error))
+                self._emit(handle, "error", encoding.dumps(handle.output.error))
                 log.info("run %s failed: %r", run.run_id, error)
             rolled_back = handle.cancel_action == "rollback"
             if rolled_back:
@@ -250,6 +255,7 @@ class RunSupervisor:
                 await core.threads.delete(run.thread_id, cancel_runs=False, checkpoints=False)
         finally:
             handle.stream.close()
+            core.thread_streams.run_done(run.thread_id, run.run_id)
             handle.done.set()
             if handle.stream.resumable:
                 handle.expires_at = trio.current_time() + core.settings.resumable_ttl

@@ -1,5 +1,5 @@
 """Runs routes (contract §5, §6): create / stream / wait, stateful and stateless; batch;
-list, get, delete; cancel and bulk cancel; join and join stream."""
+list, get, delete; cancel and bulk cancel; join and join stream; the thread stream."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ from triograph.core.api.http import (
 )
 from triograph.core.errors import InvalidRequest, NotFound
 from triograph.core.models import CancelMany, RunCreate, structure, to_wire
+from triograph.core.openapi import request_body
 from triograph.core.runs import RUN_FIELDS
 from triograph.core.streams import parse_event_id
+from triograph.core.thread_streams import mode_filter, parse_last_event_id
 
 if TYPE_CHECKING:
     from triograph.core.models import CancelAction, Run
@@ -188,6 +190,23 @@ async def join_stream(thread_id: str, run_id: str) -> Response:
     return await _join_stream(handle, run_headers(run, suffix="/stream"))
 
 
+@bp.get("/threads/<thread_id>/stream")
+async def join_thread_stream(thread_id: str) -> Response:
+    """Everything happening on a thread, until the client leaves (contract §6.10).
+
+    Both spellings of the modes are read: ``stream_modes`` (the official server's) and
+    ``stream_mode`` (what both SDKs send, contract §13.5).
+    """
+    c = core()
+    accepts = mode_filter([*(qlist("stream_modes") or ()), *(qlist("stream_mode") or ())])
+    after = parse_last_event_id(request.headers.get("Last-Event-ID"))
+    thread = await c.threads.get(thread_id)
+    sub = c.thread_streams.subscribe(thread.thread_id, accepts=accepts, after=after)
+    return sse_response(
+        sub, with_id=True, heartbeat=c.settings.heartbeat_interval, headers=SSE_HEADERS
+    )
+
+
 # -- stateless --------------------------------------------------------------------------------
 
 
@@ -211,6 +230,7 @@ async def wait_stateless() -> Response:
 
 
 @bp.post("/runs/batch")
+@request_body(list[RunCreate])
 async def batch() -> Response:
     items = await body_json()
     if not isinstance(items, list) or not items:
