@@ -9,8 +9,6 @@ derives it (contract §2.1; note the namespace is *not* ``uuid.NAMESPACE_URL``).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import os
 import sys
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from triograph.core.errors import ConfigError, InvalidRequest, NotFound
+from triograph.core.settings import import_object
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -123,26 +122,7 @@ class GraphRegistry:
 
 
 def _load(spec: GraphSpec, settings: Settings) -> LoadedGraph:
-    location, _, attr = spec.path.rpartition(":")
-    if not location or not attr:
-        raise ConfigError(f"graph {spec.graph_id!r}: {spec.path!r} is not 'module_or_file:attr'")
-    try:
-        if location.endswith(".py") or "/" in location:
-            file = (settings.base_dir / location).resolve()
-            mod_name = f"triograph_graph_{spec.graph_id}_{abs(hash(str(file)))}"
-            module_spec = importlib.util.spec_from_file_location(mod_name, file)
-            if module_spec is None or module_spec.loader is None:
-                raise ConfigError(f"graph {spec.graph_id!r}: cannot load {str(file)!r}")
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[mod_name] = module
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(location)
-        obj = getattr(module, attr)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"graph {spec.graph_id!r}: cannot load {spec.path!r}: {exc!r}") from exc
+    obj = import_object(spec.path, settings.base_dir, what=f"graph {spec.graph_id!r}")
     from langgraph.graph import StateGraph
     from langgraph.pregel import Pregel
 

@@ -12,8 +12,11 @@ id -> config), as the official server does.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import pathlib
+import sys
 from typing import Any
 
 import attrs
@@ -91,6 +94,39 @@ def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Sett
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
+
+
+def import_object(spec: Any, base_dir: pathlib.Path, *, what: str) -> Any:
+    """The object a config value names: ``./file.py:attr`` (a file, relative to
+    ``base_dir``) or ``package.module:attr``. Anything that fails is a ConfigError that
+    starts with ``what`` (``graph 'agent'``, ``http.app``, ...)."""
+    location, _, attr = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
+    if not location or not attr:
+        raise ConfigError(f"{what}: {spec!r} is not './file.py:attr' or 'module:attr'")
+    try:
+        if is_file_location(location):
+            file = (base_dir / location).resolve()
+            name = f"triograph_user_{abs(hash((str(file), what)))}"
+            module_spec = importlib.util.spec_from_file_location(name, file)
+            if module_spec is None or module_spec.loader is None or not file.is_file():
+                raise ConfigError(f"{what}: cannot load {str(file)!r}")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(location)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{what}: cannot load {spec!r}: {exc!r}") from exc
+    if not hasattr(module, attr):
+        raise ConfigError(f"{what}: {location!r} has no {attr!r}")
+    return getattr(module, attr)
+
+
+def is_file_location(location: str) -> bool:
+    """``./x.py`` or ``dir/x`` name a file; ``package.module`` names a module."""
+    return location.endswith(".py") or "/" in location
 
 
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:

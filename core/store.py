@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +22,7 @@ from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError
 
 from triograph.core.errors import BadRequest, ConfigError, InvalidRequest
 from triograph.core.models import JSON
+from triograph.core.settings import import_object, is_file_location
 
 if TYPE_CHECKING:
     import pathlib
@@ -222,58 +222,42 @@ def store_index(settings: Settings) -> IndexConfig | None:
 
 
 def _embeddings(spec: str, base_dir: pathlib.Path) -> Any:
+    """``./file.py:function`` or ``module:function`` (an embedding function), else a
+    ``provider:model`` string for LangChain's ``init_embeddings``."""
     location, _, attr = spec.rpartition(":")
     if not location or not attr:
         raise ConfigError(
             f"store.index.embed {spec!r} is not './file.py:function', 'module:function' or "
             "'provider:model'"
         )
-    if location.endswith(".py") or "/" in location:
-        return _callable(_from_file(base_dir / location, spec), attr, spec)
-    if _importable(location):
-        module = importlib.import_module(location)
-        if hasattr(module, attr):
-            return _callable(module, attr, spec)
+    what = f"store.index.embed {spec!r}"
+    if is_file_location(location) or _module_has(location, attr):
+        embed = import_object(spec, base_dir, what=what)
+        if not callable(embed):
+            raise ConfigError(f"{what}: {attr!r} is not a function")
+        return embed
     try:
         init_embeddings = importlib.import_module("langchain.embeddings").init_embeddings
     except ImportError:
         raise ConfigError(
-            f"store.index.embed {spec!r}: {location!r} is not an importable module, and "
-            "'provider:model' embeddings need the 'langchain' package, which is not installed"
+            f"{what}: {location!r} is not an importable module, and 'provider:model' "
+            "embeddings need the 'langchain' package, which is not installed"
         ) from None
     try:
         return init_embeddings(spec)
     except Exception as exc:
-        raise ConfigError(f"store.index.embed {spec!r}: {exc}") from exc
+        raise ConfigError(f"{what}: {exc}") from exc
 
 
-def _importable(name: str) -> bool:
+def _module_has(name: str, attr: str) -> bool:
+    """Whether ``name`` is an importable module with ``attr`` (``openai:text-embedding-3``
+    names a model, not a function of the ``openai`` package)."""
     try:
-        return importlib.util.find_spec(name) is not None
+        return importlib.util.find_spec(name) is not None and hasattr(
+            importlib.import_module(name), attr
+        )
     except (ImportError, ValueError):  # a parent package is missing, or a bad name
         return False
-
-
-def _from_file(path: pathlib.Path, spec: str) -> Any:
-    file = path.resolve()
-    name = f"triograph_embeddings_{abs(hash(str(file)))}"
-    module_spec = importlib.util.spec_from_file_location(name, file)
-    if module_spec is None or module_spec.loader is None or not file.is_file():
-        raise ConfigError(f"store.index.embed {spec!r}: cannot load {str(file)!r}")
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[name] = module
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ConfigError(f"store.index.embed {spec!r}: cannot load it: {exc!r}") from exc
-    return module
-
-
-def _callable(module: Any, attr: str, spec: str) -> Any:
-    value = getattr(module, attr, None)
-    if not callable(value):
-        raise ConfigError(f"store.index.embed {spec!r}: {attr!r} is not a function")
-    return value
 
 
 def store_ttl(settings: Settings) -> TTLConfig | None:

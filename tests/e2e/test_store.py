@@ -345,7 +345,7 @@ def test_index_embed_forms(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         ({"dims": 8, "embed": "openai:text-embedding-3-small"}, "'langchain' package"),
         ({"dims": 8, "embed": "./missing.py:embed"}, "cannot load"),
-        ({"dims": 8, "embed": "./embeddings.py:nothing"}, "'nothing' is not a function"),
+        ({"dims": 8, "embed": "./embeddings.py:nothing"}, "has no 'nothing'"),
         ({"dims": 8, "embed": "./embeddings.py:VOCABULARY"}, "not a function"),
         ({"dims": 8, "embed": "no-colon"}, "is not './file.py:function'"),
         ({"dims": 0, "embed": "./embeddings.py:embed"}, "dims"),
