@@ -56,6 +56,23 @@ class Server:
         return httpx.AsyncClient(base_url=self.url, timeout=30, **kwargs)
 
 
+async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
+    """Call ``fetch`` until ``done`` holds for its result (at most 10 s)."""
+    with trio.fail_after(10):
+        while True:
+            value = await fetch()
+            if done(value):
+                return value
+            await trio.sleep(0.02)
+
+
+async def get(server: Server, path: str) -> tuple[int, Any]:
+    """``GET path`` over raw HTTP: the status and the decoded body (None when empty)."""
+    async with server.http() as h:
+        r = await h.get(path)
+    return r.status_code, (r.json() if r.content else None)
+
+
 async def collect(stream: Any) -> list[Any]:
     """Drain an async SDK stream into a list (use inside ``Server.aio``)."""
     return [part async for part in stream]

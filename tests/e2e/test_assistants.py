@@ -5,7 +5,7 @@ encodings, validation errors that must change nothing)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import attrs
@@ -14,7 +14,7 @@ import trio
 from langgraph_sdk.errors import BadRequestError, ConflictError, NotFoundError
 
 from tests.conftest import example_settings, start_server
-from tests.sdk import Server
+from tests.sdk import Server, poll
 from triograph.core.graphs import system_assistant_id
 from triograph.core.models import Assistant
 from triograph.core.settings import GraphSpec
@@ -44,16 +44,6 @@ SERVED = (
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
-    """Call ``fetch`` until ``done`` holds for its result (at most 10 s)."""
-    with trio.fail_after(10):
-        while True:
-            value = await fetch()
-            if done(value):
-                return value
-            await trio.sleep(0.05)
 
 
 async def call(server: Server, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 import zoneinfo
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 import pytest
@@ -15,7 +15,7 @@ import trio
 from croniter import croniter
 
 from tests.conftest import example_settings, start_server
-from tests.sdk import Server
+from tests.sdk import Server, get, poll
 from triograph.core.graphs import system_assistant_id
 from triograph.core.hookspecs import hookimpl
 from triograph.core.models import Run, now
@@ -57,22 +57,6 @@ def finished(server: Server) -> Iterator[Finished]:
         yield recorder
     finally:
         server.core.pm.unregister(recorder)
-
-
-async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
-    """Call ``fetch`` until ``done`` holds for its result (at most 10 s)."""
-    with trio.fail_after(10):
-        while True:
-            value = await fetch()
-            if done(value):
-                return value
-            await trio.sleep(0.05)
-
-
-async def get(server: Server, path: str) -> tuple[int, Any]:
-    async with server.http() as h:
-        r = await h.get(path)
-    return r.status_code, (r.json() if r.content else None)
 
 
 async def get_cron(server: Server, cron_id: str) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 import trio
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
-from tests.sdk import Server, collect
+from tests.sdk import Server, collect, get, poll
 
 T = TypeVar("T")
 
@@ -33,22 +32,6 @@ def joke(topic: str) -> dict[str, str]:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
-    """Call ``fetch`` until ``done`` holds for its result (at most 10 s)."""
-    with trio.fail_after(10):
-        while True:
-            value = await fetch()
-            if done(value):
-                return value
-            await trio.sleep(0.05)
-
-
-async def get(server: Server, path: str) -> tuple[int, Any]:
-    async with server.http() as h:
-        r = await h.get(path)
-    return r.status_code, (r.json() if r.content else None)
 
 
 async def run_reaches(server: Server, tid: str, rid: str, *statuses: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ shared with graphs; semantic search with a fake embedding; TTL with a movable cl
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import pytest
@@ -12,7 +12,7 @@ import trio
 from langgraph_sdk.errors import BadRequestError, UnprocessableEntityError
 
 from tests.conftest import EXAMPLES, example_settings, start_server
-from tests.sdk import Server
+from tests.sdk import Server, poll
 from triograph.core.errors import ConfigError
 from triograph.core.models import now
 from triograph.core.store import store_index, store_ttl
@@ -21,16 +21,6 @@ from triograph.storage.memory import MemoryStore
 T = TypeVar("T")
 
 INDEX = {"dims": 8, "embed": "./embeddings.py:embed", "fields": ["text"]}
-
-
-async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
-    """Call ``fetch`` until ``done`` holds for its result (at most 10 s)."""
-    with trio.fail_after(10):
-        while True:
-            value = await fetch()
-            if done(value):
-                return value
-            await trio.sleep(0.02)
 
 
 async def put(server: Server, namespace: list[str], key: str, value: dict[str, Any]) -> None:
