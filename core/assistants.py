@@ -33,7 +33,10 @@ from triograph.core.models import (
     AssistantSearch,
     AssistantVersion,
     IfExists,
+    check_page,
+    check_select,
     now,
+    selected,
     to_wire,
     validate_uuid,
 )
@@ -147,13 +150,6 @@ def _settled(
     if isinstance(rest.get("metadata"), dict):
         rest["metadata"] = strip_reserved(rest["metadata"])
     return ({**rest, "configurable": context} if context else rest), context
-
-
-def _check_page(limit: int, offset: int) -> None:
-    if not 1 <= limit <= 1000:
-        raise InvalidRequest(f"$.limit: {limit} is not between 1 and 1000")
-    if offset < 0:
-        raise InvalidRequest(f"$.offset: {offset} is less than 0")
 
 
 # -- graph introspection (runs on the graph loop) ---------------------------------------------
@@ -358,7 +354,7 @@ class AssistantService:
 
     async def versions(self, assistant_id: str, query: VersionSearch) -> list[AssistantVersion]:
         """Newest first; ``metadata`` is a containment filter."""
-        _check_page(query.limit, query.offset)
+        check_page(query.limit, query.offset)
         assistant = await self._visible(assistant_id)
         return await self.core.storage.assistants.versions(
             assistant.assistant_id, metadata=query.metadata, limit=query.limit, offset=query.offset
@@ -397,12 +393,8 @@ class AssistantService:
 
     async def search(self, query: AssistantSearch) -> tuple[list[dict[str, Any]], int]:
         """One page, as wire dicts cut down to ``select``, and the number of matches."""
-        _check_page(query.limit, query.offset)
-        bad = [f for f in query.select or () if f not in ASSISTANT_FIELDS]
-        if bad:
-            raise InvalidRequest(
-                f"$.select: invalid fields {bad}; allowed: {list(ASSISTANT_FIELDS)}"
-            )
+        check_page(query.limit, query.offset)
+        check_select(query.select, ASSISTANT_FIELDS)
         rows, total = await self.core.storage.assistants.search(
             graph_ids=self._graph_ids(query.graph_id),
             metadata=query.metadata,
@@ -412,10 +404,7 @@ class AssistantService:
             limit=query.limit,
             offset=query.offset,
         )
-        visible = [to_wire(a) for a in rows]
-        if query.select:
-            visible = [{k: row[k] for k in query.select} for row in visible]
-        return visible, total
+        return selected([to_wire(a) for a in rows], query.select), total
 
     async def count(self, query: AssistantCount) -> int:
         _, total = await self.core.storage.assistants.search(

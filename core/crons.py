@@ -28,8 +28,11 @@ from triograph.core.models import (
     Cron,
     OnCompletion,
     RunCreate,
+    check_page,
+    check_select,
     new_id,
     now,
+    selected,
     structure,
     to_wire,
     validate_uuid,
@@ -272,13 +275,8 @@ class CronService:
 
     async def search(self, query: CronSearch) -> tuple[list[dict[str, Any]], int]:
         """One page of crons as wire dicts (``select`` applied) and the number of matches."""
-        if not 1 <= query.limit <= 1000:
-            raise InvalidRequest(f"$.limit: {query.limit} is not between 1 and 1000")
-        if query.offset < 0:
-            raise InvalidRequest(f"$.offset: {query.offset} is less than 0")
-        bad = [f for f in query.select or () if f not in CRON_FIELDS]
-        if bad:
-            raise InvalidRequest(f"$.select: invalid fields {bad}; allowed: {list(CRON_FIELDS)}")
+        check_page(query.limit, query.offset)
+        check_select(query.select, CRON_FIELDS)
         rows, total = await self.core.storage.crons.search(
             **self._filters(query),
             sort_by=query.sort_by or "created_at",
@@ -286,10 +284,7 @@ class CronService:
             limit=query.limit,
             offset=query.offset,
         )
-        out = [to_wire(c) for c in rows]
-        if query.select:
-            out = [{k: row[k] for k in query.select} for row in out]
-        return out, total
+        return selected([to_wire(c) for c in rows], query.select), total
 
     async def count(self, query: CronSearch) -> int:
         return (await self.core.storage.crons.search(**self._filters(query), limit=0))[1]

@@ -359,6 +359,26 @@ def to_wire(record: Any) -> dict[str, Any]:
     return converter.unstructure(record)  # type: ignore[no-any-return]
 
 
+def check_page(limit: int, offset: int, *, most: int = 1000) -> None:
+    """``limit`` in 1..``most`` and ``offset`` at least 0, else a 422 naming the field."""
+    if not 1 <= limit <= most:
+        raise InvalidRequest(f"$.limit: {limit} is not between 1 and {most}")
+    if offset < 0:
+        raise InvalidRequest(f"$.offset: {offset} is less than 0")
+
+
+def check_select(select: list[str] | None, allowed: tuple[str, ...]) -> None:
+    """Every ``select`` field is one of ``allowed``, else a 422 listing them."""
+    bad = [f for f in select or () if f not in allowed]
+    if bad:
+        raise InvalidRequest(f"$.select: invalid fields {bad}; allowed: {list(allowed)}")
+
+
+def selected(rows: list[dict[str, Any]], select: list[str] | None) -> list[dict[str, Any]]:
+    """Wire rows cut down to the ``select`` fields (all of them without one)."""
+    return [{k: row[k] for k in select} for row in rows] if select else rows
+
+
 def validate_uuid(value: str, what: str) -> str:
     """Return the canonical lowercase form of a UUID string, or raise 422 ``Invalid <what> ID``."""
     try:

@@ -21,7 +21,7 @@ import attrs
 from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError
 
 from triograph.core.errors import BadRequest, ConfigError, InvalidRequest
-from triograph.core.models import JSON
+from triograph.core.models import JSON, check_page
 from triograph.core.settings import import_object, is_file_location
 
 if TYPE_CHECKING:
@@ -78,13 +78,6 @@ class StoreNamespaces:
 
 
 # -- the service ------------------------------------------------------------------------------
-
-
-def _check_page(limit: int, offset: int) -> None:
-    if not 1 <= limit <= 1000:
-        raise InvalidRequest(f"$.limit: {limit} is not between 1 and 1000")
-    if offset < 0:
-        raise InvalidRequest(f"$.offset: {offset} is less than 0")
 
 
 def _check_namespace(namespace: list[str]) -> tuple[str, ...]:
@@ -154,7 +147,7 @@ class StoreService:
     async def search(self, body: StoreSearch) -> list[dict[str, Any]]:
         """Items under ``namespace_prefix`` (absent: everywhere), with ``score`` (null unless
         the store has an index and ``query`` is given)."""
-        _check_page(body.limit, body.offset)
+        check_page(body.limit, body.offset)
         if body.filter:
             _check_filter(body.filter)
         prefix = tuple(body.namespace_prefix or ())
@@ -171,7 +164,7 @@ class StoreService:
         return [item.dict() for item in items]
 
     async def list_namespaces(self, body: StoreNamespaces) -> list[list[str]]:
-        _check_page(body.limit, body.offset)
+        check_page(body.limit, body.offset)
         if body.max_depth is not None and body.max_depth < 1:
             raise InvalidRequest(f"$.max_depth: {body.max_depth} is less than 1")
         namespaces = await self._call(

@@ -24,7 +24,7 @@ from triograph.core.api.http import (
     waiting_json_response,
 )
 from triograph.core.errors import InvalidRequest, NotFound
-from triograph.core.models import CancelMany, RunCreate, structure, to_wire
+from triograph.core.models import CancelMany, RunCreate, check_select, selected, structure, to_wire
 from triograph.core.openapi import request_body
 from triograph.core.runs import RUN_FIELDS
 from triograph.core.streams import parse_event_id
@@ -113,19 +113,14 @@ async def wait_run(thread_id: str) -> Response:
 @bp.get("/threads/<thread_id>/runs")
 async def list_runs(thread_id: str) -> Response:
     select = qlist("select")
-    bad = [f for f in select or () if f not in RUN_FIELDS]
-    if bad:
-        raise InvalidRequest(f"Invalid select columns: {bad}; allowed: {list(RUN_FIELDS)}")
+    check_select(select, RUN_FIELDS)
     runs = await core().runs.for_thread(
         thread_id,
         limit=qint("limit", 10),
         offset=qint("offset", 0),
         status=request.args.get("status"),
     )
-    rows = [to_wire(r) for r in runs]
-    if select:
-        rows = [{k: row[k] for k in select} for row in rows]
-    return json_response(rows)
+    return json_response(selected([to_wire(r) for r in runs], select))
 
 
 @bp.get("/threads/<thread_id>/runs/<run_id>")

@@ -338,7 +338,7 @@ async def test_unknown_thread_or_run(server: Server) -> None:
     ("query", "needle"),
     [
         ({"status": "bogus"}, "bogus"),
-        ({"select": "bogus"}, "Invalid select columns"),
+        ({"select": "bogus"}, "$.select: invalid fields"),
         ({"select": ["run_id", "nope"]}, "nope"),
         ({"limit": "x"}, "limit"),
         ({"offset": "x"}, "offset"),
