@@ -22,7 +22,7 @@ from triograph.core.emitters import (
     event_name,
 )
 from triograph.core.hookspecs import hookimpl
-from triograph.core.threads import checkpoint_ref
+from triograph.core.state import checkpoint_ref
 
 
 class _Forward:

@@ -36,7 +36,8 @@ from triograph.core.models import (
     structure,
     validate_uuid,
 )
-from triograph.core.threads import THREAD_FIELDS, Superstep, thread_wire
+from triograph.core.state import Superstep
+from triograph.core.threads import THREAD_FIELDS, thread_wire
 
 bp = Blueprint("threads", __name__)
 
@@ -240,7 +241,7 @@ async def copy_thread(thread_id: str) -> Response:
 
 @bp.get("/threads/<thread_id>/state")
 async def get_state(thread_id: str) -> Response:
-    return json_response(await core().threads.state(thread_id, subgraphs=qbool("subgraphs")))
+    return json_response(await core().threads.states.get(thread_id, subgraphs=qbool("subgraphs")))
 
 
 @bp.post("/threads/<thread_id>/state")
@@ -249,7 +250,7 @@ async def update_state(thread_id: str) -> Response:
     checkpoint = body.checkpoint
     if body.checkpoint_id is not None:
         checkpoint = attrs.evolve(checkpoint or CheckpointRef(), checkpoint_id=body.checkpoint_id)
-    response = await core().threads.update_state(
+    response = await core().threads.states.update(
         thread_id, body.values, as_node=body.as_node, checkpoint=checkpoint
     )
     return json_response(response)
@@ -258,7 +259,7 @@ async def update_state(thread_id: str) -> Response:
 @bp.get("/threads/<thread_id>/state/<checkpoint_id>")
 async def get_state_at(thread_id: str, checkpoint_id: str) -> Response:
     checkpoint = CheckpointRef(checkpoint_id=checkpoint_id)
-    state = await core().threads.state(
+    state = await core().threads.states.get(
         thread_id, subgraphs=qbool("subgraphs"), checkpoint=checkpoint
     )
     return json_response(state)
@@ -267,7 +268,7 @@ async def get_state_at(thread_id: str, checkpoint_id: str) -> Response:
 @bp.post("/threads/<thread_id>/state/checkpoint")
 async def post_state_at(thread_id: str) -> Response:
     query = await body_as(StateAt)
-    state = await core().threads.state(
+    state = await core().threads.states.get(
         thread_id, subgraphs=query.subgraphs, checkpoint=query.checkpoint
     )
     return json_response(state)
@@ -275,7 +276,7 @@ async def post_state_at(thread_id: str) -> Response:
 
 @bp.get("/threads/<thread_id>/history")
 async def get_history(thread_id: str) -> Response:
-    rows = await core().threads.history(
+    rows = await core().threads.states.history(
         thread_id, limit=qint("limit", 1), before=request.args.get("before")
     )
     return json_response(rows)
@@ -284,7 +285,7 @@ async def get_history(thread_id: str) -> Response:
 @bp.post("/threads/<thread_id>/history")
 async def post_history(thread_id: str) -> Response:
     query = await body_as(HistoryQuery, default={})
-    rows = await core().threads.history(
+    rows = await core().threads.states.history(
         thread_id,
         limit=query.limit,
         before=_before(query.before),
