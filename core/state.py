@@ -19,7 +19,7 @@ import attrs
 from triograph.core import encoding
 from triograph.core.errors import BadRequest, Conflict, InvalidRequest, NotFound
 from triograph.core.execution import command_from
-from triograph.core.models import JSON, CheckpointRef, CommandBody, validate_uuid
+from triograph.core.models import JSON, CheckpointRef, CommandBody, check_page, validate_uuid
 
 if TYPE_CHECKING:
     from langgraph.types import StateSnapshot
@@ -349,8 +349,7 @@ class ThreadStates:
     ) -> list[dict[str, Any]]:
         """Checkpoints newest first: ``before`` one, containing ``metadata``; ``checkpoint``
         narrows to a namespace (subgraph) or to exactly one checkpoint."""
-        if not 1 <= limit <= 1000:
-            raise InvalidRequest(f"$.limit: {limit} is not between 1 and 1000")
+        check_page(limit, 0)
         thread = await self.core.threads.get(thread_id)
         found = await self._graph_of(thread)
         if found is None:

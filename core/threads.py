@@ -17,7 +17,7 @@ import trio
 
 from triograph.core import encoding
 from triograph.core.errors import Conflict, InvalidRequest, NotFound
-from triograph.core.models import Thread, ThreadCreate, new_id, now, validate_uuid
+from triograph.core.models import Thread, ThreadCreate, check_page, new_id, now, validate_uuid
 from triograph.core.state import Superstep, ThreadStates, pending_interrupts
 
 if TYPE_CHECKING:
@@ -168,10 +168,7 @@ class ThreadService:
         **filters: Any,
     ) -> tuple[list[Thread], int]:
         """One page of threads and the total; ``filters`` as :meth:`count` takes them."""
-        if not 1 <= limit <= 1000:
-            raise InvalidRequest(f"$.limit: {limit} is not between 1 and 1000")
-        if offset < 0:
-            raise InvalidRequest(f"$.offset: {offset} is less than 0")
+        check_page(limit, offset)
         return await self.core.storage.threads.search(
             **self._filters(**filters),
             sort_by=sort_by,

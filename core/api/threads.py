@@ -33,6 +33,7 @@ from triograph.core.models import (
     Thread,
     ThreadCreate,
     ThreadStatus,
+    check_select,
     structure,
     validate_uuid,
 )
@@ -123,9 +124,7 @@ def _include_ttl() -> bool:
 
 
 def _check_shaping(query: ThreadSearch) -> None:
-    bad = [f for f in query.select or () if f not in THREAD_FIELDS]
-    if bad:
-        raise InvalidRequest(f"$.select: invalid fields {bad}; allowed: {list(THREAD_FIELDS)}")
+    check_select(query.select, THREAD_FIELDS)
     extract = query.extract or {}
     if len(extract) > 10:
         raise InvalidRequest(f"$.extract: at most 10 paths, got {len(extract)}")

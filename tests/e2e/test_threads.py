@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import pytest
@@ -20,7 +20,7 @@ from langgraph_sdk.errors import (
 )
 
 from tests.conftest import example_settings, start_server
-from tests.sdk import Server
+from tests.sdk import Server, poll
 from triograph.core import threads as threads_module
 from triograph.core.hookspecs import hookimpl
 
@@ -40,16 +40,6 @@ WIRE_KEYS = {
 }
 JOKE = {"topic": "dogs and cats", "joke": "This is a joke about dogs and cats"}
 QUESTION = {"question": "name?"}
-
-
-async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
-    """Call ``fetch`` until ``done`` holds for its result (at most 10 s)."""
-    with trio.fail_after(10):
-        while True:
-            value = await fetch()
-            if done(value):
-                return value
-            await trio.sleep(0.05)
 
 
 async def ran(server: Server, graph: str, payload: Any, **create: Any) -> str:
