@@ -36,7 +36,12 @@ from triograph.core.errors import ConfigError, TriographError
 from triograph.core.graph_bridge import ASGIApp, GraphBridge
 from triograph.core.graphs import GraphRegistry
 from triograph.core.multitask import MultitaskRegistry
-from triograph.core.plugin_manager import Hooks, fill_registry, make_plugin_manager
+from triograph.core.plugin_manager import (
+    Hooks,
+    PluginServices,
+    fill_registry,
+    make_plugin_manager,
+)
 from triograph.core.runs import RunService
 from triograph.core.settings import Settings
 from triograph.core.storage import StorageRegistry
@@ -122,7 +127,12 @@ async def _lifetime(
             await core.supervisor.start_service(core.threads.sweep_expired)
             await core.supervisor.start_service(core.thread_streams.sweep)
             async with custom_lifespan:
-                await core.hooks.fire("triograph_server_startup", settings=settings)
+                services = PluginServices(
+                    settings=settings, storage=storage, start=core.supervisor.start_service
+                )
+                await core.hooks.fire(
+                    "triograph_server_startup", settings=settings, services=services
+                )
                 # Everything loaded so far (graphs, libraries) lives as long as the server:
                 # move it out of the collector's reach, and collect the young generation less
                 # often. The bench measured gen-2 pauses of ~90 ms under load before this.

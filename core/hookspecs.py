@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from triograph.core.emitters import StreamModeRegistry
     from triograph.core.models import Run, Thread
     from triograph.core.multitask import MultitaskRegistry
+    from triograph.core.plugin_manager import PluginServices
     from triograph.core.settings import Settings
     from triograph.core.storage import StorageRegistry
 
@@ -76,10 +77,13 @@ def triograph_register_multitask(registry: MultitaskRegistry) -> None:
 
 
 @hookspec
-def triograph_server_startup(settings: Settings) -> Any:
+def triograph_server_startup(settings: Settings, services: PluginServices) -> Any:
     """The server has opened its storage and is about to accept requests.
 
     :param settings: the frozen settings the app was built with.
+    :param services: the open storage, and ``await services.start(async_fn)`` to run a
+        background task (``async_fn(task_status=...)``) in the supervisor's nursery for the
+        app's lifetime; it is cancelled at shutdown, after runs had their grace period.
 
     Called once, in the lifespan task. May be ``async def``. If it raises, the error is
     logged with the plugin name and start-up continues.

@@ -13,21 +13,42 @@ import importlib
 import inspect
 import logging
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import pluggy
 
 from triograph.core import hookspecs
 from triograph.core.errors import PluginError
 from triograph.core.registry import Registry
 
+if TYPE_CHECKING:
+    from triograph.core.settings import Settings
+    from triograph.core.storage import Storage
+
 log = logging.getLogger("triograph.plugins")
 
+#: built-in plugins: a module, or ``module:Class`` for a plugin that keeps per-app state
+#: (a fresh instance is registered in each app's manager, under the module's name)
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "triograph.storage.memory",
     "triograph.plugins.stream_modes",
     "triograph.plugins.multitask",
+    "triograph.plugins.webhooks:WebhookPlugin",
 )
+
+
+@attrs.frozen(kw_only=True)
+class PluginServices:
+    """What ``triograph_server_startup`` hands a plugin, for the app's lifetime."""
+
+    settings: Settings
+    #: the open storage backend
+    storage: Storage
+    #: ``await start(async_fn)``: run ``async_fn(task_status=...)`` in the supervisor's
+    #: nursery until it returns or the server shuts down (after the runs' grace period)
+    start: Callable[[Callable[..., Awaitable[Any]]], Awaitable[None]]
 
 
 def make_plugin_manager(
@@ -36,8 +57,10 @@ def make_plugin_manager(
     """A fresh manager with the hookspecs, the built-ins, entry points and ``extra_plugins``."""
     pm = pluggy.PluginManager("triograph")
     pm.add_hookspecs(hookspecs)
-    for name in DEFAULT_PLUGINS:
-        pm.register(importlib.import_module(name), name=name)
+    for spec in DEFAULT_PLUGINS:
+        name, _, cls = spec.partition(":")
+        module = importlib.import_module(name)
+        pm.register(getattr(module, cls)() if cls else module, name=name)
     if os.environ.get("TRIOGRAPH_LOAD_PLUGINS", "1").lower() not in {"0", "false", "no"}:
         pm.load_setuptools_entrypoints("triograph")
     for name in extra_plugins:

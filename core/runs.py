@@ -8,7 +8,6 @@ anything is stored, so a 4xx changes nothing.
 from __future__ import annotations
 
 import datetime as dt
-import urllib.parse
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from triograph.core.models import (
     validate_uuid,
 )
 from triograph.core.threads import strip_reserved
+from triograph.core.webhooks import WebhookPolicy
 
 if TYPE_CHECKING:
     from triograph.core.context import Core
@@ -100,14 +100,6 @@ def clean_configurable(values: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (values or {}).items() if k not in RESERVED_CONFIGURABLE}
 
 
-def _check_webhook(url: str) -> None:
-    if url.startswith("/"):
-        return
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise InvalidRequest(f"Invalid webhook hostname '{parsed.hostname or ''}'")
-
-
 @attrs.define(kw_only=True)
 class _Plan:
     """A validated run creation, ready to be stored."""
@@ -123,6 +115,7 @@ class _Plan:
 class RunService:
     def __init__(self, core: Core) -> None:
         self.core = core
+        self.webhook_policy = WebhookPolicy(core.settings)
 
     # -- create -------------------------------------------------------------------------------
 
@@ -161,7 +154,7 @@ class RunService:
         if (run_config.get("configurable") or {}) and body.context:
             raise BadRequest(BOTH_CONFIGURABLE_AND_CONTEXT)
         if body.webhook is not None:
-            _check_webhook(body.webhook)
+            self.webhook_policy.check(body.webhook)
         after = body.after_seconds or 0
         if after < 0:
             raise InvalidRequest("$.after_seconds: must be 0 or more")

@@ -60,6 +60,10 @@ class Settings:
     #: per-graph defaults for system assistants: graph id -> config (may hold ``context``),
     #: from the ``LANGGRAPH_CONFIG`` environment variable (a JSON object)
     graph_configs: dict[str, Any] = attrs.field(factory=dict)
+    #: the ``webhooks`` section of langgraph.json: ``url`` (the SSRF policy: ``disable_loopback``,
+    #: ``disable_private_ips``, ``require_https``, ``allowed_domains``, ``allowed_ports``,
+    #: ``max_url_length``), ``headers``, ``env_prefix``, ``allowed_fields``
+    webhooks: dict[str, Any] = attrs.field(factory=dict)
     #: seconds between cron scheduler polls
     cron_interval: float = 5.0
 
@@ -90,6 +94,7 @@ def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Sett
         "disable_plugins": tuple(own.get("disable_plugins") or ()),
         "store": _section(raw, "store"),
         "http": _section(raw, "http"),
+        "webhooks": _section(raw, "webhooks"),
         "graph_configs": _graph_configs(),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 import orjson
 import trio
 from quart import Response, current_app, request
@@ -117,6 +118,15 @@ def qlist(name: str) -> list[str] | None:
         else:
             out.extend(v for v in value.split(",") if v)
     return out
+
+
+def with_absolute_webhook(body: T) -> T:
+    """A run body whose relative ``webhook`` (``/path``: this server itself, contract §5.11)
+    is made absolute with the address the client reached us at."""
+    webhook = getattr(body, "webhook", None)
+    if isinstance(webhook, str) and webhook.startswith("/"):
+        return attrs.evolve(body, webhook=request.host_url.rstrip("/") + webhook)  # type: ignore[misc]
+    return body
 
 
 def request_id() -> str:

@@ -22,6 +22,7 @@ from triograph.core.api.http import (
     run_headers,
     sse_response,
     waiting_json_response,
+    with_absolute_webhook,
 )
 from triograph.core.errors import InvalidRequest, NotFound
 from triograph.core.models import CancelMany, RunCreate, check_select, selected, structure, to_wire
@@ -46,7 +47,7 @@ def _canceller(handle: RunHandle, enabled: bool) -> Any:
 
 
 async def _create(thread_id: str | None) -> tuple[RunCreate, Run, RunHandle]:
-    body = await body_as(RunCreate)
+    body = with_absolute_webhook(await body_as(RunCreate))
     run, handle = await core().runs.create(thread_id, body, request_id=request_id())
     return body, run, handle
 
@@ -230,7 +231,7 @@ async def batch() -> Response:
     items = await body_json()
     if not isinstance(items, list) or not items:
         raise InvalidRequest("request body must be a non-empty array of run objects")
-    bodies = [structure(item, RunCreate) for item in items]
+    bodies = [with_absolute_webhook(structure(item, RunCreate)) for item in items]
     runs_service = core().runs
     # every item is validated before anything is stored: a bad item creates nothing
     plans = [await runs_service.prepare(None, body, request_id=request_id()) for body in bodies]

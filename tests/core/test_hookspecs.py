@@ -48,8 +48,13 @@ def test_hook_docstring_covers_contract(name: str, fn: object) -> None:
 
 def test_default_plugins_are_registered_by_module_name() -> None:
     pm = make_plugin_manager()
-    for name in DEFAULT_PLUGINS:
-        assert pm.get_plugin(name) is not None
+    for spec in DEFAULT_PLUGINS:
+        name, _, cls = spec.partition(":")
+        plugin = pm.get_plugin(name)
+        assert plugin is not None
+        if cls:  # a plugin with per-app state: a fresh instance in each manager
+            assert type(plugin).__name__ == cls
+            assert make_plugin_manager().get_plugin(name) is not plugin
 
 
 def test_duplicate_registration_names_both_plugins() -> None:
