@@ -6,10 +6,10 @@ through the store API are visible to the graph, and the graph's writes to the AP
 """
 
 from dataclasses import dataclass
-from typing import TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from typing_extensions import TypedDict  # pydantic builds its JSON schema on Python < 3.12 too
 
 
 @dataclass
