@@ -3,9 +3,19 @@ patch, delete."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from quart import Blueprint, Response
 
-from triograph.core.api.http import body_as, body_json, core, empty, json_response, page_response
+from triograph.core.api.http import (
+    absolute_webhook,
+    body_as,
+    body_json,
+    core,
+    empty,
+    json_response,
+    page_response,
+)
 from triograph.core.crons import CronCreate, CronPatch, CronSearch
 from triograph.core.models import to_wire
 from triograph.core.openapi import request_body
@@ -13,18 +23,29 @@ from triograph.core.openapi import request_body
 bp = Blueprint("crons", __name__)
 
 
+def _with_absolute_webhook(raw: Any) -> Any:
+    """The body with a relative ``webhook`` (``/path``: this server) made absolute, as a
+    run body's is (``http.with_absolute_webhook``), so each firing calls this server. A
+    body that is not an object is left for the cron service to reject."""
+    if isinstance(raw, dict) and "webhook" in raw:
+        return {**raw, "webhook": absolute_webhook(raw["webhook"])}
+    return raw
+
+
 @bp.post("/runs/crons")
 @request_body(CronCreate)
 async def create_cron() -> Response:
     """Create a cron whose every firing runs on a new thread."""
-    return json_response(to_wire(await core().crons.create(None, await body_json())))
+    body = _with_absolute_webhook(await body_json())
+    return json_response(to_wire(await core().crons.create(None, body)))
 
 
 @bp.post("/threads/<thread_id>/runs/crons")
 @request_body(CronCreate)
 async def create_thread_cron(thread_id: str) -> Response:
     """Create a cron that runs on this thread."""
-    return json_response(to_wire(await core().crons.create(thread_id, await body_json())))
+    body = _with_absolute_webhook(await body_json())
+    return json_response(to_wire(await core().crons.create(thread_id, body)))
 
 
 @bp.post("/runs/crons/search")
@@ -51,7 +72,8 @@ async def get_cron(cron_id: str) -> Response:
 @request_body(CronPatch)
 async def patch_cron(cron_id: str) -> Response:
     """Change a cron's schedule or payload; its next run date is recomputed."""
-    return json_response(to_wire(await core().crons.patch(cron_id, await body_json(default={}))))
+    body = _with_absolute_webhook(await body_json(default={}))
+    return json_response(to_wire(await core().crons.patch(cron_id, body)))
 
 
 @bp.delete("/runs/crons/<cron_id>")

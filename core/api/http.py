@@ -120,13 +120,20 @@ def qlist(name: str) -> list[str] | None:
     return out
 
 
-def with_absolute_webhook(body: T) -> T:
-    """A run body whose relative ``webhook`` (``/path``: this server itself, contract §5.11)
-    is made absolute with the address the client reached us at."""
-    webhook = getattr(body, "webhook", None)
+def absolute_webhook(webhook: T) -> T:
+    """A relative ``webhook`` (``/path``: this server itself, contract §5.11) made absolute
+    with the address the client reached us at; anything else as it is."""
     if isinstance(webhook, str) and webhook.startswith("/"):
-        return attrs.evolve(body, webhook=request.host_url.rstrip("/") + webhook)  # type: ignore[misc]
-    return body
+        return request.host_url.rstrip("/") + webhook  # type: ignore[return-value]
+    return webhook
+
+
+def with_absolute_webhook(body: T) -> T:
+    """A run body with :func:`absolute_webhook` applied to its ``webhook``."""
+    webhook = getattr(body, "webhook", None)
+    if webhook is None:
+        return body
+    return attrs.evolve(body, webhook=absolute_webhook(webhook))  # type: ignore[misc]
 
 
 def request_id() -> str:
