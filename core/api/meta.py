@@ -65,6 +65,7 @@ async def info() -> Response:
                 "langsmith_tracing_session_on_runs": False,
                 "custom_app": c.settings.http.get("app") is not None,
                 "store_index": bool(c.settings.store.get("index")),
+                "webhooks": not c.runs.webhook_policy.delivery.disabled,
             },
             "host": {
                 "kind": "self-hosted",

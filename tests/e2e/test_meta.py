@@ -10,6 +10,7 @@ async def test_ok_and_info(server: Server) -> None:
         assert (await http.get("/ok")).json()["ok"] is True
         info = (await http.get("/info")).json()
     assert info["flags"]["assistants"] is True
+    assert info["flags"]["webhooks"] is True
     assert set(info["stream_modes"]) >= {"values", "messages-tuple", "events"}
     assert set(info["multitask_strategies"]) == {"enqueue", "reject", "interrupt", "rollback"}
     assert info["storage"] == "memory"

@@ -520,6 +520,7 @@ async def test_disable_webhooks(nursery: trio.Nursery, receiver: Receiver) -> No
     shutdown drain (the server has exited when the assertion runs)."""
     async with serving(nursery, attrs.evolve(settings(), http={"disable_webhooks": True})) as s:
         await stateless_run(s, receiver.url)
+        assert (await s.sync(lambda c: c.http.get("/info")))["flags"]["webhooks"] is False
     assert receiver.requests == []
 
 
