@@ -6,7 +6,9 @@ thread are pending or running ("in flight"), the strategy named by the new run d
 before anything is stored: raise :class:`~triograph.core.errors.Conflict` to reject the new
 run (nothing is created), or return an :class:`Admission` naming in-flight runs to cancel
 once the new run is stored. The new run always waits its turn on the thread: runs of one
-thread execute one at a time, in order.
+thread execute one at a time, in the order of their scheduled start (``created_at``), and a
+run starts only once the one before it has recorded its outcome (a rollback's deletions
+included).
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ class MultitaskStrategy(Protocol):
     def admit(self, new_run: Run, in_flight: Sequence[Run]) -> Admission:
         """Decide for ``new_run`` given the thread's in-flight runs (oldest first, never empty).
 
-        Called in the request's Trio task, synchronously; raise ``Conflict`` to reject.
+        Called in the request's Trio task, synchronously, right before the new run is
+        reserved in flight (no other request can change ``in_flight`` in between); the
+        runs are live records: ``status`` tells ``pending`` from ``running``. Raise
+        ``Conflict`` to reject.
         """
         ...
 

@@ -13,12 +13,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 
 from triograph.core import encoding
 from triograph.core.errors import BadRequest, InvalidRequest, NotFound
 from triograph.core.models import (
     RUN_STATUSES,
-    TERMINAL_RUN_STATUSES,
     CancelAction,
     Run,
     RunCreate,
@@ -120,10 +120,17 @@ class RunService:
     # -- create -------------------------------------------------------------------------------
 
     async def create(
-        self, thread_id: str | None, body: RunCreate, *, request_id: str | None = None
+        self,
+        thread_id: str | None,
+        body: RunCreate,
+        *,
+        request_id: str | None = None,
+        retain: bool = False,
     ) -> tuple[Run, RunHandle]:
-        """Validate, store and start a run; ``thread_id=None`` makes it stateless."""
-        return await self.commit(await self.prepare(thread_id, body, request_id=request_id))
+        """Validate, store and start a run; ``thread_id=None`` makes it stateless.
+        ``retain`` keeps it joinable from memory once finished (background runs)."""
+        plan = await self.prepare(thread_id, body, request_id=request_id)
+        return await self.commit(plan, retain=retain)
 
     async def prepare(
         self, thread_id: str | None, body: RunCreate, *, request_id: str | None = None
@@ -131,8 +138,6 @@ class RunService:
         """Every check of a run creation, and the records to write; writes nothing."""
         core = self.core
         stateless = thread_id is None
-        if not core.supervisor.accepting:
-            raise BadRequest("the server is shutting down and accepts no new runs")
         modes = core.stream_modes.validate(body.stream_mode)
         strategy_name = body.multitask_strategy or "enqueue"
         strategy = None if stateless else core.multitask.get(strategy_name)
@@ -193,30 +198,44 @@ class RunService:
             admission=admission,
         )
 
-    async def commit(self, plan: _Plan) -> tuple[Run, RunHandle]:
-        """Store a prepared run (and its thread), start it, apply its multitask admission."""
-        core, run, thread, assistant = self.core, plan.run, plan.thread, plan.assistant
-        if thread.status != "busy":
-            thread.metadata.update(
-                {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
-            )
-        if plan.created:
-            thread.metadata.update(plan.thread_metadata)
-            thread.status = "busy"
-            await core.storage.threads.create(thread)
-            await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
-        else:
-            thread.status = "busy"
-            thread.updated_at = now()
-            await core.storage.threads.update(thread)
-        await core.storage.runs.create(run)
-        handle = await core.supervisor.submit(run)
+    async def commit(self, plan: _Plan, *, retain: bool = False) -> tuple[Run, RunHandle]:
+        """Store a prepared run (and its thread), start it, apply its multitask admission;
+        returns the run as stored (``pending``) and its handle.
+
+        The run is reserved in flight before the first ``await`` since :meth:`prepare`
+        consulted the strategy, so no other run can be admitted in between. The writes and
+        the start are shielded: a client leaving mid-way cannot leave a stored run without
+        a task, or a thread ``busy`` for nothing. If a write or the start fails, the run is
+        undone (reservation and record) and the thread status recomputed.
+        """
+        core, run = self.core, plan.run
+        handle = core.supervisor.reserve(run, retain=retain)
+        with trio.CancelScope(shield=True):
+            try:
+                await self._store(plan)
+                stored = attrs.evolve(run)  # the answer shows it as stored, not as it runs on
+                await core.supervisor.start(handle)
+            except Exception:
+                core.supervisor.discard(handle)
+                await core.storage.runs.delete(run.run_id)
+                await core.threads.after_run(run, "rolled_back", None)  # it never ran
+                raise
         admission = plan.admission
         if admission is not None and admission.cancel:
             reason = f"run {run.run_id} was created with multitask_strategy"
             reason += f"={run.multitask_strategy!r}"
             core.supervisor.cancel(list(admission.cancel), admission.action, reason)
-        return run, handle
+        return stored, handle
+
+    async def _store(self, plan: _Plan) -> None:
+        """The thread (created, or marked ``busy``), then the run as ``pending``."""
+        core, thread, assistant = self.core, plan.thread, plan.assistant
+        graph = {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
+        if plan.created:
+            thread.metadata.update({**graph, **plan.thread_metadata})
+        if await core.threads.mark_busy(thread, create=plan.created, metadata=graph):
+            await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
+        await core.storage.runs.create(plan.run)
 
     def _build_run(
         self,
@@ -319,14 +338,20 @@ class RunService:
         )
 
     async def delete(self, thread_id: str, run_id: str) -> None:
+        """Delete a run. A run in flight is rolled back first (stopped, deleted with its
+        checkpoints, thread status recomputed), as the official server deletes what the
+        run wrote; a finished run's checkpoints stay: later runs were built on them."""
         try:
             run = await self.get(thread_id, run_id)
         except NotFound as exc:
             if exc.message != "Not Found":  # the thread is unknown: say so
                 raise
             raise NotFound("Run not found") from None
-        if run.status not in TERMINAL_RUN_STATUSES:
-            raise BadRequest(f"Run {run_id} is {run.status}; cancel it before deleting it")
+        handle = self.core.supervisor.get(run.run_id)
+        if handle is not None:
+            reason = f"run deleted via DELETE /threads/{run.thread_id}/runs/{run.run_id}"
+            handle.cancel("rollback", reason)
+            await handle.done.wait()  # rolled back, or its outcome was already decided
         await self.core.storage.runs.delete(run.run_id)
 
     async def rollback(self, run: Run) -> None:

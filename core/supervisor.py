@@ -1,31 +1,32 @@
 """The run supervisor: owns every run task, in one nursery.
 
-Request handlers never spawn tasks. They call :meth:`RunSupervisor.submit`, which stores
-nothing itself (the run is already stored as ``pending``) but starts the run's task with
-``await nursery.start(...)``, so the task exists, and ``triograph_run_created`` has fired,
-before the HTTP response goes out.
+Request handlers never spawn tasks. A run is created in three steps: :meth:`RunSupervisor.reserve`
+puts it in flight on its thread (synchronously, so a multitask strategy's decision and the
+reservation are atomic), the caller stores it as ``pending``, and :meth:`RunSupervisor.start`
+starts its task with ``await nursery.start(...)``, so the task exists, and
+``triograph_run_created`` has fired, before the HTTP response goes out.
 
-A run task: sleeps until its scheduled start (``after_seconds``), waits for its turn on its
-thread (runs of one thread execute one at a time, in arrival order), waits for a slot under
-``max_runs``, executes (see :mod:`triograph.core.execution`), and finally writes the final
-run and thread status under a shielded, time-bounded scope. Every way of stopping a run
-(cancel endpoint, multitask interrupt/rollback, client disconnect, shutdown) is one
-:meth:`RunHandle.cancel`, i.e. one ``CancelScope.cancel()``.
+A run task waits for its turn on its thread's :class:`_Lane` (one run of a thread at a time,
+in scheduled-start order: ``created_at``, which ``after_seconds`` moves), then for a slot under
+``max_runs``, executes (see :mod:`triograph.core.execution`), and finally records its outcome
+(run status, thread status, hooks) under a shielded, time-bounded scope, still holding the
+lane: the next run of the thread starts from the final checkpoints of this one, after a
+rollback's deletions. Every way of stopping a run (cancel endpoint, multitask
+interrupt/rollback, client disconnect, run deletion, shutdown) is one :meth:`RunHandle.cancel`,
+i.e. one ``CancelScope.cancel()``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
 
 from triograph.core import encoding
 from triograph.core.emitters import RunInfo
+from triograph.core.errors import BadRequest
 from triograph.core.execution import Dispatcher, RunOutput, chunk_source
 from triograph.core.models import CancelAction, Run, now
 from triograph.core.streams import RunStream
@@ -39,6 +40,12 @@ log = logging.getLogger("triograph.supervisor")
 CLEANUP_TIMEOUT = 10.0
 #: seconds a finished non-resumable run stays joinable from memory
 FINISHED_RETENTION = 60.0
+#: seconds between two sweeps of finished runs whose retention ended
+SWEEP_INTERVAL = 5.0
+#: the ``UserInterrupt`` message of runs stopped by a shutdown
+SHUTDOWN_REASON = "server shutting down"
+
+Outcome = Literal["success", "error", "interrupted", "rolled_back"]
 
 
 @attrs.define(eq=False)
@@ -52,7 +59,12 @@ class RunHandle:
     output: RunOutput = attrs.Factory(RunOutput)
     cancel_action: CancelAction | None = None
     cancel_reason: str = ""
+    #: the run reached its graph (status ``running``)
     started: bool = False
+    #: the graph ran to its end
+    completed: bool = False
+    #: the outcome is decided and being recorded: too late to cancel
+    finishing: bool = False
     #: keep the finished handle joinable from memory for a while (background runs)
     retain: bool = False
     expires_at: float = float("inf")
@@ -62,8 +74,11 @@ class RunHandle:
         return bool(self.run.kwargs.get("temporary"))
 
     def cancel(self, action: CancelAction = "interrupt", reason: str = "") -> bool:
-        """Request cancellation; False if the run has already finished. Never blocks."""
-        if self.done.is_set():
+        """Request cancellation; False once the outcome is decided. Never blocks.
+
+        A rollback wins over an interrupt: a run asked for both is rolled back.
+        """
+        if self.finishing:
             return False
         if self.cancel_action != "rollback":
             self.cancel_action = action
@@ -72,14 +87,55 @@ class RunHandle:
         return True
 
 
+@attrs.define(eq=False)
+class _Lane:
+    """The runs of one thread in flight, in submission order, and the one holding the thread.
+
+    The holder executes and records its outcome; only then may the next run take the
+    thread. The next run is the one scheduled first (``created_at``; ties in submission
+    order), once its scheduled time has come.
+    """
+
+    handles: list[RunHandle] = attrs.Factory(list)
+    holder: RunHandle | None = None
+    changed: trio.Event = attrs.Factory(trio.Event)
+
+    def notify(self) -> None:
+        """Wake every waiter to look again (a run arrived, left, or released the thread)."""
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def _next(self) -> RunHandle | None:
+        waiting = [h for h in self.handles if h is not self.holder]
+        return min(waiting, key=lambda h: h.run.created_at, default=None)
+
+    async def take(self, handle: RunHandle) -> None:
+        """Return once ``handle`` holds the thread. Cancellable: a run cancelled while it
+        waits (for the thread or for its ``after_seconds``) never takes it."""
+        while True:
+            changed = self.changed
+            if self.holder is None and self._next() is handle:
+                delay = (handle.run.created_at - now()).total_seconds()
+                if delay <= 0:
+                    self.holder = handle
+                    return
+                with trio.move_on_after(delay):
+                    await changed.wait()
+            else:
+                await changed.wait()
+
+    @property
+    def idle(self) -> bool:
+        return not self.handles and self.holder is None
+
+
 class RunSupervisor:
     """See the module docstring. Open with ``await nursery.start(supervisor.serve)``."""
 
     def __init__(self, core: Core) -> None:
         self.core = core
         self.handles: dict[str, RunHandle] = {}
-        self._by_thread: dict[str, list[RunHandle]] = defaultdict(list)
-        self._lanes: dict[str, tuple[trio.Lock, list[int]]] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._limiter = trio.CapacityLimiter(core.settings.max_runs)
         self._nursery: trio.Nursery | None = None
         self.accepting = True
@@ -90,8 +146,8 @@ class RunSupervisor:
             self._nursery = nursery
             task_status.started()
             while True:
-                await trio.sleep(5)
-                self._sweep()
+                await trio.sleep(SWEEP_INTERVAL)
+                self.sweep()
 
     async def start_service(self, fn: Any) -> None:
         """Start a long-lived task (cron scheduler, TTL sweeper) in the run nursery:
@@ -99,10 +155,12 @@ class RunSupervisor:
         assert self._nursery is not None, "supervisor is not serving"
         await self._nursery.start(fn)
 
-    def _sweep(self) -> None:
-        t = trio.current_time()
-        for run_id in [r for r, h in self.handles.items() if h.expires_at <= t]:
-            del self.handles[run_id]
+    def sweep(self, at: float | None = None) -> None:
+        """Forget the finished runs whose retention ended by ``at`` (Trio time; default now)."""
+        at = trio.current_time() if at is None else at
+        for run_id, handle in list(self.handles.items()):
+            if handle.done.is_set() and handle.expires_at <= at:
+                del self.handles[run_id]
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -110,45 +168,80 @@ class RunSupervisor:
         return self.handles.get(run_id)
 
     def in_flight(self, thread_id: str) -> list[RunHandle]:
-        """Runs of the thread that are pending or running, oldest first."""
-        return list(self._by_thread.get(thread_id, ()))
+        """Runs of the thread that are pending or running, in submission order."""
+        lane = self._lanes.get(thread_id)
+        return list(lane.handles) if lane is not None else []
 
     def all_in_flight(self) -> list[RunHandle]:
-        return [h for hs in self._by_thread.values() for h in hs]
+        return [h for lane in self._lanes.values() for h in lane.handles]
+
+    @property
+    def lanes(self) -> int:
+        """How many threads have a run in flight or recording its outcome."""
+        return len(self._lanes)
 
     # -- submitting ---------------------------------------------------------------------------
 
-    async def submit(self, run: Run) -> RunHandle:
-        """Start the task of a run already stored as ``pending``; returns once it exists."""
-        assert self._nursery is not None, "supervisor is not serving"
-        settings = self.core.settings
+    def reserve(self, run: Run, *, retain: bool = False) -> RunHandle:
+        """Put ``run`` in flight on its thread; then store it and :meth:`start` it, or
+        :meth:`discard` it if storing failed.
+
+        Synchronous on purpose: the caller decides admission (multitask strategy) from
+        :meth:`in_flight` and reserves without an ``await`` in between, so two requests can
+        never both find a thread free. From here on the thread status, strategies and
+        shutdown see the run.
+
+        Raises:
+            BadRequest: the server is shutting down.
+        """
+        if not self.accepting:
+            raise BadRequest("the server is shutting down and accepts no new runs")
         handle = RunHandle(
             run=run,
             stream=RunStream(
                 run.run_id,
                 resumable=bool(run.kwargs.get("resumable")),
-                limit=settings.subscriber_buffer,
+                limit=self.core.settings.subscriber_buffer,
             ),
+            retain=retain,
         )
         self.handles[run.run_id] = handle
-        self._by_thread[run.thread_id].append(handle)
-        await self._nursery.start(self._run_task, handle)
+        lane = self._lanes.get(run.thread_id)
+        if lane is None:
+            lane = self._lanes[run.thread_id] = _Lane()
+        lane.handles.append(handle)
+        lane.notify()
         return handle
 
-    @asynccontextmanager
-    async def _lane(self, thread_id: str) -> AsyncIterator[None]:
-        """One run at a time per thread; ``trio.Lock`` is fair, so arrival order is kept."""
-        if thread_id not in self._lanes:
-            self._lanes[thread_id] = (trio.Lock(), [0])
-        lock, users = self._lanes[thread_id]
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._lanes[thread_id]
+    async def start(self, handle: RunHandle) -> None:
+        """Start the task of a reserved run already stored as ``pending``; returns once it
+        exists (and ``triograph_run_created`` has fired)."""
+        assert self._nursery is not None, "supervisor is not serving"
+        await self._nursery.start(self._run_task, handle)
+
+    def discard(self, handle: RunHandle) -> None:
+        """Forget a reserved run that was never started."""
+        self.handles.pop(handle.run.run_id, None)
+        self._leave(handle)
+
+    def _leave(self, handle: RunHandle) -> None:
+        """The run is no longer in flight (it may still hold its thread)."""
+        lane = self._lanes[handle.run.thread_id]
+        lane.handles.remove(handle)
+        self._changed(handle.run.thread_id, lane)
+
+    def _release(self, handle: RunHandle) -> None:
+        """The run has recorded its outcome: the next run of its thread may start."""
+        lane = self._lanes.get(handle.run.thread_id)
+        if lane is not None and lane.holder is handle:
+            lane.holder = None
+            self._changed(handle.run.thread_id, lane)
+
+    def _changed(self, thread_id: str, lane: _Lane) -> None:
+        """Wake the lane's waiters; forget the lane once nothing uses it."""
+        lane.notify()
+        if lane.idle:
+            del self._lanes[thread_id]
 
     async def _run_task(self, handle: RunHandle, *, task_status: trio.TaskStatus[None]) -> None:
         run = handle.run
@@ -157,11 +250,10 @@ class RunSupervisor:
         error: Exception | None = None
         try:
             with handle.scope:
-                delay = (run.created_at - now()).total_seconds()
-                if delay > 0:
-                    await trio.sleep(delay)
-                async with self._lane(run.thread_id), self._limiter:
+                await self._lanes[run.thread_id].take(handle)
+                async with self._limiter:
                     await self._execute(handle)
+                handle.completed = True
         except Exception as exc:
             error = exc
         finally:
@@ -198,71 +290,85 @@ class RunSupervisor:
                         await self._publish(handle, name, payload, event_hook)
 
     async def _publish(self, handle: RunHandle, name: str, payload: Any, hook: bool) -> None:
+        """One event to the run's output, its stream, its thread's stream and the hook."""
         encoded = encoding.dumps(payload)
         handle.output.observe(name, payload, encoded)
-        self._emit(handle, name, encoded)
+        handle.stream.publish(name, encoded)
+        self.core.thread_streams.publish(handle.run.thread_id, name, encoded)
         if hook:
             await self.core.hooks.fire(
                 "triograph_run_event", run=handle.run, event=name, data=payload
             )
 
-    def _emit(self, handle: RunHandle, name: str, encoded: bytes) -> None:
-        """One event to the run's stream and to its thread's stream."""
-        handle.stream.publish(name, encoded)
-        self.core.thread_streams.publish(handle.run.thread_id, name, encoded)
-
     # -- finishing ----------------------------------------------------------------------------
 
     async def _finish(self, handle: RunHandle, error: Exception | None) -> None:
-        """Final writes; runs shielded. Order matters: status first, then close the stream,
-        so a client that sees the stream end and asks for the run sees it terminal."""
-        core, run = self.core, handle.run
+        """Decide the outcome and record it; runs shielded and time-bounded, holding the
+        thread. The run leaves the in-flight set first, so the thread status written below
+        counts only the others. The stream closes last, so a client that sees it end and
+        asks for the run (or its thread) sees them final. A failure here is logged, never
+        raised: it must not take the supervisor's nursery (every other run) down."""
+        handle.finishing = True
+        run = handle.run
+        self._leave(handle)
+        outcome: Outcome
+        if handle.cancel_action == "rollback":
+            outcome = "rolled_back"
+        elif error is not None:
+            outcome = "error"
+        elif handle.completed:
+            outcome = "success"
+        else:
+            outcome = "interrupted"
+            if handle.cancel_action is None:  # cancelled from outside: the nursery is closing
+                handle.cancel_reason = SHUTDOWN_REASON
         try:
-            if error is not None:
-                handle.output.error = encoding.error_payload(error)
-                self._emit(handle, "error", encoding.dumps(handle.output.error))
-                log.info("run %s failed: %r", run.run_id, error)
-            rolled_back = handle.cancel_action == "rollback"
-            if rolled_back:
-                outcome = "rolled_back"
-            elif error is not None:
-                outcome = "error"
-            elif handle.scope.cancelled_caught or (handle.cancel_action and not handle.started):
-                outcome = "interrupted"
-            else:
-                outcome = "success"
-            self._by_thread[run.thread_id].remove(handle)
-            if not self._by_thread[run.thread_id]:
-                del self._by_thread[run.thread_id]
-            cancel_error = (
-                {"error": "UserInterrupt", "message": handle.cancel_reason}
-                if outcome in ("interrupted", "rolled_back")
-                else None
-            )
-            if rolled_back:
-                await core.runs.rollback(run)
-            else:
-                run.status = outcome  # type: ignore[assignment]
-                run.updated_at = now()
-                await core.storage.runs.update(run)
-            thread_error = handle.output.error or cancel_error
-            if not handle.temporary:
-                await core.threads.after_run(run, outcome, thread_error)
-            await core.hooks.fire(
-                "triograph_run_finished", run=attrs.evolve(run), outcome=outcome, error=thread_error
-            )
-            if handle.temporary:  # it kept no checkpoints: only the records go
-                await core.threads.delete(run.thread_id, cancel_runs=False, checkpoints=False)
+            await self._record(handle, outcome, error)
+        except Exception:
+            log.exception("run %s: recording its outcome (%s) failed", run.run_id, outcome)
         finally:
             handle.stream.close()
-            core.thread_streams.run_done(run.thread_id, run.run_id)
+            self.core.thread_streams.run_done(run.thread_id, run.run_id)
+            self._release(handle)
             handle.done.set()
-            if handle.stream.resumable:
-                handle.expires_at = trio.current_time() + core.settings.resumable_ttl
-            elif handle.retain:
-                handle.expires_at = trio.current_time() + FINISHED_RETENTION
-            else:  # its creator (a stream or a wait) has had everything
-                self.handles.pop(run.run_id, None)
+            self._retain(handle, outcome)
+
+    async def _record(self, handle: RunHandle, outcome: Outcome, error: Exception | None) -> None:
+        """The final run status (or its deletion), the thread status, the hooks."""
+        core, run = self.core, handle.run
+        thread_error = None
+        if outcome == "error":
+            assert error is not None
+            log.info("run %s failed: %r", run.run_id, error)
+            thread_error = handle.output.error = encoding.error_payload(error)
+            hook = core.hooks.has("triograph_run_event")
+            await self._publish(handle, "error", thread_error, hook)
+        elif outcome in ("interrupted", "rolled_back"):
+            thread_error = {"error": "UserInterrupt", "message": handle.cancel_reason}
+        if outcome == "rolled_back":
+            await core.runs.rollback(run)
+            run.status = "interrupted"  # what it was when deleted, for the hook below
+        else:
+            run.status = outcome
+            run.updated_at = now()
+            await core.storage.runs.update(run)
+        if not handle.temporary:
+            await core.threads.after_run(run, outcome, thread_error)
+        await core.hooks.fire(
+            "triograph_run_finished", run=attrs.evolve(run), outcome=outcome, error=thread_error
+        )
+        if handle.temporary:  # it kept no checkpoints: only the records go
+            await core.threads.delete(run.thread_id, cancel_runs=False, checkpoints=False)
+
+    def _retain(self, handle: RunHandle, outcome: Outcome) -> None:
+        """Keep a finished run joinable from memory for a while, or forget it now. A rolled
+        back run is forgotten at once: it no longer exists."""
+        if outcome != "rolled_back" and handle.stream.resumable:
+            handle.expires_at = trio.current_time() + self.core.settings.resumable_ttl
+        elif outcome != "rolled_back" and handle.retain:
+            handle.expires_at = trio.current_time() + FINISHED_RETENTION
+        else:  # its creator (a stream or a wait) holds the handle and has had everything
+            self.handles.pop(handle.run.run_id, None)
 
     # -- cancelling and shutdown --------------------------------------------------------------
 
@@ -276,15 +382,23 @@ class RunSupervisor:
         return out
 
     async def shutdown(self, grace: float) -> None:
-        """Stop accepting; give runs ``grace`` seconds; interrupt and record the rest."""
+        """Stop accepting runs and interrupt those that have not started (none starts from
+        now on); give the running ones ``grace`` seconds, then interrupt them. Returns once
+        every run has recorded its outcome (at most ``CLEANUP_TIMEOUT`` more seconds), with
+        the run nursery cancelled. Calling it again is harmless."""
         self.accepting = False
-        with trio.move_on_after(grace):
-            for handle in self.all_in_flight():
-                await handle.done.wait()
         for handle in self.all_in_flight():
-            handle.cancel("interrupt", "server shutting down")
+            if not handle.started:
+                handle.cancel("interrupt", SHUTDOWN_REASON)
+        with trio.move_on_after(grace):
+            await self._all_finished()
+        for handle in self.all_in_flight():
+            handle.cancel("interrupt", SHUTDOWN_REASON)
         with trio.move_on_after(CLEANUP_TIMEOUT):
-            for handle in self.all_in_flight():
-                await handle.done.wait()
+            await self._all_finished()
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
+
+    async def _all_finished(self) -> None:
+        while unfinished := [h for h in self.handles.values() if not h.done.is_set()]:
+            await unfinished[0].done.wait()

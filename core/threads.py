@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
@@ -82,10 +84,43 @@ def _expiry(minutes: float) -> dt.datetime:
     return now() + dt.timedelta(minutes=minutes)
 
 
+@attrs.define
+class _Held:
+    lock: trio.Lock = attrs.Factory(trio.Lock)
+    users: int = 0
+
+
+class KeyedLock:
+    """One ``trio.Lock`` per key, kept only while a task holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, _Held] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @asynccontextmanager
+    async def __call__(self, key: str) -> AsyncIterator[None]:
+        held = self._held.get(key)
+        if held is None:
+            held = self._held[key] = _Held()
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if not held.users:
+                del self._held[key]
+
+
 class ThreadService:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.states = ThreadStates(core)
+        #: every read-modify-write of a thread record holds its key: a status decided from
+        #: the runs in flight is never overwritten by a write decided earlier (§3.7 races)
+        self.record_lock = KeyedLock()
 
     # -- records ------------------------------------------------------------------------------
 
@@ -127,12 +162,14 @@ class ThreadService:
     ) -> Thread:
         """Merge ``metadata`` shallowly, replace ``ttl`` (re-armed from now)."""
         stored_ttl = _ttl(ttl)
-        thread = await self.get(thread_id)
-        thread.metadata.update(strip_reserved(metadata))
-        if stored_ttl is not None:
-            thread.ttl = stored_ttl
-        thread.updated_at = now()
-        await self.core.storage.threads.update(thread)
+        thread_id = validate_uuid(thread_id, "thread")
+        async with self.record_lock(thread_id):
+            thread = await self.get(thread_id)
+            thread.metadata.update(strip_reserved(metadata))
+            if stored_ttl is not None:
+                thread.ttl = stored_ttl
+            thread.updated_at = now()
+            await self.core.storage.threads.update(thread)
         return thread
 
     async def delete(
@@ -273,12 +310,36 @@ class ThreadService:
                 log.exception("TTL of thread %s could not be applied", thread.thread_id)
 
     async def _rearm(self, thread_id: str) -> None:
-        thread = await self.core.storage.threads.get(thread_id)  # as it is after the prune
-        if thread is not None and thread.ttl is not None:
-            thread.ttl = {**thread.ttl, "expires_at": _expiry(thread.ttl["ttl_minutes"])}
-            await self.core.storage.threads.update(thread)
+        async with self.record_lock(thread_id):
+            thread = await self.core.storage.threads.get(thread_id)  # as it is after the prune
+            if thread is not None and thread.ttl is not None:
+                thread.ttl = {**thread.ttl, "expires_at": _expiry(thread.ttl["ttl_minutes"])}
+                await self.core.storage.threads.update(thread)
 
     # -- status machine -----------------------------------------------------------------------
+
+    async def mark_busy(self, thread: Thread, *, create: bool, metadata: dict[str, Any]) -> bool:
+        """A run was admitted on ``thread`` (and reserved in flight): ``busy`` at once (§3.7).
+
+        With ``create``, stores ``thread`` as new and returns True, unless a concurrent
+        request created it first. Otherwise the stored record becomes ``busy``, taking
+        ``metadata`` (the run's graph) if no other run was in flight. Raises NotFound if
+        the thread was deleted since the request looked it up.
+        """
+        async with self.record_lock(thread.thread_id):
+            if create:
+                thread.status = "busy"
+                if await self.core.storage.threads.create(thread):
+                    return True
+            stored = await self.core.storage.threads.get(thread.thread_id)
+            if stored is None:
+                raise NotFound("Thread or assistant not found.")
+            if stored.status != "busy":
+                stored.metadata.update(metadata)
+            stored.status = "busy"
+            stored.updated_at = now()
+            await self.core.storage.threads.update(stored)
+            return False
 
     async def recompute(
         self,
@@ -290,32 +351,35 @@ class ThreadService:
         """Values, interrupts and status from the head checkpoint (contract §3.7): ``busy``
         while a run is in flight, ``error`` if ``failed``, ``interrupted`` if the head has
         next nodes or interrupts, else ``idle``; ``error`` replaces the thread's error
-        unless ``...``. Written to the record as stored *after* reading the head, so a
-        concurrent PATCH survives; returns that record (None if deleted) and the head."""
-        head = await self.states.read(thread, subgraphs=True)
-        stored = await self.core.storage.threads.get(thread.thread_id)
-        if stored is None:
-            return None, head
-        if head is not None:
-            stored.values = encoding.jsonable(head.values)
-            stored.interrupts = pending_interrupts(head)
-        if error is not ...:
-            stored.error = error
-        if self.core.supervisor.in_flight(stored.thread_id):
-            stored.status = "busy"
-        elif failed:
-            stored.status = "error"
-        elif (head is not None and head.next) or stored.interrupts:
-            stored.status = "interrupted"
-        else:
-            stored.status = "idle"
-        stored.updated_at = stored.state_updated_at = now()
-        await self.core.storage.threads.update(stored)
+        unless ``...``. Decided and written under the thread's record lock from the record
+        as stored and the runs in flight *then*, so neither a concurrent PATCH nor a run
+        admitted meanwhile is lost; returns that record (None if deleted) and the head."""
+        async with self.record_lock(thread.thread_id):
+            head = await self.states.read(thread, subgraphs=True)
+            stored = await self.core.storage.threads.get(thread.thread_id)
+            if stored is None:
+                return None, head
+            if head is not None:
+                stored.values = encoding.jsonable(head.values)
+                stored.interrupts = pending_interrupts(head)
+            if error is not ...:
+                stored.error = error
+            if self.core.supervisor.in_flight(stored.thread_id):
+                stored.status = "busy"
+            elif failed:
+                stored.status = "error"
+            elif (head is not None and head.next) or stored.interrupts:
+                stored.status = "interrupted"
+            else:
+                stored.status = "idle"
+            stored.updated_at = stored.state_updated_at = now()
+            await self.core.storage.threads.update(stored)
         return stored, head
 
     async def after_run(self, run: Run, outcome: str, error: dict[str, str] | None) -> None:
-        """Recompute a thread's values, interrupts and status once one of its runs ended; a
-        success clears the error of an earlier failure, a rollback leaves it."""
+        """Recompute a thread's values, interrupts and status once one of its runs ended
+        (or was never stored: ``rolled_back``); a success clears the error of an earlier
+        failure, a rollback leaves it."""
         thread = await self.core.storage.threads.get(run.thread_id)
         if thread is not None:
             await self.recompute(

@@ -46,9 +46,15 @@ def _canceller(handle: RunHandle, enabled: bool) -> Any:
     return lambda: handle.cancel("interrupt", DISCONNECT_REASON)
 
 
-async def _create(thread_id: str | None) -> tuple[RunCreate, Run, RunHandle]:
+async def _create(
+    thread_id: str | None, *, background: bool = False
+) -> tuple[RunCreate, Run, RunHandle]:
+    """Create a run from the request body; a ``background`` one stays joinable from memory
+    for a while after it finished (nobody was streaming or waiting for it)."""
     body = with_absolute_webhook(await body_as(RunCreate))
-    run, handle = await core().runs.create(thread_id, body, request_id=request_id())
+    run, handle = await core().runs.create(
+        thread_id, body, request_id=request_id(), retain=background
+    )
     return body, run, handle
 
 
@@ -91,8 +97,7 @@ def _wait_response(handle: RunHandle, *, cancel_on_disconnect: bool) -> Response
 
 @bp.post("/threads/<thread_id>/runs")
 async def create_run(thread_id: str) -> Response:
-    _, run, handle = await _create(thread_id)
-    handle.retain = True
+    _, run, handle = await _create(thread_id, background=True)
     return json_response(
         to_wire(run),
         headers={"Content-Location": run_headers(handle.run, suffix="")["Content-Location"]},
@@ -208,8 +213,7 @@ async def join_thread_stream(thread_id: str) -> Response:
 
 @bp.post("/runs")
 async def create_stateless() -> Response:
-    _, run, handle = await _create(None)
-    handle.retain = True
+    _, run, _ = await _create(None, background=True)
     return json_response(to_wire(run), headers={"Content-Location": f"/runs/{run.run_id}"})
 
 
@@ -235,9 +239,7 @@ async def batch() -> Response:
     runs_service = core().runs
     # every item is validated before anything is stored: a bad item creates nothing
     plans = [await runs_service.prepare(None, body, request_id=request_id()) for body in bodies]
-    created = [await runs_service.commit(plan) for plan in plans]
-    for _, handle in created:
-        handle.retain = True
+    created = [await runs_service.commit(plan, retain=True) for plan in plans]
     return json_response([to_wire(run) for run, _ in created])
 
 

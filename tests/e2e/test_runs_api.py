@@ -1,6 +1,7 @@
 """Every runs endpoint through the official SDK, sync and async clients (contract §5, §6.8,
-§6.9 and §7). Raw httpx only where the SDK hides what is asserted (status codes, early
-disconnects)."""
+§6.9). Raw httpx only where the SDK hides what is asserted (status codes, early
+disconnects). Multitask strategies, cancellation and concurrency have their own files
+(``test_multitask.py``, ``test_cancel.py``, ``test_hook_sequence.py``, ``test_stress.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import trio
-from langgraph_sdk.errors import ConflictError, NotFoundError
+from langgraph_sdk.errors import NotFoundError
 
 from tests.sdk import Server, collect, get, poll
 
@@ -20,11 +21,6 @@ T = TypeVar("T")
 TEST_INPUT = {"foo": None, "bar": "checked", "baz": None}
 DONE = {"foo": "checked", "bar": "checked", "baz": "checked"}
 SLOW = 1.0  # seconds per node of the ``slow`` graph when a run must stay in flight
-FAST = 0.05
-MULTITASK_REJECTED = (
-    "Thread is already running a task. Wait for it to finish or choose a different "
-    "multitask strategy."
-)
 
 
 def joke(topic: str) -> dict[str, str]:
@@ -42,28 +38,9 @@ async def run_reaches(server: Server, tid: str, rid: str, *statuses: str) -> dic
     return run  # type: ignore[no-any-return]
 
 
-async def run_gone(server: Server, tid: str, rid: str) -> None:
-    path = f"/threads/{tid}/runs/{rid}"
-    await poll(lambda: get(server, path), lambda v: v[0] == 404)
-
-
-async def state_log_reaches(server: Server, tid: str, log: list[str]) -> None:
-    """Wait until the thread's latest checkpoint has ``log`` (a step of ``slow`` is saved)."""
-    path = f"/threads/{tid}/state"
-    await poll(
-        lambda: get(server, path),
-        lambda v: v[0] == 200 and (v[1]["values"] or {}).get("log") == log,
-    )
-
-
 async def new_thread(server: Server, **kwargs: Any) -> str:
     thread = await server.sync(lambda c: c.threads.create(**kwargs))
     return thread["thread_id"]  # type: ignore[no-any-return]
-
-
-async def start_slow(server: Server, tid: str, delay: float = SLOW, **kwargs: Any) -> str:
-    run = await server.sync(lambda c: c.runs.create(tid, "slow", input={"delay": delay}, **kwargs))
-    return run["run_id"]  # type: ignore[no-any-return]
 
 
 async def stream_until_step1(server: Server, tid: str) -> str:
@@ -363,30 +340,6 @@ async def test_cancel_wait_returns_last_values(server: Server) -> None:
     assert run["status"] == "interrupted"
 
 
-async def test_cancel_rollback_deletes_run_and_checkpoints(server: Server) -> None:
-    tid = await new_thread(server)
-    before_values = await server.sync(lambda c: c.runs.wait(tid, "slow", input={"delay": FAST}))
-    history = await server.sync(lambda c: c.threads.get_history(tid, limit=50))
-    before = [s["checkpoint"]["checkpoint_id"] for s in history]
-
-    rid = await start_slow(server, tid)
-    await state_log_reaches(server, tid, ["step1", "step2", "step1"])
-    await server.aio(lambda c: c.runs.cancel(tid, rid, action="rollback"))
-    await run_gone(server, tid, rid)
-    with pytest.raises(NotFoundError):
-        await server.sync(lambda c: c.runs.get(tid, rid))
-
-    async def settled() -> Any:
-        return await server.sync(lambda c: c.threads.get(tid))
-
-    thread = await poll(settled, lambda t: t["status"] != "busy")
-    assert thread["status"] == "idle"
-    assert thread["values"] == before_values
-    history = await server.sync(lambda c: c.threads.get_history(tid, limit=50))
-    assert [s["checkpoint"]["checkpoint_id"] for s in history] == before
-    assert [r["status"] for r in await server.sync(lambda c: c.runs.list(tid))] == ["success"]
-
-
 async def test_cancel_finished_run_is_404(server: Server) -> None:
     tid = await new_thread(server)
     created: list[Any] = []
@@ -402,39 +355,6 @@ async def test_cancel_finished_run_is_404(server: Server) -> None:
     assert unknown.value.message == "No runs found to cancel."
     run = await server.sync(lambda c: c.runs.get(tid, rid))
     assert run["status"] == "success"
-
-
-async def test_cancel_many_by_thread_and_run_ids(server: Server) -> None:
-    tid = await new_thread(server)
-    first = await start_slow(server, tid)
-    second = await start_slow(server, tid)  # enqueued behind the first
-    await run_reaches(server, tid, first, "running")
-    assert (await server.sync(lambda c: c.runs.get(tid, second)))["status"] == "pending"
-    await server.aio(lambda c: c.runs.cancel_many(thread_id=tid, run_ids=[first, second]))
-    for rid in (first, second):
-        run = await run_reaches(server, tid, rid, "interrupted", "success", "error")
-        assert run["status"] == "interrupted"
-    thread = await poll(
-        lambda: server.sync(lambda c: c.threads.get(tid)), lambda t: t["status"] != "busy"
-    )
-    assert thread["error"]["error"] == "UserInterrupt"
-
-
-async def test_cancel_many_pending(server: Server) -> None:
-    tid = await new_thread(server)
-    run = await server.sync(
-        lambda c: c.runs.create(tid, "agent", input={"topic": "p"}, after_seconds=5)
-    )
-    assert run["status"] == "pending"
-    await server.sync(lambda c: c.runs.cancel_many(status="pending"))
-    done = await run_reaches(server, tid, run["run_id"], "interrupted", "success", "error")
-    assert done["status"] == "interrupted"
-    thread = await poll(
-        lambda: server.sync(lambda c: c.threads.get(tid)), lambda t: t["status"] != "busy"
-    )
-    assert thread["status"] == "idle"  # the run never started: no checkpoint at all
-    with pytest.raises(NotFoundError):  # nothing pending any more
-        await server.aio(lambda c: c.runs.cancel_many(status="pending"))
 
 
 # -- join and join stream ---------------------------------------------------------------------
@@ -773,76 +693,6 @@ async def test_error_body_of_wait_and_join(server: Server) -> None:
     assert thread["status"] == "error"
     assert thread["error"] == boom["__error__"]
     assert thread["values"] == {"x": 1}
-
-
-# -- multitask strategies ---------------------------------------------------------------------
-
-
-async def test_multitask_enqueue_runs_in_order(server: Server) -> None:
-    tid = await new_thread(server)
-    first = await start_slow(server, tid, 0.2)
-    second = await server.sync(lambda c: c.runs.create(tid, "slow", input={"delay": 0.2}))
-    assert second["status"] == "pending"
-    result = await server.aio(lambda c: c.runs.join(tid, second["run_id"]))
-    assert result == {"delay": 0.2, "log": ["step1", "step2", "step1", "step2"]}
-    assert (await server.sync(lambda c: c.runs.get(tid, first)))["status"] == "success"
-    assert (await server.sync(lambda c: c.threads.get(tid)))["status"] == "idle"
-
-
-async def test_multitask_reject(server: Server) -> None:
-    tid = await new_thread(server)
-    first = await start_slow(server, tid)
-    with pytest.raises(ConflictError) as created:
-        await server.sync(
-            lambda c: c.runs.create(tid, "slow", input={"delay": 0}, multitask_strategy="reject")
-        )
-    assert created.value.message == MULTITASK_REJECTED
-    with pytest.raises(httpx.HTTPStatusError) as waited:
-        await server.aio(
-            lambda c: c.runs.wait(tid, "slow", input={"delay": 0}, multitask_strategy="reject")
-        )
-    assert waited.value.response.status_code == 409
-    with pytest.raises(ConflictError):
-        await server.aio(
-            lambda c: collect(
-                c.runs.stream(tid, "slow", input={"delay": 0}, multitask_strategy="reject")
-            )
-        )
-    runs = await server.sync(lambda c: c.runs.list(tid))
-    assert [r["run_id"] for r in runs] == [first]
-    assert runs[0]["status"] in ("pending", "running")
-    await server.sync(lambda c: c.runs.cancel(tid, first))
-
-
-async def test_multitask_interrupt(server: Server) -> None:
-    tid = await new_thread(server)
-    first = await start_slow(server, tid)
-    await state_log_reaches(server, tid, ["step1"])
-    result = await server.aio(
-        lambda c: c.runs.wait(tid, "slow", input={"delay": FAST}, multitask_strategy="interrupt")
-    )
-    assert result == {"delay": FAST, "log": ["step1", "step1", "step2"]}
-    assert (await server.sync(lambda c: c.runs.get(tid, first)))["status"] == "interrupted"
-    runs = await server.sync(lambda c: c.runs.list(tid))
-    assert sorted(r["status"] for r in runs) == ["interrupted", "success"]
-    assert (await server.sync(lambda c: c.threads.get(tid)))["status"] == "idle"
-
-
-async def test_multitask_rollback(server: Server) -> None:
-    tid = await new_thread(server)
-    first = await start_slow(server, tid)
-    await state_log_reaches(server, tid, ["step1"])
-    result = await server.aio(
-        lambda c: c.runs.wait(tid, "slow", input={"delay": FAST}, multitask_strategy="rollback")
-    )
-    assert result == {"delay": FAST, "log": ["step1", "step2"]}
-    with pytest.raises(NotFoundError):
-        await server.sync(lambda c: c.runs.get(tid, first))
-    runs = await server.sync(lambda c: c.runs.list(tid))
-    assert [r["status"] for r in runs] == ["success"]
-    history = await server.sync(lambda c: c.threads.get_history(tid, limit=50))
-    assert history
-    assert all((s["values"] or {}).get("delay", FAST) == FAST for s in history)
 
 
 # -- disconnects ------------------------------------------------------------------------------
