@@ -160,7 +160,8 @@ def triograph_run_event(run: Run, event: str, data: Any) -> Any:
 def triograph_run_finished(run: Run, outcome: str, error: dict[str, str] | None) -> Any:
     """A run reached a terminal state, or was rolled back (and deleted).
 
-    :param run: the run with its final status already stored.
+    :param run: the run with its final status already stored; a rolled-back run arrives
+        with status ``interrupted`` and is no longer stored (nor are its checkpoints).
     :param outcome: ``success``, ``error``, ``interrupted``, ``timeout`` or ``rolled_back``.
     :param error: ``{"error": class, "message": text}`` for a failed or cancelled run.
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from triograph.core import encoding
-from triograph.core.errors import BadRequest, Conflict, InvalidRequest, NotFound
+from triograph.core.errors import BadRequest, InvalidRequest, NotFound
 from triograph.core.execution import command_from
 from triograph.core.models import JSON, CheckpointRef, CommandBody, check_page, validate_uuid
 
@@ -306,17 +306,16 @@ class ThreadStates:
         thread's values, interrupts and status follow the *new* head (§13.7)."""
         _check_values(values, "$.values")
         thread = await self.core.threads.get(thread_id)
-        in_flight = self.core.supervisor.in_flight(thread.thread_id)
-        if in_flight:
-            runs = [h.run.run_id for h in in_flight]
-            raise Conflict(f"Thread {thread.thread_id} has in-flight runs: {runs}")
-        graph, config = await self._writer(thread)
-        base = _checkpoint_keys(checkpoint)
-        if "checkpoint_id" in base:
-            await self._check_checkpoint(thread.thread_id, base)
-        config["configurable"].update(base)
-        written = await self._write(lambda: graph.aupdate_state(config, values, as_node=as_node))
-        _, head = await self.core.threads.recompute(thread)
+        async with self.core.supervisor.holding(thread.thread_id):
+            graph, config = await self._writer(thread)
+            base = _checkpoint_keys(checkpoint)
+            if "checkpoint_id" in base:
+                await self._check_checkpoint(thread.thread_id, base)
+            config["configurable"].update(base)
+            written = await self._write(
+                lambda: graph.aupdate_state(config, values, as_node=as_node)
+            )
+            _, head = await self.core.threads.recompute(thread)
         state = snapshot_to_state(head) if head is not None else EMPTY_STATE
         self.core.thread_streams.publish(
             thread.thread_id,

@@ -19,6 +19,8 @@ i.e. one ``CancelScope.cancel()``.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -26,7 +28,7 @@ import trio
 
 from triograph.core import encoding
 from triograph.core.emitters import RunInfo
-from triograph.core.errors import BadRequest
+from triograph.core.errors import BadRequest, Conflict
 from triograph.core.execution import Dispatcher, RunOutput, chunk_source
 from triograph.core.models import CancelAction, Run, now
 from triograph.core.streams import RunStream
@@ -98,6 +100,8 @@ class _Lane:
 
     handles: list[RunHandle] = attrs.Factory(list)
     holder: RunHandle | None = None
+    #: state writes (``update_state``) holding the thread; runs wait for them too
+    writers: int = 0
     changed: trio.Event = attrs.Factory(trio.Event)
 
     def notify(self) -> None:
@@ -114,7 +118,7 @@ class _Lane:
         waits (for the thread or for its ``after_seconds``) never takes it."""
         while True:
             changed = self.changed
-            if self.holder is None and self._next() is handle:
+            if self.holder is None and not self.writers and self._next() is handle:
                 delay = (handle.run.created_at - now()).total_seconds()
                 if delay <= 0:
                     self.holder = handle
@@ -126,7 +130,7 @@ class _Lane:
 
     @property
     def idle(self) -> bool:
-        return not self.handles and self.holder is None
+        return not self.handles and self.holder is None and not self.writers
 
 
 class RunSupervisor:
@@ -236,6 +240,28 @@ class RunSupervisor:
         if lane is not None and lane.holder is handle:
             lane.holder = None
             self._changed(handle.run.thread_id, lane)
+
+    @asynccontextmanager
+    async def holding(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold a thread with no run in flight for a state write: a run created meanwhile
+        waits until the write is done (and then starts from it).
+
+        Raises:
+            Conflict: a run of the thread is pending or running.
+        """
+        in_flight = self.in_flight(thread_id)
+        if in_flight:
+            runs = [h.run.run_id for h in in_flight]
+            raise Conflict(f"Thread {thread_id} has in-flight runs: {runs}")
+        lane = self._lanes.get(thread_id)
+        if lane is None:
+            lane = self._lanes[thread_id] = _Lane()
+        lane.writers += 1
+        try:
+            yield
+        finally:
+            lane.writers -= 1
+            self._changed(thread_id, lane)
 
     def _changed(self, thread_id: str, lane: _Lane) -> None:
         """Wake the lane's waiters; forget the lane once nothing uses it."""

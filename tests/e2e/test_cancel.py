@@ -325,6 +325,50 @@ async def test_update_state_is_409_while_a_run_is_in_flight_and_keeps_interrupte
     await quiet(server)
 
 
+class _GatedAssistants:
+    """``storage.assistants`` whose next ``get`` waits until released: holds a state write
+    between its in-flight check and its write."""
+
+    def __init__(self, repo: Any) -> None:
+        self._repo = repo
+        self.entered, self.release = trio.Event(), trio.Event()
+        self.armed = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repo, name)
+
+    async def get(self, assistant_id: str) -> Any:
+        if self.armed:
+            self.armed = False
+            self.entered.set()
+            await self.release.wait()
+        return await self._repo.get(assistant_id)
+
+
+async def test_a_run_created_during_a_state_write_starts_after_it(
+    server: Server, nursery: trio.Nursery
+) -> None:
+    tid = await new_thread(server)
+    await server.sync(lambda c: c.runs.wait(tid, "slow", input=slow_input(FAST, "a")))
+    storage: Any = server.core.storage
+    gate = storage.assistants = _GatedAssistants(storage.assistants)
+    written = trio.Event()
+
+    async def write() -> None:
+        await server.sync(lambda c: c.threads.update_state(tid, {"log": ["x"]}))
+        written.set()
+
+    nursery.start_soon(write)
+    await gate.entered.wait()  # the write checked for runs in flight and is under way
+    rid = await start_slow(server, tid, FAST, marker="b")
+    gate.release.set()
+    await written.wait()
+    assert await run_ends(server, tid, rid) == "success"
+    values = (await thread(server, tid))["values"]
+    assert values["log"] == ["a", *DONE, "x", "b", *DONE]  # the run started from the write
+    await quiet(server)
+
+
 async def test_a_failed_run_leaves_error_unless_a_run_follows(server: Server) -> None:
     tid = await new_thread(server)
     failing = await server.sync(lambda c: c.runs.create(tid, "erroring", input={}))
