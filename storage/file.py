@@ -1,0 +1,1 @@
+"""The file backend (SQLite). (Placeholder; being written.)"""
