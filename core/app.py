@@ -4,10 +4,11 @@
 registers the API blueprints that ``http.disable_*`` leaves on, and mounts the custom
 ``http.app`` in front of them (:mod:`triograph.core.custom_app`). Its lifespan opens, in
 order and for the app's lifetime: the graph bridge (asyncio loop thread), the storage
-backend, the run supervisor's nursery, and the custom app's own lifespan. ``serve()`` runs it on
-Hypercorn's Trio worker and turns SIGINT/SIGTERM into a graceful shutdown: stop taking
-runs, give runs in flight ``shutdown_grace`` seconds, interrupt and record the rest, then
-close connections.
+backend, the run supervisor's nursery (taking over the runs a stopped server left in flight
+before anything else can create runs), and the custom app's own lifespan; runs execute once
+``triograph_server_startup`` has been heard. ``serve()`` runs it on Hypercorn's Trio worker
+and turns SIGINT/SIGTERM into a graceful shutdown: stop taking runs, give runs in flight
+``shutdown_grace`` seconds, interrupt and record the rest, then close connections.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ async def _lifetime(
         await core.assistants.sync_system_assistants()
         async with trio.open_nursery() as nursery:
             await nursery.start(core.supervisor.serve)
+            await core.runs.recover()
             await core.supervisor.start_service(core.crons.serve)
             await core.supervisor.start_service(core.threads.sweep_expired)
             await core.supervisor.start_service(core.thread_streams.sweep)
@@ -133,6 +135,7 @@ async def _lifetime(
                 await core.hooks.fire(
                     "triograph_server_startup", settings=settings, services=services
                 )
+                core.supervisor.ready()
                 # Everything loaded so far (graphs, libraries) lives as long as the server:
                 # move it out of the collector's reach, and collect the young generation less
                 # often. The bench measured gen-2 pauses of ~90 ms under load before this.

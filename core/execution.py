@@ -110,7 +110,12 @@ def command_from(command: dict[str, Any]) -> Any:
 def graph_config(run: Run) -> dict[str, Any]:
     config: dict[str, Any] = dict(run.kwargs.get("config") or {})
     config["configurable"] = dict(config.get("configurable") or {})
-    config["metadata"] = {**(config.get("metadata") or {}), **run.metadata, "run_id": run.run_id}
+    config["metadata"] = {
+        **(config.get("metadata") or {}),
+        **run.metadata,
+        "run_id": run.run_id,
+        "run_attempt": run.attempt,
+    }
     config["run_id"] = uuid.UUID(run.run_id)
     # the root of astream_events is named after the graph id, as on the official server
     config.setdefault("run_name", config["configurable"].get("graph_id"))

@@ -128,7 +128,9 @@ def triograph_run_created(run: Run) -> Any:
     :param run: the stored run (a copy).
 
     Called in the run's own task in the supervisor nursery, before the HTTP response is
-    sent. May be ``async def``. Raising is logged; the run goes on.
+    sent. Called again for each run a restarted server takes over from a process that died
+    (``run.attempt`` then counts the tries). May be ``async def``. Raising is logged; the
+    run goes on.
     """
 
 

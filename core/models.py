@@ -9,6 +9,7 @@ what was allowed. Primitive hooks are strict: ``"1"`` is not an int and ``1`` is
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import typing
 import uuid
 from typing import Any, Literal, TypeVar
@@ -109,6 +110,10 @@ class Run:
     created_at: dt.datetime = attrs.Factory(now)
     updated_at: dt.datetime = attrs.Factory(now)
     langsmith_session_name: str | None = None
+    #: which attempt at executing the run this is: 1, plus one each time a server stopped
+    #: while running it (it is then retried, up to ``settings.max_attempts``). Stored, but
+    #: not in the wire object (contract §5.1): each attempt's ``metadata`` event carries it.
+    attempt: int = attrs.field(default=1, metadata={"wire": False})
 
 
 @attrs.define(kw_only=True)
@@ -356,7 +361,20 @@ def structure(data: Any, cls: type[T]) -> T:
 
 
 def to_wire(record: Any) -> dict[str, Any]:
-    return converter.unstructure(record)  # type: ignore[no-any-return]
+    """The wire object of a record: what the converter gives (and storage may keep), less
+    the fields declared with ``metadata={"wire": False}``."""
+    data: dict[str, Any] = converter.unstructure(record)
+    cls: type = type(record)
+    for name in _hidden_fields(cls):
+        del data[name]
+    return data
+
+
+@functools.cache
+def _hidden_fields(cls: type) -> tuple[str, ...]:
+    if not attrs.has(cls):
+        return ()
+    return tuple(f.name for f in attrs.fields(cls) if f.metadata.get("wire") is False)
 
 
 def check_page(limit: int, offset: int, *, most: int = 1000) -> None:

@@ -1,5 +1,6 @@
-"""Runs: validating a RunCreate, storing the run, admitting it on its thread, and the
-queries and commands on runs (list, get, delete, cancel, join).
+"""Runs: validating a RunCreate, storing the run, admitting it on its thread, the
+queries and commands on runs (list, get, delete, cancel, join), and taking over at start-up
+the runs a stopped server left in flight.
 
 Validation follows the official processing order (contract §5.2) and happens before
 anything is stored, so a 4xx changes nothing.
@@ -8,6 +9,7 @@ anything is stored, so a 4xx changes nothing.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -31,10 +33,14 @@ from triograph.core.threads import strip_reserved
 from triograph.core.webhooks import WebhookPolicy
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from triograph.core.context import Core
     from triograph.core.models import Assistant
     from triograph.core.multitask import Admission
     from triograph.core.supervisor import RunHandle
+
+log = logging.getLogger("triograph.runs")
 
 #: configurable/context keys the official server silently strips (contract §1.6)
 RESERVED_CONFIGURABLE = frozenset(
@@ -313,6 +319,53 @@ class RunService:
                 "durability": durability,
             },
         )
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Take over the runs a stopped server left in flight. Called once by the lifespan,
+        with the supervisor serving but not yet ``ready``, before anything can create runs.
+
+        A run left ``running`` was cut off: it goes back to ``pending`` with ``attempt``
+        one higher (contract §5.1), and the supervisor retries it from its last checkpoint,
+        or fails it once it is past ``max_attempts``. Every run is then submitted again as
+        stored: in ``created_at`` order on its thread, ``after_seconds`` included, joinable
+        from memory once finished. Last, every thread the crash may have left ``busy`` is
+        recomputed: ``busy`` while a run of it is in flight, else as §3.7 says.
+        """
+        core = self.core
+        runs = await self._orphaned()
+        for run in runs:
+            if run.status == "running":
+                run.status = "pending"
+                run.attempt += 1
+                run.updated_at = now()
+                await core.storage.runs.update(run)
+        for run in runs:
+            await core.supervisor.start(core.supervisor.reserve(run, retain=True))
+        _, count = await core.storage.threads.search(status="busy", limit=0)
+        busy, _ = await core.storage.threads.search(status="busy", limit=count)
+        await self._settle({run.thread_id for run in runs} | {t.thread_id for t in busy})
+        if runs:
+            log.info("recovered %d runs left in flight by a stopped server", len(runs))
+
+    async def _orphaned(self) -> list[Run]:
+        """The stored runs no live process owns, oldest first. With a single-process backend
+        that is every run stored ``pending`` or ``running`` at start-up; a backend shared by
+        processes narrows this query to the runs whose owner's lease expired."""
+        return await self.core.storage.runs.search(statuses=["pending", "running"])
+
+    async def _settle(self, thread_ids: Iterable[str]) -> None:
+        """Recompute each thread's values and status from its head checkpoint and its runs
+        in flight; one that fails is logged and left as it is."""
+        for thread_id in thread_ids:
+            thread = await self.core.storage.threads.get(thread_id)
+            if thread is None:
+                continue
+            try:
+                await self.core.threads.recompute(thread)
+            except Exception:
+                log.exception("thread %s: recomputing its status after a restart failed", thread_id)
 
     # -- queries ------------------------------------------------------------------------------
 

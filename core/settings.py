@@ -5,9 +5,9 @@
 (paths put on ``sys.path``, relative to the file), ``env`` (a dict, or the path of a
 ``.env`` file), ``store`` (``index`` for semantic search, ``ttl``), ``http`` (``app``: a
 custom ASGI app mounted beside the API) and our own section ``"triograph": {"plugins":
-[...], "disable_plugins": [...]}``. Keys that belong to other tools are ignored. System
-assistants take per-graph config defaults from ``LANGGRAPH_CONFIG`` (a JSON object of graph
-id -> config), as the official server does.
+[...], "disable_plugins": [...], "max_attempts": n}``. Keys that belong to other tools are
+ignored. System assistants take per-graph config defaults from ``LANGGRAPH_CONFIG`` (a JSON
+object of graph id -> config), as the official server does.
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ class Settings:
     webhooks: dict[str, Any] = attrs.field(factory=dict)
     #: seconds between cron scheduler polls
     cron_interval: float = 5.0
+    #: times a run may be executed: a run whose server stopped while running it is retried
+    #: from its last checkpoint until it has been tried this often, then it fails
+    max_attempts: int = 3
 
 
 def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Settings:
@@ -97,6 +100,8 @@ def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Sett
         "webhooks": _section(raw, "webhooks"),
         "graph_configs": _graph_configs(),
     }
+    if "max_attempts" in own:
+        values["max_attempts"] = _max_attempts(own["max_attempts"])
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
 
@@ -132,6 +137,12 @@ def import_object(spec: Any, base_dir: pathlib.Path, *, what: str) -> Any:
 def is_file_location(location: str) -> bool:
     """``./x.py`` or ``dir/x`` name a file; ``package.module`` names a module."""
     return location.endswith(".py") or "/" in location
+
+
+def _max_attempts(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"'triograph.max_attempts' must be an integer, 1 or more; got {value!r}")
+    return value
 
 
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:

@@ -14,6 +14,12 @@ lane: the next run of the thread starts from the final checkpoints of this one, 
 rollback's deletions. Every way of stopping a run (cancel endpoint, multitask
 interrupt/rollback, client disconnect, run deletion, shutdown) is one :meth:`RunHandle.cancel`,
 i.e. one ``CancelScope.cancel()``.
+
+No run executes before :meth:`RunSupervisor.ready` (the lifespan calls it once start-up is
+done), so the runs recovered at start-up and those the cron scheduler fires meanwhile start
+only once every plugin has heard ``triograph_server_startup``. A recovered run whose server
+stopped while it was running (``attempt`` > 1) continues from the last checkpoint it wrote;
+one past ``settings.max_attempts`` fails with :class:`WorkerCrashed` without executing.
 """
 
 from __future__ import annotations
@@ -48,6 +54,24 @@ SWEEP_INTERVAL = 5.0
 SHUTDOWN_REASON = "server shutting down"
 
 Outcome = Literal["success", "error", "interrupted", "rolled_back"]
+#: configurable keys that pick the checkpoint a run starts from (a fork): a retry that
+#: continues from its own last checkpoint drops them
+CHECKPOINT_KEYS = ("checkpoint_id", "checkpoint_ns", "checkpoint_map")
+
+
+class WorkerCrashed(Exception):
+    """A run given up: its server stopped every time it was running, ``max_attempts`` times."""
+
+    def __init__(self, run: Run, max_attempts: int) -> None:
+        stops = run.attempt - 1
+        times = "once" if stops == 1 else f"{stops} times"
+        super().__init__(
+            f"the server stopped {times} while running this run; giving up "
+            f"(max_attempts={max_attempts})"
+        )
+
+    def payload(self) -> dict[str, str]:
+        return {"error": type(self).__name__, "message": str(self)}
 
 
 @attrs.define(eq=False)
@@ -142,6 +166,7 @@ class RunSupervisor:
         self._lanes: dict[str, _Lane] = {}
         self._limiter = trio.CapacityLimiter(core.settings.max_runs)
         self._nursery: trio.Nursery | None = None
+        self._ready = trio.Event()
         self.accepting = True
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -152,6 +177,10 @@ class RunSupervisor:
             while True:
                 await trio.sleep(SWEEP_INTERVAL)
                 self.sweep()
+
+    def ready(self) -> None:
+        """Start-up is done: runs may execute (those submitted so far waited for this)."""
+        self._ready.set()
 
     async def start_service(self, fn: Any) -> None:
         """Start a long-lived task (cron scheduler, TTL sweeper) in the run nursery:
@@ -276,7 +305,11 @@ class RunSupervisor:
         error: Exception | None = None
         try:
             with handle.scope:
+                if not self._ready.is_set():
+                    await self._ready.wait()
                 await self._lanes[run.thread_id].take(handle)
+                if run.attempt > self.core.settings.max_attempts:
+                    raise WorkerCrashed(run, self.core.settings.max_attempts)
                 async with self._limiter:
                     await self._execute(handle)
                 handle.completed = True
@@ -295,7 +328,8 @@ class RunSupervisor:
         await core.storage.runs.update(run)
         await core.hooks.fire("triograph_run_started", run=attrs.evolve(run))
         event_hook = core.hooks.has("triograph_run_event")
-        await self._publish(handle, "metadata", {"run_id": run.run_id, "attempt": 1}, event_hook)
+        metadata = {"run_id": run.run_id, "attempt": run.attempt}
+        await self._publish(handle, "metadata", metadata, event_hook)
         graph_id = run.kwargs["config"]["configurable"]["graph_id"]
         graph = await core.graphs.build(
             core.bridge, graph_id, run.kwargs["config"], temporary=handle.temporary
@@ -309,11 +343,37 @@ class RunSupervisor:
             temporary=handle.temporary,
         )
         dispatcher = Dispatcher(core.stream_modes, run.kwargs["stream_mode"], info)
-        async with core.bridge.stream(chunk_source(graph, run, dispatcher)) as batches:
+        source = await self._attempt(handle)
+        async with core.bridge.stream(chunk_source(graph, source, dispatcher)) as batches:
             async for batch in batches:
                 for ns, mode, data in batch:
                     for name, payload in dispatcher.dispatch(ns, mode, data):
                         await self._publish(handle, name, payload, event_hook)
+
+    async def _attempt(self, handle: RunHandle) -> Run:
+        """What this attempt executes: the run as stored, or, for a retry (its server
+        stopped while running it) whose thread's head checkpoint it wrote itself, the run
+        continuing from that checkpoint: no input, no command, no checkpoint to fork from.
+        (LangGraph resumes a run re-entered with its own run id by itself, but it would
+        apply a ``command`` again, and a fork's ``checkpoint_id`` would start it over.) A
+        retry that wrote no checkpoint yet, or a stateless one, starts over from its input."""
+        run = handle.run
+        if run.attempt == 1 or handle.temporary:
+            return run
+        checkpointer = self.core.storage.checkpointer
+        head_config: Any = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
+        head = await self.core.bridge.call(lambda: checkpointer.aget_tuple(head_config))
+        if head is None or head.metadata.get("run_id") != run.run_id:
+            return run
+        config = run.kwargs["config"]
+        configurable = {k: v for k, v in config["configurable"].items() if k not in CHECKPOINT_KEYS}
+        kwargs = {
+            **run.kwargs,
+            "input": None,
+            "command": None,
+            "config": {**config, "configurable": configurable},
+        }
+        return attrs.evolve(run, kwargs=kwargs)
 
     async def _publish(self, handle: RunHandle, name: str, payload: Any, hook: bool) -> None:
         """One event to the run's output, its stream, its thread's stream and the hook."""
@@ -366,7 +426,11 @@ class RunSupervisor:
         if outcome == "error":
             assert error is not None
             log.info("run %s failed: %r", run.run_id, error)
-            thread_error = handle.output.error = encoding.error_payload(error)
+            thread_error = handle.output.error = (
+                error.payload()
+                if isinstance(error, WorkerCrashed)
+                else encoding.error_payload(error)
+            )
             hook = core.hooks.has("triograph_run_event")
             await self._publish(handle, "error", thread_error, hook)
         elif outcome in ("interrupted", "rolled_back"):
