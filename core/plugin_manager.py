@@ -33,6 +33,7 @@ log = logging.getLogger("triograph.plugins")
 #: (a fresh instance is registered in each app's manager, under the module's name)
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "triograph.storage.memory",
+    "triograph.storage.file",
     "triograph.plugins.stream_modes",
     "triograph.plugins.multitask",
     "triograph.plugins.webhooks:WebhookPlugin",

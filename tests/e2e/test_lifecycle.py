@@ -86,12 +86,12 @@ async def test_cli_serves_prints_url_and_stops_on_sigterm() -> None:
 
 async def test_cli_names_storage_backends_that_are_not_here() -> None:
     proc = _start_cli(
-        "serve", "--config", str(EXAMPLES / "langgraph.json"), "--storage", "file:x.db"
+        "serve", "--config", str(EXAMPLES / "langgraph.json"), "--storage", "redis://nowhere/0"
     )
     out, _ = await trio.to_thread.run_sync(proc.communicate)
     assert proc.returncode == 2
-    assert "'file' backend" in out
-    assert "available backends: memory" in out
+    assert "'redis' backend" in out
+    assert "available backends: file, memory" in out
 
 
 async def test_cli_reports_a_missing_config() -> None:
