@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -42,8 +43,31 @@ ASGIApp: TypeAlias = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 CLEANUP_TIMEOUT = 10.0
 
 
+#: the job whose task (or a task it started) is running, for :func:`_task_factory`
+_CURRENT_JOB: contextvars.ContextVar[_Job[Any] | None] = contextvars.ContextVar(
+    "triograph_job", default=None
+)
+
+
+def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+    """The graph loop's task factory: every task a job's code starts (directly or not) is
+    counted as that job's, so a cancelled job is done only when they are all done."""
+    task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+    context = kwargs.get("context")
+    job = context.get(_CURRENT_JOB) if context is not None else _CURRENT_JOB.get()
+    if job is not None:
+        job.children.add(task)
+        task.add_done_callback(job.children.discard)
+    return task
+
+
 class _Job(Generic[T]):
-    """One asyncio task started from Trio, with a Trio event set when it is done."""
+    """One asyncio task started from Trio, with a Trio event set when it is done.
+
+    A cancelled job waits for every task its code started: LangGraph writes a cancelled
+    run's last checkpoints in background tasks that outlive the cancelled ``astream``, and
+    a rollback must not delete the run's checkpoints before those land.
+    """
 
     def __init__(self, bridge: GraphBridge, make: Callable[[], Awaitable[T]]) -> None:
         self._token = trio.lowlevel.current_trio_token()
@@ -51,13 +75,21 @@ class _Job(Generic[T]):
         self._task: asyncio.Task[T] | None = None
         self._cancel_requested = False
         self._cancel_sent = False  # Trio side: a task is cancelled at most once
+        self.children: set[asyncio.Task[Any]] = set()
         self._loop = bridge.loop
         self._loop.call_soon_threadsafe(self._start, make)
 
     # -- asyncio side --
     def _start(self, make: Callable[[], Awaitable[T]]) -> None:
         async def runner() -> T:
-            return await make()
+            _CURRENT_JOB.set(self)
+            try:
+                return await make()
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                while left := [t for t in self.children if t is not me and not t.done()]:
+                    await asyncio.wait(left)
+                raise
 
         self._task = self._loop.create_task(runner())
         self._task.add_done_callback(self._notify)
@@ -257,6 +289,7 @@ class GraphBridge:
     @asynccontextmanager
     async def open(self) -> AsyncIterator[GraphBridge]:
         loop = asyncio.new_event_loop()
+        loop.set_task_factory(_task_factory)
         ready = threading.Event()
 
         def run() -> None:

@@ -9,7 +9,8 @@ thread. Both return what ``fn`` returns. ``Server.http`` is a plain ``httpx.Asyn
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from langgraph_sdk.client import LangGraphClient, SyncLangGraphClient
 
     from triograph.core.context import Core
+    from triograph.core.storage import Storage
 
 T = TypeVar("T")
 
@@ -54,6 +56,19 @@ class Server:
 
     def http(self, **kwargs: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=30, **kwargs)
+
+
+@asynccontextmanager
+async def stored(server: Server) -> AsyncIterator[Storage]:
+    """The storage of a server that has stopped: the memory backend's object lives on; any
+    other backend is opened again on the same spec (metadata only: its checkpointer and
+    store need the graph loop, which is gone)."""
+    settings = server.core.settings
+    if settings.storage == "memory":
+        yield server.core.storage
+        return
+    async with server.core.storages.for_spec(settings.storage)(settings.storage, settings) as s:
+        yield s
 
 
 async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:

@@ -26,6 +26,24 @@ async def test_call_returns_and_raises() -> None:
             await bridge.call(bad)
 
 
+async def test_a_cancelled_call_waits_for_the_tasks_it_started() -> None:
+    """As a cancelled LangGraph run does: its ``asyncio.wait`` on background checkpoint
+    writes is cut short by the cancel, the writes go on; the call is over when they are."""
+    events: list[str] = []
+    async with GraphBridge().open() as bridge:
+
+        async def write() -> None:
+            await asyncio.sleep(0.05)
+            events.append("last checkpoint written")
+
+        async def run() -> None:
+            await asyncio.wait([asyncio.ensure_future(write())])
+
+        with trio.move_on_after(0.01):
+            await bridge.call(run)
+        assert events == ["last checkpoint written"]
+
+
 async def test_trio_cancel_cancels_the_asyncio_task_once_and_waits_for_cleanup() -> None:
     events: list[str] = []
     async with GraphBridge().open() as bridge:

@@ -11,7 +11,7 @@ import httpx
 import trio
 
 from tests.conftest import EXAMPLES, ROOT
-from tests.sdk import Server
+from tests.sdk import Server, stored
 
 
 async def _wait_status(server: Server, thread_id: str, run_id: str, want: str) -> None:
@@ -31,10 +31,10 @@ async def test_shutdown_interrupts_and_records_runs_in_flight(server: Server) ->
 
     await server.shutdown()  # grace is 0.5 s in the fixture: both runs get interrupted
 
-    storage = server.core.storage
-    first = await storage.runs.get(run["run_id"])
-    second = await storage.runs.get(queued["run_id"])
-    stored_thread = await storage.threads.get(tid)
+    async with stored(server) as storage:
+        first = await storage.runs.get(run["run_id"])
+        second = await storage.runs.get(queued["run_id"])
+        stored_thread = await storage.threads.get(tid)
     assert first is not None
     assert first.status == "interrupted"
     assert second is not None

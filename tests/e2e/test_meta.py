@@ -13,7 +13,7 @@ async def test_ok_and_info(server: Server) -> None:
     assert info["flags"]["webhooks"] is True
     assert set(info["stream_modes"]) >= {"values", "messages-tuple", "events"}
     assert set(info["multitask_strategies"]) == {"enqueue", "reject", "interrupt", "rollback"}
-    assert info["storage"] == "memory"
+    assert info["storage"] == server.core.storage.name
 
 
 async def test_cors_for_browsers_only(server: Server) -> None:

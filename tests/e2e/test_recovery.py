@@ -71,7 +71,7 @@ def _kept(storage: MemoryStorage) -> Callable[[str, Any], Any]:
 async def boot(nursery: trio.Nursery, storage: MemoryStorage, **overrides: Any) -> Node:
     """A server (the examples and ``gated``) on ``storage``; recovery has run once it
     answers."""
-    settings = example_settings(shutdown_grace=0.5, **overrides)
+    settings = example_settings(shutdown_grace=0.5, storage="memory", **overrides)
     app = create_app(attrs.evolve(settings, graphs=(*settings.graphs, GATED)))
     core = app_core(app)
     core.storages.add("memory", _kept(storage), replace=True)

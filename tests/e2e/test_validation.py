@@ -38,13 +38,14 @@ STATELESS = ("/runs", "/runs/stream", "/runs/wait")
 
 
 async def snapshot(server: Server, tid: str) -> Any:
-    """Everything a rejected request must leave alone: every run, the number of threads
-    (the fixture's memory backend), the thread's record, the supervisor's runs."""
+    """Everything a rejected request must leave alone: every run, the number of threads,
+    the thread's record, the supervisor's runs."""
     storage = server.core.storage
     runs = sorted((r.run_id, r.status) for r in await storage.runs.search())
     thread = await storage.threads.get(tid)
     record = None if thread is None else (thread.status, thread.updated_at, thread.metadata)
-    return runs, len(storage.threads.rows), record, sorted(server.core.supervisor.handles)  # type: ignore[attr-defined]
+    _, threads = await storage.threads.search(limit=0)
+    return runs, threads, record, sorted(server.core.supervisor.handles)
 
 
 async def idle_thread_with_a_run(h: httpx.AsyncClient) -> str:
