@@ -12,13 +12,14 @@ LangGraph's ``IndexConfig`` and ``TTLConfig``; every backend builds its store wi
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import importlib.util
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError
+from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError, ListNamespacesOp, SearchOp
 
 from triograph.core.errors import BadRequest, ConfigError, InvalidRequest
 from triograph.core.models import JSON, check_page
@@ -27,7 +28,7 @@ from triograph.core.settings import import_object, is_file_location
 if TYPE_CHECKING:
     import pathlib
 
-    from langgraph.store.base import BaseStore, IndexConfig, NotProvided, TTLConfig
+    from langgraph.store.base import BaseStore, IndexConfig, NotProvided, Op, TTLConfig
 
     from triograph.core.context import Core
     from triograph.core.settings import Settings
@@ -283,3 +284,23 @@ def store_ttl(settings: Settings) -> TTLConfig | None:
             )
         config["sweep_interval_minutes"] = sweep
     return config
+
+
+class SweepSchedule:
+    """When a store that deletes expired items lazily (rather than from a sweeper task)
+    deletes them all: before every search or namespace listing, so neither shows an expired
+    item, and on any operation once every ``sweep_interval_minutes``. The memory and file
+    backends share it."""
+
+    def __init__(self, ttl: TTLConfig | None) -> None:
+        self.interval = (ttl or {}).get("sweep_interval_minutes")
+        self._next: dt.datetime | None = None
+
+    def due(self, ops: Sequence[Op], at: dt.datetime) -> bool:
+        """Whether to delete every expired item before ``ops`` run at ``at``."""
+        timed = self.interval is not None and (self._next is None or at >= self._next)
+        if not timed and not any(isinstance(op, SearchOp | ListNamespacesOp) for op in ops):
+            return False
+        if self.interval is not None:
+            self._next = at + dt.timedelta(minutes=self.interval)
+        return True

@@ -49,7 +49,6 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.store.base import (
     GetOp,
     IndexConfig,
-    ListNamespacesOp,
     Op,
     PutOp,
     Result,
@@ -66,7 +65,7 @@ from triograph.core.hookspecs import hookimpl
 from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread, converter, now
 from triograph.core.settings import Settings
 from triograph.core.storage import StorageRegistry
-from triograph.core.store import store_index, store_ttl
+from triograph.core.store import SweepSchedule, store_index, store_ttl
 from triograph.storage.memory import contains
 
 R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
@@ -800,7 +799,7 @@ class FileStore(AsyncSqliteStore):
         self.clock = clock
         self._index = index
         self._task = None  # read by the parent's __del__
-        self._next_sweep: dt.datetime | None = None
+        self._sweeps = SweepSchedule(ttl)
 
     def _ensure_task(self) -> None:
         if not self.opened:
@@ -850,11 +849,7 @@ class FileStore(AsyncSqliteStore):
         return [i for i in items if (_namespace_to_text(i.namespace), i.key) not in vectors][:room]
 
     def _expiring(self, ops: list[Op], at: dt.datetime) -> list[_Statement]:
-        interval = (self.ttl_config or {}).get("sweep_interval_minutes")
-        sweep_due = interval is not None and (self._next_sweep is None or at >= self._next_sweep)
-        if sweep_due or any(isinstance(op, SearchOp | ListNamespacesOp) for op in ops):
-            if interval is not None:
-                self._next_sweep = at + dt.timedelta(minutes=interval)
+        if self._sweeps.due(ops, at):
             return [("DELETE FROM store WHERE expires_at <= ?", (_stamp(at),))]
         return [
             (

@@ -20,7 +20,6 @@ from langgraph.store.base import (
     GetOp,
     IndexConfig,
     Item,
-    ListNamespacesOp,
     Op,
     PutOp,
     Result,
@@ -34,7 +33,7 @@ from triograph.core.hookspecs import hookimpl
 from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread, now
 from triograph.core.settings import Settings
 from triograph.core.storage import StorageRegistry
-from triograph.core.store import store_index, store_ttl
+from triograph.core.store import SweepSchedule, store_index, store_ttl
 
 R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
 
@@ -167,7 +166,7 @@ class MemoryStore(InMemoryStore):
         self.clock = clock
         #: (namespace, key) -> (expires at, ttl in minutes)
         self._expiry: dict[tuple[tuple[str, ...], str], tuple[dt.datetime, float]] = {}
-        self._next_sweep: dt.datetime | None = None
+        self._sweeps = SweepSchedule(ttl)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         ops = list(ops)
@@ -204,12 +203,8 @@ class MemoryStore(InMemoryStore):
 
     def _expire(self, ops: list[Op]) -> None:
         at = self.clock()
-        interval = (self.ttl_config or {}).get("sweep_interval_minutes")
-        sweep_due = interval is not None and (self._next_sweep is None or at >= self._next_sweep)
-        if sweep_due or any(isinstance(op, SearchOp | ListNamespacesOp) for op in ops):
+        if self._sweeps.due(ops, at):
             self.sweep()
-            if interval is not None:
-                self._next_sweep = at + dt.timedelta(minutes=interval)
             return
         for op in ops:
             if isinstance(op, GetOp):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import pathlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import attrs
 import pytest
@@ -22,6 +22,7 @@ import trio
 
 from tests.sdk import Server
 from triograph.core.app import app_core, create_app, serve_app
+from triograph.core.context import Core
 from triograph.core.settings import Settings, load_settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -52,8 +53,14 @@ def example_settings(**overrides: object) -> Settings:
     return attrs.evolve(settings, **overrides) if overrides else settings
 
 
-async def start_server(nursery: trio.Nursery, settings: Settings) -> AsyncIterator[Server]:
+async def start_server(
+    nursery: trio.Nursery, settings: Settings, *, prepare: Callable[[Core], None] | None = None
+) -> AsyncIterator[Server]:
+    """Serve ``settings`` on 127.0.0.1:0 for the block; ``prepare(core)`` runs before the
+    server starts (to register a plugin that must see start-up, say)."""
     app = create_app(settings)
+    if prepare is not None:
+        prepare(app_core(app))
     stop, stopped = trio.Event(), trio.Event()
 
     async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:

@@ -22,9 +22,8 @@ from tests.concurrency import (
     slow_input,
     start_slow,
 )
-from tests.conftest import example_settings
+from tests.conftest import example_settings, start_server
 from tests.sdk import Server
-from triograph.core.app import app_core, create_app, serve_app
 from triograph.core.context import Core
 from triograph.core.hookspecs import hookimpl
 from triograph.core.models import Run, Thread
@@ -142,30 +141,15 @@ class Exploding:
 @pytest.fixture
 async def recorded(nursery: trio.Nursery) -> AsyncIterator[tuple[Server, Recorder]]:
     """A server whose recorder was registered before start-up, so it sees that too."""
-    app = create_app(example_settings(heartbeat_interval=1.0, shutdown_grace=0.5))
-    core = app_core(app)
-    recorder = Recorder(core)
-    core.pm.register(recorder, name="recorder")
-    stop, stopped = trio.Event(), trio.Event()
+    recorders: list[Recorder] = []
 
-    async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        try:
-            await serve_app(
-                app, host="127.0.0.1", port=0, shutdown_trigger=stop.wait, task_status=task_status
-            )
-        finally:
-            stopped.set()
+    def register(core: Core) -> None:
+        recorders.append(Recorder(core))
+        core.pm.register(recorders[0], name="recorder")
 
-    urls = await nursery.start(run)
-    try:
-        yield Server(url=urls[0], core=core, stop=stop, stopped=stopped), recorder
-    finally:
-        stop.set()
-        with trio.move_on_after(15):
-            await stopped.wait()
-
-
-# -- one run each -----------------------------------------------------------------------------
+    settings = example_settings(heartbeat_interval=1.0, shutdown_grace=0.5)
+    async for server in start_server(nursery, settings, prepare=register):
+        yield server, recorders[0]
 
 
 async def test_successful_run(recorded: tuple[Server, Recorder]) -> None:

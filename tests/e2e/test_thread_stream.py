@@ -12,24 +12,11 @@ from typing import Any
 import orjson
 import trio
 
+from tests.concurrency import new_thread, until
 from tests.sdk import Server
 
 TOPIC = {"topic": "dogs"}
 FRAME = re.compile(rb"event: (.*?)\r\ndata: (.*?)\r\nid: (\d+)-(\d+)\r\n\r\n")
-
-
-async def until(check: Callable[[], bool]) -> None:
-    """Poll ``check`` (at most 10 s): subscriptions change as connections come and go."""
-    with trio.fail_after(10):
-        while True:
-            if check():
-                return
-            await trio.sleep(0.02)
-
-
-async def new_thread(server: Server) -> str:
-    thread = await server.sync(lambda c: c.threads.create())
-    return thread["thread_id"]  # type: ignore[no-any-return]
 
 
 async def watchers(server: Server, tid: str, n: int) -> None:
