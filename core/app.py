@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 from triograph.core import encoding
 from triograph.core.api import assistants, crons, meta, runs, store, threads
 from triograph.core.assistants import AssistantService
+from triograph.core.cluster import ClusterLink
 from triograph.core.context import Core
 from triograph.core.crons import CronService
 from triograph.core.custom_app import CustomApp, load_custom_app
@@ -120,10 +121,13 @@ async def _lifetime(
         core.storages.for_spec(settings.storage)(settings.storage, settings) as storage,
     ):
         core.storage = storage
+        core.cluster = ClusterLink(core, storage.cluster) if storage.cluster is not None else None
         core.graphs.attach(storage.checkpointer, storage.store)
         await core.assistants.sync_system_assistants()
         async with trio.open_nursery() as nursery:
             await nursery.start(core.supervisor.serve)
+            if core.cluster is not None:
+                await core.supervisor.start_service(core.cluster.serve)
             await core.runs.recover()
             await core.supervisor.start_service(core.crons.serve)
             await core.supervisor.start_service(core.threads.sweep_expired)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import pluggy
 
     from triograph.core.assistants import AssistantService
+    from triograph.core.cluster import ClusterLink
     from triograph.core.crons import CronService
     from triograph.core.emitters import StreamModeRegistry
     from triograph.core.graph_bridge import GraphBridge
@@ -48,3 +49,5 @@ class Core:
     crons: CronService = attrs.field(default=None)
     store: StoreService = attrs.field(default=None)
     thread_streams: ThreadStreams = attrs.field(default=None)
+    #: set when the storage is shared with other processes (``storage.cluster``)
+    cluster: ClusterLink | None = None

@@ -22,6 +22,7 @@ import attrs
 import trio
 from croniter import CroniterError, croniter
 
+from triograph.core.cluster import leads
 from triograph.core.errors import BadRequest, InvalidRequest, NotFound, TriographError
 from triograph.core.models import (
     JSON,
@@ -324,12 +325,13 @@ class CronService:
         """Fire due crons every ``settings.cron_interval`` seconds, until cancelled.
 
         Started by the lifespan in the supervisor's nursery (``start_service``) and cancelled
-        with it at shutdown. Fires nothing once the supervisor stops accepting runs. A poll
+        with it at shutdown. Fires nothing once the supervisor stops accepting runs, nor while
+        another process of a shared backend leads. A poll
         that fails is logged; the next one happens all the same.
         """
         task_status.started()
         while True:
-            if self.core.supervisor.accepting:
+            if self.core.supervisor.accepting and leads(self.core):
                 try:
                     await self.fire_due()
                 except Exception:  # storage failed: try again at the next poll

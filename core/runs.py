@@ -118,6 +118,10 @@ class _Plan:
     admission: Admission | None
 
 
+#: the statuses of a run in flight
+IN_FLIGHT = ("pending", "running")
+
+
 class RunService:
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -135,8 +139,14 @@ class RunService:
     ) -> tuple[Run, RunHandle]:
         """Validate, store and start a run; ``thread_id=None`` makes it stateless.
         ``retain`` keeps it joinable from memory once finished (background runs)."""
-        plan = await self.prepare(thread_id, body, request_id=request_id)
-        return await self.commit(plan, retain=retain)
+        link = self.core.cluster
+        if link is None or thread_id is None:
+            plan = await self.prepare(thread_id, body, request_id=request_id)
+            return await self.commit(plan, retain=retain)
+        # other processes admit runs on this thread too: decide and insert under its lock
+        async with link.thread_lock(validate_uuid(thread_id, "thread")):
+            plan = await self.prepare(thread_id, body, request_id=request_id)
+            return await self.commit(plan, retain=retain)
 
     async def prepare(
         self, thread_id: str | None, body: RunCreate, *, request_id: str | None = None
@@ -185,10 +195,8 @@ class RunService:
         run = self._build_run(body, assistant, thread, modes, checkpoint, temporary, request_id)
         if strategy is not None:
             run.multitask_strategy = strategy_name
-        in_flight = core.supervisor.in_flight(thread.thread_id)
-        admission = (
-            strategy.admit(run, [h.run for h in in_flight]) if strategy and in_flight else None
-        )
+        in_flight = await self.in_flight(thread.thread_id) if strategy else []
+        admission = strategy.admit(run, in_flight) if strategy and in_flight else None
         thread_metadata = {}
         if created:
             thread_metadata = {
@@ -230,8 +238,41 @@ class RunService:
         if admission is not None and admission.cancel:
             reason = f"run {run.run_id} was created with multitask_strategy"
             reason += f"={run.multitask_strategy!r}"
-            core.supervisor.cancel(list(admission.cancel), admission.action, reason)
+            await self._cancel(list(admission.cancel), admission.action, reason)
         return stored, handle
+
+    async def in_flight(self, thread_id: str) -> list[Run]:
+        """The thread's runs pending or running, in submission order: this process's, and
+        on a shared backend those of other processes too."""
+        runs = [h.run for h in self.core.supervisor.in_flight(thread_id)]
+        if self.core.cluster is not None:
+            local = {run.run_id for run in runs}
+            stored = await self.core.cluster.in_flight(thread_id)
+            runs += [run for run in stored if run.run_id not in local]
+        return runs
+
+    def handle(self, run: Run) -> RunHandle | None:
+        """The run's handle here: its own if this process executes (or recently executed)
+        it; for one stored in flight by another process, a :class:`RemoteRun`."""
+        handle = self.core.supervisor.get(run.run_id)
+        if handle is None and self.core.cluster is not None and run.status in IN_FLIGHT:
+            return self.core.cluster.follow(run)
+        return handle
+
+    async def _cancel(
+        self, run_ids: list[str], action: CancelAction, reason: str
+    ) -> list[RunHandle]:
+        """Cancel the in-flight runs among ``run_ids``, wherever they execute; returns the
+        handles cancelled."""
+        cancelled = self.core.supervisor.cancel(run_ids, action, reason)
+        if self.core.cluster is not None:
+            local = {h.run.run_id for h in cancelled} | set(self.core.supervisor.handles)
+            for run_id in run_ids:
+                run = None if run_id in local else await self.core.storage.runs.get(run_id)
+                handle = self.handle(run) if run is not None else None
+                if handle is not None and handle.cancel(action, reason):
+                    cancelled.append(handle)
+        return cancelled
 
     async def _store(self, plan: _Plan) -> None:
         """The thread (created, or marked ``busy``), then the run as ``pending``."""
@@ -328,13 +369,19 @@ class RunService:
 
         A run left ``running`` was cut off: it goes back to ``pending`` with ``attempt``
         one higher (contract §5.1), and the supervisor retries it from its last checkpoint,
-        or fails it once it is past ``max_attempts``. Every run is then submitted again as
-        stored: in ``created_at`` order on its thread, ``after_seconds`` included, joinable
-        from memory once finished. Last, every thread the crash may have left ``busy`` is
-        recomputed: ``busy`` while a run of it is in flight, else as §3.7 says.
+        or fails it once it is past ``max_attempts``. On a backend shared by processes,
+        only the runs of workers that stopped heartbeating are taken (claimed, see
+        :mod:`triograph.core.cluster`), and only their threads recomputed. Every run is
+        then submitted again as stored: in ``created_at`` order on its thread,
+        ``after_seconds`` included, joinable from memory once finished. Last, every thread
+        the crash may have left ``busy`` is recomputed: ``busy`` while a run of it is in
+        flight, else as §3.7 says.
         """
         core = self.core
-        runs = await self._orphaned()
+        if core.cluster is not None:  # other processes may be alive: only orphans are ours
+            await self.settle({run.thread_id for run in await core.cluster.adopt()})
+            return
+        runs = await core.storage.runs.search(statuses=["pending", "running"])
         for run in runs:
             if run.status == "running":
                 run.status = "pending"
@@ -345,17 +392,11 @@ class RunService:
             await core.supervisor.start(core.supervisor.reserve(run, retain=True))
         _, count = await core.storage.threads.search(status="busy", limit=0)
         busy, _ = await core.storage.threads.search(status="busy", limit=count)
-        await self._settle({run.thread_id for run in runs} | {t.thread_id for t in busy})
+        await self.settle({run.thread_id for run in runs} | {t.thread_id for t in busy})
         if runs:
             log.info("recovered %d runs left in flight by a stopped server", len(runs))
 
-    async def _orphaned(self) -> list[Run]:
-        """The stored runs no live process owns, oldest first. With a single-process backend
-        that is every run stored ``pending`` or ``running`` at start-up; a backend shared by
-        processes narrows this query to the runs whose owner's lease expired."""
-        return await self.core.storage.runs.search(statuses=["pending", "running"])
-
-    async def _settle(self, thread_ids: Iterable[str]) -> None:
+    async def settle(self, thread_ids: Iterable[str]) -> None:
         """Recompute each thread's values and status from its head checkpoint and its runs
         in flight; one that fails is logged and left as it is."""
         for thread_id in thread_ids:
@@ -400,7 +441,7 @@ class RunService:
             if exc.message != "Not Found":  # the thread is unknown: say so
                 raise
             raise NotFound("Run not found") from None
-        handle = self.core.supervisor.get(run.run_id)
+        handle = self.handle(run)
         if handle is not None:
             reason = f"run deleted via DELETE /threads/{run.thread_id}/runs/{run.run_id}"
             handle.cancel("rollback", reason)
@@ -420,7 +461,7 @@ class RunService:
         thread_id = validate_uuid(thread_id, "thread")
         if run is None or run.thread_id != thread_id:
             raise NotFound("No runs found to cancel.")
-        handle = self.core.supervisor.get(run.run_id)
+        handle = self.handle(run)
         reason = f"interrupt requested via POST /threads/{thread_id}/runs/{run.run_id}/cancel"
         if handle is None or not handle.cancel(action, reason):
             raise NotFound(
@@ -450,7 +491,7 @@ class RunService:
                 thread_id=validate_uuid(thread_id, "thread"), run_ids=ids
             )
         reason = "cancelled via POST /runs/cancel"
-        cancelled = self.core.supervisor.cancel([r.run_id for r in runs], action, reason)
+        cancelled = await self._cancel([r.run_id for r in runs], action, reason)
         if not cancelled:
             raise NotFound("No runs found to cancel.")
         return len(cancelled)
@@ -465,11 +506,13 @@ class RunService:
         run = await self.core.storage.runs.get(run_id)
         if run is None or run.thread_id != thread_id:
             raise NotFound(f"Run {run_id} not found")
-        return run, None
+        if self.core.cluster is not None and run.kwargs.get("resumable"):
+            return run, self.core.cluster.follow(run)  # its stored events replay, even finished
+        return run, self.handle(run)
 
     async def result(self, run: Run, handle: RunHandle | None) -> bytes:
         """The join body of a finished run (contract §5.5-5.6)."""
-        if handle is not None and handle.done.is_set():
+        if handle is not None and handle.done.is_set() and not handle.remote:
             fallback: Any = {}
             if not handle.temporary:
                 thread = await self.core.storage.threads.get(run.thread_id)

@@ -5,9 +5,9 @@
 (paths put on ``sys.path``, relative to the file), ``env`` (a dict, or the path of a
 ``.env`` file), ``store`` (``index`` for semantic search, ``ttl``), ``http`` (``app``: a
 custom ASGI app mounted beside the API) and our own section ``"triograph": {"plugins":
-[...], "disable_plugins": [...], "max_attempts": n}``. Keys that belong to other tools are
-ignored. System assistants take per-graph config defaults from ``LANGGRAPH_CONFIG`` (a JSON
-object of graph id -> config), as the official server does.
+[...], "disable_plugins": [...], "max_attempts": n, "lease": seconds}``. Keys that belong to
+other tools are ignored. System assistants take per-graph config defaults from
+``LANGGRAPH_CONFIG`` (a JSON object of graph id -> config), as the official server does.
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ class Settings:
     #: times a run may be executed: a run whose server stopped while running it is retried
     #: from its last checkpoint until it has been tried this often, then it fails
     max_attempts: int = 3
+    #: on a backend shared by processes (Postgres): seconds without a heartbeat after which
+    #: a worker counts as gone and the runs it owned are taken over by the others
+    lease: float = 10.0
 
 
 def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Settings:
@@ -102,6 +105,8 @@ def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Sett
     }
     if "max_attempts" in own:
         values["max_attempts"] = _max_attempts(own["max_attempts"])
+    if "lease" in own:
+        values["lease"] = _lease(own["lease"])
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
 
@@ -143,6 +148,12 @@ def _max_attempts(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"'triograph.max_attempts' must be an integer, 1 or more; got {value!r}")
     return value
+
+
+def _lease(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"'triograph.lease' must be a number of seconds above 0; got {value!r}")
+    return float(value)
 
 
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:

@@ -177,10 +177,72 @@ class CronRepo(Protocol):
         ...
 
 
+#: one stored stream event of a run: (sequence number, event name, JSON-encoded data)
+StoredEvent = tuple[int, str, bytes]
+
+
+class Cluster(Protocol):
+    """How processes sharing one backend coordinate (Postgres). A backend only one process
+    opens at a time has none (``Storage.cluster`` is ``None``).
+
+    Every process is a *worker* with an id and a heartbeat the backend keeps up (every
+    ``lease / 3`` seconds) while the storage is open. A run belongs to the worker that
+    created or claimed it (``runs.create`` records this worker as its owner); it is
+    *orphaned* once its owner's heartbeat is older than ``lease`` seconds, or it has none.
+    Called from Trio.
+    """
+
+    worker_id: str
+
+    async def claim(self, *, limit: int = 100) -> list[Run]:
+        """Take over orphaned runs (``pending`` or ``running``), oldest first: rows locked
+        with ``FOR UPDATE SKIP LOCKED`` so two workers never claim the same run, owner set
+        to this worker; one that was ``running`` goes back to ``pending`` with ``attempt``
+        one higher, in the same transaction. Returns them as now stored."""
+        ...
+
+    def thread_lock(self, thread_id: str) -> AbstractAsyncContextManager[None]:
+        """Exclusive across workers for the block: the admission of a run on a thread (the
+        in-flight check, the multitask decision and the insert)."""
+        ...
+
+    @property
+    def leader(self) -> bool:
+        """This worker is the one that runs the cluster-wide chores (cron scheduler, TTL
+        sweeps) now. Exactly one live worker is, give or take a lease."""
+        ...
+
+    async def notify(self, topic: str, payload: dict[str, Any]) -> None:
+        """Send a notification to every other worker (``LISTEN/NOTIFY``); at most once, in
+        order per sender, lost when no one listens."""
+        ...
+
+    def subscribe(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``callback(topic, payload)`` (synchronously, in Trio: it must not block) for
+        every notification another worker sends, from now until the storage closes."""
+        ...
+
+    async def append_events(self, run_id: str, events: Sequence[StoredEvent]) -> None:
+        """Store stream events of a run (they go with it) and notify topic ``events`` with
+        ``{"run_id": ..., "seq": <last seq>}``."""
+        ...
+
+    async def events(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """The run's stored events with a sequence number above ``after``, in order."""
+        ...
+
+    async def prune_events(self, before: dt.datetime) -> int:
+        """Delete the events of runs that finished (not ``pending``/``running``) before
+        ``before``; returns how many runs' events went."""
+        ...
+
+
 class Storage(Protocol):
     """What a backend provides for its lifetime."""
 
     name: str
+    #: coordination with other processes sharing this backend; None for a single process
+    cluster: Cluster | None
 
     @property
     def assistants(self) -> AssistantRepo: ...

@@ -218,6 +218,11 @@ class RunStream(Broadcast):
             self._subs.add(sub)
         return sub
 
+    def continue_at(self, seq: int) -> None:
+        """Number the next event ``seq`` or more: a retried run goes on after the events its
+        earlier attempt stored, a follower of a remote run takes the stored numbers."""
+        self._seq = max(self._seq, seq)
+
     def claim(self) -> None:
         """A consumer that needs no events (``/wait``) took the run: keep no replay log."""
         self.ever_subscribed = True

@@ -41,6 +41,7 @@ from triograph.core.streams import RunStream
 
 if TYPE_CHECKING:
     from triograph.core.context import Core
+    from triograph.core.storage import StoredEvent
 
 log = logging.getLogger("triograph.supervisor")
 
@@ -94,10 +95,17 @@ class RunHandle:
     #: keep the finished handle joinable from memory for a while (background runs)
     retain: bool = False
     expires_at: float = float("inf")
+    #: on a shared backend: the events published since the last flush to storage
+    unstored: list[StoredEvent] | None = None
 
     @property
     def temporary(self) -> bool:
         return bool(self.run.kwargs.get("temporary"))
+
+    @property
+    def remote(self) -> bool:
+        """Executed by another process (see :mod:`triograph.core.cluster`)."""
+        return False
 
     def cancel(self, action: CancelAction = "interrupt", reason: str = "") -> bool:
         """Request cancellation; False once the outcome is decided. Never blocks.
@@ -238,6 +246,8 @@ class RunSupervisor:
             ),
             retain=retain,
         )
+        if self.core.cluster is not None and not handle.temporary:
+            handle.unstored = []  # any process may serve its stream: store the events
         self.handles[run.run_id] = handle
         lane = self._lanes.get(run.thread_id)
         if lane is None:
@@ -308,6 +318,8 @@ class RunSupervisor:
                 if not self._ready.is_set():
                     await self._ready.wait()
                 await self._lanes[run.thread_id].take(handle)
+                if self.core.cluster is not None and not handle.temporary:
+                    await self.core.cluster.wait_turn(run)
                 if run.attempt > self.core.settings.max_attempts:
                     raise WorkerCrashed(run, self.core.settings.max_attempts)
                 async with self._limiter:
@@ -329,6 +341,11 @@ class RunSupervisor:
         await core.hooks.fire("triograph_run_started", run=attrs.evolve(run))
         event_hook = core.hooks.has("triograph_run_event")
         metadata = {"run_id": run.run_id, "attempt": run.attempt}
+        link, unstored = core.cluster, handle.unstored
+        if (
+            link is not None and unstored is not None and run.attempt > 1
+        ):  # ids go on from the last attempt's events
+            handle.stream.continue_at(await link.resume_seq(run))
         await self._publish(handle, "metadata", metadata, event_hook)
         graph_id = run.kwargs["config"]["configurable"]["graph_id"]
         graph = await core.graphs.build(
@@ -349,6 +366,8 @@ class RunSupervisor:
                 for ns, mode, data in batch:
                     for name, payload in dispatcher.dispatch(ns, mode, data):
                         await self._publish(handle, name, payload, event_hook)
+                if link is not None and unstored is not None:
+                    await link.flush(run.run_id, unstored)
 
     async def _attempt(self, handle: RunHandle) -> Run:
         """What this attempt executes: the run as stored, or, for a retry (its server
@@ -379,7 +398,9 @@ class RunSupervisor:
         """One event to the run's output, its stream, its thread's stream and the hook."""
         encoded = encoding.dumps(payload)
         handle.output.observe(name, payload, encoded)
-        handle.stream.publish(name, encoded)
+        event = handle.stream.publish(name, encoded)
+        if handle.unstored is not None:
+            handle.unstored.append((event.seq, name, encoded))
         self.core.thread_streams.publish(handle.run.thread_id, name, encoded)
         if hook:
             await self.core.hooks.fire(
@@ -413,6 +434,8 @@ class RunSupervisor:
         except Exception:
             log.exception("run %s: recording its outcome (%s) failed", run.run_id, outcome)
         finally:
+            if self.core.cluster is not None and not handle.temporary:
+                self.core.cluster.finished(run)
             handle.stream.close()
             self.core.thread_streams.run_done(run.thread_id, run.run_id)
             self._release(handle)
@@ -439,6 +462,10 @@ class RunSupervisor:
             await core.runs.rollback(run)
             run.status = "interrupted"  # what it was when deleted, for the hook below
         else:
+            if handle.unstored is not None and core.cluster is not None:
+                await core.cluster.flush(
+                    run.run_id, handle.unstored
+                )  # every event is stored before the status
             run.status = outcome
             run.updated_at = now()
             await core.storage.runs.update(run)

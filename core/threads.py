@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from triograph.core import encoding
+from triograph.core.cluster import leads
 from triograph.core.errors import Conflict, InvalidRequest, NotFound
 from triograph.core.models import Thread, ThreadCreate, check_page, new_id, now, validate_uuid
 from triograph.core.state import Superstep, ThreadStates, pending_interrupts
@@ -122,6 +123,16 @@ class ThreadService:
         #: the runs in flight is never overwritten by a write decided earlier (§3.7 races)
         self.record_lock = KeyedLock()
 
+    @asynccontextmanager
+    async def locked(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold the thread's record lock; on a backend shared by processes, its cluster lock
+        first (run admission holds that one too, so a status is never decided from the runs
+        in flight while another process is admitting one)."""
+        link = self.core.cluster
+        cluster_lock = link.thread_lock(thread_id) if link is not None else nullcontext()
+        async with cluster_lock, self.record_lock(thread_id):
+            yield
+
     # -- records ------------------------------------------------------------------------------
 
     async def create(self, body: ThreadCreate, supersteps: list[Superstep] | None = None) -> Thread:
@@ -163,7 +174,7 @@ class ThreadService:
         """Merge ``metadata`` shallowly, replace ``ttl`` (re-armed from now)."""
         stored_ttl = _ttl(ttl)
         thread_id = validate_uuid(thread_id, "thread")
-        async with self.record_lock(thread_id):
+        async with self.locked(thread_id):
             thread = await self.get(thread_id)
             thread.metadata.update(strip_reserved(metadata))
             if stored_ttl is not None:
@@ -178,7 +189,8 @@ class ThreadService:
         """Delete a thread, its runs and checkpoints. Runs in flight are interrupted first
         and awaited, so none writes a checkpoint after the thread is gone."""
         if cancel_runs:
-            handles = self.core.supervisor.in_flight(thread_id)
+            runs = self.core.runs
+            handles = [h for r in await runs.in_flight(thread_id) if (h := runs.handle(r))]
             for handle in handles:
                 handle.cancel("interrupt", "thread deleted")
             for handle in handles:
@@ -262,7 +274,7 @@ class ThreadService:
                 continue
             if strategy == "delete":
                 await self.delete(thread_id)
-            elif self.core.supervisor.in_flight(thread_id):
+            elif await self.core.runs.in_flight(thread_id):
                 continue
             else:
                 await self._keep_latest(thread_id)
@@ -281,12 +293,19 @@ class ThreadService:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Apply thread TTLs every ``TTL_SWEEP_INTERVAL`` seconds. Started by the lifespan in
-        the supervisor's nursery (``start_service``) and cancelled with it at shutdown."""
+        the supervisor's nursery (``start_service``) and cancelled with it at shutdown. On a
+        shared backend, the leader sweeps, and drops the stored events of runs that finished
+        more than ``resumable_ttl`` ago."""
         task_status.started()
         while True:
             await trio.sleep(TTL_SWEEP_INTERVAL)
+            if not leads(self.core):  # another process of the shared backend sweeps
+                continue
             try:
                 await self.expire_due()
+                if self.core.cluster is not None:
+                    kept = dt.timedelta(seconds=self.core.settings.resumable_ttl)
+                    await self.core.cluster.cluster.prune_events(now() - kept)
             except Exception:  # storage down: try again next time, never kill the nursery
                 log.exception("thread TTL sweep failed")
 
@@ -296,7 +315,7 @@ class ThreadService:
         checkpoint and re-arms the TTL. A thread that fails is logged and left for the
         next sweep; the sweeper itself never dies of it."""
         for thread in await self.core.storage.threads.expired(now()):
-            if self.core.supervisor.in_flight(thread.thread_id) or thread.ttl is None:
+            if thread.ttl is None or await self.core.runs.in_flight(thread.thread_id):
                 continue
             try:
                 if thread.ttl.get("strategy") == "keep_latest":
@@ -310,7 +329,7 @@ class ThreadService:
                 log.exception("TTL of thread %s could not be applied", thread.thread_id)
 
     async def _rearm(self, thread_id: str) -> None:
-        async with self.record_lock(thread_id):
+        async with self.locked(thread_id):
             thread = await self.core.storage.threads.get(thread_id)  # as it is after the prune
             if thread is not None and thread.ttl is not None:
                 thread.ttl = {**thread.ttl, "expires_at": _expiry(thread.ttl["ttl_minutes"])}
@@ -326,7 +345,7 @@ class ThreadService:
         ``metadata`` (the run's graph) if no other run was in flight. Raises NotFound if
         the thread was deleted since the request looked it up.
         """
-        async with self.record_lock(thread.thread_id):
+        async with self.locked(thread.thread_id):
             if create:
                 thread.status = "busy"
                 if await self.core.storage.threads.create(thread):
@@ -354,7 +373,7 @@ class ThreadService:
         unless ``...``. Decided and written under the thread's record lock from the record
         as stored and the runs in flight *then*, so neither a concurrent PATCH nor a run
         admitted meanwhile is lost; returns that record (None if deleted) and the head."""
-        async with self.record_lock(thread.thread_id):
+        async with self.locked(thread.thread_id):
             head = await self.states.read(thread, subgraphs=True)
             stored = await self.core.storage.threads.get(thread.thread_id)
             if stored is None:
@@ -364,7 +383,7 @@ class ThreadService:
                 stored.interrupts = pending_interrupts(head)
             if error is not ...:
                 stored.error = error
-            if self.core.supervisor.in_flight(stored.thread_id):
+            if await self.core.runs.in_flight(stored.thread_id):
                 stored.status = "busy"
             elif failed:
                 stored.status = "error"

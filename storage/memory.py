@@ -32,7 +32,7 @@ from langgraph.store.memory import InMemoryStore, _compare_values
 from triograph.core.hookspecs import hookimpl
 from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread, now
 from triograph.core.settings import Settings
-from triograph.core.storage import StorageRegistry
+from triograph.core.storage import Cluster, StorageRegistry
 from triograph.core.store import SweepSchedule, store_index, store_ttl
 
 R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
@@ -521,6 +521,7 @@ class MemoryStorage:
     """Everything in dicts; see the module docstring."""
 
     name = "memory"
+    cluster: Cluster | None = None  # one process at a time
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.crons = _Crons()
