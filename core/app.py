@@ -121,6 +121,11 @@ async def _lifetime(
         core.storages.for_spec(settings.storage)(settings.storage, settings) as storage,
     ):
         core.storage = storage
+        if settings.workers > 1 and storage.cluster is None:
+            raise ConfigError(
+                f"--workers {settings.workers}: the storage {storage.name!r} is not shared by "
+                "processes; use a Postgres one (--storage postgresql://...)"
+            )
         core.cluster = ClusterLink(core, storage.cluster) if storage.cluster is not None else None
         core.graphs.attach(storage.checkpointer, storage.store)
         await core.assistants.sync_system_assistants()
@@ -272,15 +277,20 @@ async def serve_app(
     host: str = "127.0.0.1",
     port: int = 2024,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    fd: int | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """:func:`serve` for an app built with :func:`create_app` (tests keep a handle on it)."""
+    """:func:`serve` for an app built with :func:`create_app` (tests keep a handle on it).
+    ``fd``: accept on this listening socket (inherited from ``serve --workers``) instead of
+    binding ``host:port``."""
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
     settings = app_core(app).settings
     config = Config()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.bind = [
+        f"fd://{fd}" if fd is not None else f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    ]
     config.accesslog = None
     config.include_server_header = False
     config.graceful_timeout = 2.0

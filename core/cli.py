@@ -1,4 +1,9 @@
-"""``triograph dev`` and ``triograph serve``."""
+"""``triograph dev`` and ``triograph serve``.
+
+``serve --workers N`` binds the listening socket once, then starts N worker processes
+(``serve --fd``) that accept on it, each a whole server on the shared (Postgres) storage;
+the parent forwards SIGINT/SIGTERM to them and exits with the worst of their exit codes.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,23 @@ import argparse
 import functools
 import logging
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 import attrs
 import trio
 
 from triograph.core.errors import TriographError
+from triograph.core.storage import backend_name
 
 #: where ``triograph serve`` keeps everything unless told otherwise: under the working directory
 SERVE_STORAGE = "file:./triograph.sqlite"
+#: backends one process at a time uses (the lifespan refuses any other without a cluster)
+SINGLE_PROCESS = ("memory", "file")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--plugin", action="append", default=[], help="plugin module to load")
         cmd.add_argument("--max-runs", type=int, default=None, help="runs executing at once")
         cmd.add_argument("--log-level", default="INFO")
+        if name == "serve":
+            cmd.add_argument(
+                "--workers",
+                type=int,
+                default=1,
+                help="worker processes sharing the port (needs postgresql:// storage)",
+            )
+            cmd.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
+            cmd.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
 
@@ -51,20 +72,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     from triograph.core.app import create_app, serve_app
     from triograph.core.settings import load_settings
 
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        print("triograph: --workers must be 1 or more", file=sys.stderr)
+        return 2
     try:
-        settings = load_settings(args.config, storage=args.storage, max_runs=args.max_runs)
+        settings = load_settings(
+            args.config, storage=args.storage, max_runs=args.max_runs, workers=workers
+        )
         if args.plugin:
             settings = attrs.evolve(settings, plugins=(*settings.plugins, *args.plugin))
         app = create_app(settings)  # fails here, before serving, on any configuration error
     except TriographError as exc:
         print(f"triograph: {exc.message}", file=sys.stderr)
         return 2
+    fd, ready_fd = getattr(args, "fd", None), getattr(args, "ready_fd", None)
+    if workers > 1 and backend_name(settings.storage) in SINGLE_PROCESS:
+        print(
+            f"triograph: --workers {workers} needs a storage shared by processes "
+            f"(--storage postgresql://...); {settings.storage!r} is used by one process only",
+            file=sys.stderr,
+        )
+        return 2
+    if workers > 1 and fd is None:
+        return _supervise_workers(list(argv if argv is not None else sys.argv[1:]), args)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            start = functools.partial(serve_app, app, host=args.host, port=args.port)
+            start = functools.partial(serve_app, app, host=args.host, port=args.port, fd=fd)
             for url in await nursery.start(start):
-                print(f"triograph serving {url}  (storage: {settings.storage})", flush=True)
+                if fd is None:
+                    print(f"triograph serving {url}  (storage: {settings.storage})", flush=True)
+            if ready_fd is not None:  # a worker of ``--workers``: tell the parent
+                os.write(ready_fd, b".")
+                os.close(ready_fd)
 
     refused: list[str] = []
     try:
@@ -75,6 +116,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"triograph: {'; '.join(refused)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _supervise_workers(argv: list[str], args: argparse.Namespace) -> int:
+    """Bind ``--host``/``--port``, start ``--workers`` processes serving on that socket, and
+    wait for them. A signal is passed on to every worker; a worker that fails stops the
+    others. Returns the worst exit code."""
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    listener = socket.create_server((args.host, args.port), family=family, backlog=2048)
+    host, port = listener.getsockname()[:2]
+    fd = listener.fileno()
+    listener.set_inheritable(True)
+    ready, told = os.pipe()
+    command = [sys.executable, "-m", "triograph.core.cli", *argv]
+    command += ["--fd", str(fd), "--ready-fd", str(told)]
+    workers = [subprocess.Popen(command, pass_fds=(fd, told)) for _ in range(args.workers)]
+    listener.close()  # the workers have it
+    os.close(told)
+
+    def stop(signum: int, _frame: object = None) -> None:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    with os.fdopen(ready, "rb") as reports:  # a byte from each worker once it serves
+        serving = len(reports.read(args.workers))
+    if serving < args.workers:  # one exited first (each has said why)
+        stop(signal.SIGTERM)
+        return max(abs(int(worker.wait())) for worker in workers) or 1
+    where = f"[{host}]" if family == socket.AF_INET6 else host
+    print(
+        f"triograph serving http://{where}:{port}  (storage: {args.storage}, "
+        f"{args.workers} workers)",
+        flush=True,
+    )
+    while any(worker.poll() is None for worker in workers):
+        if any(worker.returncode for worker in workers):
+            stop(signal.SIGTERM)
+        time.sleep(0.2)
+    return max(abs(int(worker.returncode)) for worker in workers)
 
 
 def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:

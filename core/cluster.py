@@ -59,6 +59,8 @@ class RemoteRun(RunHandle):
     """A run another worker executes, as this process sees it (see the module docstring)."""
 
     link: ClusterLink | None = None
+    #: the events stored so far are in the stream: a subscriber's ``after`` means something
+    loaded: trio.Event = attrs.Factory(trio.Event)
 
     @property
     def remote(self) -> bool:
@@ -220,10 +222,12 @@ class ClusterLink:
 
     # -- runs of other processes --------------------------------------------------------------
 
-    def follow(self, run: Run) -> RemoteRun:
-        """The :class:`RemoteRun` of a run stored by another worker (made once, shared)."""
+    async def follow(self, run: Run) -> RemoteRun:
+        """The :class:`RemoteRun` of a run stored by another worker (made once, shared),
+        once the events stored so far are in its stream."""
         remote = self._remote.get(run.run_id)
         if remote is not None:
+            await remote.loaded.wait()
             return remote
         settings = self.core.settings
         remote = RemoteRun(
@@ -238,6 +242,7 @@ class ClusterLink:
         self._remote[run.run_id] = remote
         assert self._nursery is not None, "the cluster link is not serving"
         self._nursery.start_soon(self._follow, remote)
+        await remote.loaded.wait()
         return remote
 
     async def _follow(self, remote: RemoteRun) -> None:
@@ -251,6 +256,7 @@ class ClusterLink:
                     remote.stream.continue_at(seq)
                     remote.stream.publish(name, data)
                     last = seq
+                remote.loaded.set()
                 if stored is None or stored.status not in IN_FLIGHT:
                     if stored is not None:
                         remote.run = stored
@@ -261,6 +267,7 @@ class ClusterLink:
             log.exception("following run %s failed", run_id)
         finally:
             remote.stream.close()
+            remote.loaded.set()
             remote.done.set()
             retention = self.core.settings.resumable_ttl if remote.stream.resumable else 60.0
             with trio.move_on_after(retention):

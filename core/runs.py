@@ -251,12 +251,12 @@ class RunService:
             runs += [run for run in stored if run.run_id not in local]
         return runs
 
-    def handle(self, run: Run) -> RunHandle | None:
+    async def handle(self, run: Run) -> RunHandle | None:
         """The run's handle here: its own if this process executes (or recently executed)
         it; for one stored in flight by another process, a :class:`RemoteRun`."""
         handle = self.core.supervisor.get(run.run_id)
         if handle is None and self.core.cluster is not None and run.status in IN_FLIGHT:
-            return self.core.cluster.follow(run)
+            return await self.core.cluster.follow(run)
         return handle
 
     async def _cancel(
@@ -269,7 +269,7 @@ class RunService:
             local = {h.run.run_id for h in cancelled} | set(self.core.supervisor.handles)
             for run_id in run_ids:
                 run = None if run_id in local else await self.core.storage.runs.get(run_id)
-                handle = self.handle(run) if run is not None else None
+                handle = await self.handle(run) if run is not None else None
                 if handle is not None and handle.cancel(action, reason):
                     cancelled.append(handle)
         return cancelled
@@ -441,7 +441,7 @@ class RunService:
             if exc.message != "Not Found":  # the thread is unknown: say so
                 raise
             raise NotFound("Run not found") from None
-        handle = self.handle(run)
+        handle = await self.handle(run)
         if handle is not None:
             reason = f"run deleted via DELETE /threads/{run.thread_id}/runs/{run.run_id}"
             handle.cancel("rollback", reason)
@@ -461,7 +461,7 @@ class RunService:
         thread_id = validate_uuid(thread_id, "thread")
         if run is None or run.thread_id != thread_id:
             raise NotFound("No runs found to cancel.")
-        handle = self.handle(run)
+        handle = await self.handle(run)
         reason = f"interrupt requested via POST /threads/{thread_id}/runs/{run.run_id}/cancel"
         if handle is None or not handle.cancel(action, reason):
             raise NotFound(
@@ -507,8 +507,10 @@ class RunService:
         if run is None or run.thread_id != thread_id:
             raise NotFound(f"Run {run_id} not found")
         if self.core.cluster is not None and run.kwargs.get("resumable"):
-            return run, self.core.cluster.follow(run)  # its stored events replay, even finished
-        return run, self.handle(run)
+            return run, await self.core.cluster.follow(
+                run
+            )  # its stored events replay, even finished
+        return run, await self.handle(run)
 
     async def result(self, run: Run, handle: RunHandle | None) -> bytes:
         """The join body of a finished run (contract §5.5-5.6)."""

@@ -72,6 +72,9 @@ class Settings:
     #: on a backend shared by processes (Postgres): seconds without a heartbeat after which
     #: a worker counts as gone and the runs it owned are taken over by the others
     lease: float = 10.0
+    #: processes serving together (``triograph serve --workers N``); more than one needs a
+    #: backend shared by processes
+    workers: int = 1
 
 
 def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Settings:

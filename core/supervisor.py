@@ -97,6 +97,8 @@ class RunHandle:
     expires_at: float = float("inf")
     #: on a shared backend: the events published since the last flush to storage
     unstored: list[StoredEvent] | None = None
+    #: left to other workers at shutdown (shared backend, not started): nothing is recorded
+    left: bool = False
 
     @property
     def temporary(self) -> bool:
@@ -318,8 +320,10 @@ class RunSupervisor:
                 if not self._ready.is_set():
                     await self._ready.wait()
                 await self._lanes[run.thread_id].take(handle)
-                if self.core.cluster is not None and not handle.temporary:
+                if self.core.cluster is not None and handle.unstored is not None:
                     await self.core.cluster.wait_turn(run)
+                    if run.attempt > 1:  # event ids go on after the earlier attempts' ones
+                        handle.stream.continue_at(await self.core.cluster.resume_seq(run))
                 if run.attempt > self.core.settings.max_attempts:
                     raise WorkerCrashed(run, self.core.settings.max_attempts)
                 async with self._limiter:
@@ -342,10 +346,6 @@ class RunSupervisor:
         event_hook = core.hooks.has("triograph_run_event")
         metadata = {"run_id": run.run_id, "attempt": run.attempt}
         link, unstored = core.cluster, handle.unstored
-        if (
-            link is not None and unstored is not None and run.attempt > 1
-        ):  # ids go on from the last attempt's events
-            handle.stream.continue_at(await link.resume_seq(run))
         await self._publish(handle, "metadata", metadata, event_hook)
         graph_id = run.kwargs["config"]["configurable"]["graph_id"]
         graph = await core.graphs.build(
@@ -418,6 +418,12 @@ class RunSupervisor:
         handle.finishing = True
         run = handle.run
         self._leave(handle)
+        if handle.left and not handle.started:  # stored as it was: pending, for the others
+            handle.stream.close()
+            self._release(handle)
+            handle.done.set()
+            self.handles.pop(run.run_id, None)
+            return
         outcome: Outcome
         if handle.cancel_action == "rollback":
             outcome = "rolled_back"
@@ -500,12 +506,15 @@ class RunSupervisor:
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting runs and interrupt those that have not started (none starts from
-        now on); give the running ones ``grace`` seconds, then interrupt them. Returns once
-        every run has recorded its outcome (at most ``CLEANUP_TIMEOUT`` more seconds), with
-        the run nursery cancelled. Calling it again is harmless."""
+        now on; on a shared backend they stay ``pending``, and the other workers take them
+        once this one is gone); give the running ones ``grace`` seconds, then interrupt
+        them. Returns once every run has recorded its outcome (at most ``CLEANUP_TIMEOUT``
+        more seconds), with the run nursery cancelled. Calling it again is harmless."""
         self.accepting = False
         for handle in self.all_in_flight():
             if not handle.started:
+                # on a shared backend it stays pending: another worker runs it
+                handle.left = self.core.cluster is not None
                 handle.cancel("interrupt", SHUTDOWN_REASON)
         with trio.move_on_after(grace):
             await self._all_finished()

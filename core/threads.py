@@ -190,7 +190,7 @@ class ThreadService:
         and awaited, so none writes a checkpoint after the thread is gone."""
         if cancel_runs:
             runs = self.core.runs
-            handles = [h for r in await runs.in_flight(thread_id) if (h := runs.handle(r))]
+            handles = [h for r in await runs.in_flight(thread_id) if (h := await runs.handle(r))]
             for handle in handles:
                 handle.cancel("interrupt", "thread deleted")
             for handle in handles:

@@ -1,6 +1,8 @@
-"""Crash recovery for real (DESIGN §2, §5-6): ``triograph serve`` on the file backend as a
-subprocess, runs in flight, ``SIGKILL``, a restart on the same file, and then every run's
-final status and every thread's state, over raw HTTP.
+"""Crash recovery for real (DESIGN §2, §5-6): ``triograph serve`` on a durable backend as a
+subprocess, runs in flight, ``SIGKILL``, a restart on the same storage, and then every run's
+final status and every thread's state, over raw HTTP. On the file backend the restart takes
+the runs over at start-up; on Postgres (when ``TRIOGRAPH_TEST_POSTGRES`` is set) once the
+killed worker's lease (1 s here) has run out.
 
 Runs use the ``gated`` example graph: ``step2`` waits until the file named by the run's
 ``gate`` exists, so the test decides which runs are still mid-run when it kills a server
@@ -25,6 +27,7 @@ import httpx
 import pytest
 import trio
 
+from tests import pg
 from tests.concurrency import sse
 from tests.conftest import EXAMPLES, ROOT
 from tests.sdk import poll
@@ -35,16 +38,29 @@ SERVING = re.compile(rb"triograph serving (\S+)")
 STEPS = ["step1", "step2"]
 
 
-def _file_backend_registered() -> bool:
+def _registered() -> StorageRegistry:
     registry = StorageRegistry()
     fill_registry(make_plugin_manager(), "triograph_register_storage", registry)
-    return "file" in registry
+    return registry
 
 
-pytestmark = pytest.mark.skipif(
-    not _file_backend_registered(),
-    reason="the 'file' storage backend (storage/file.py) is not registered in this build",
-)
+@pytest.fixture(params=["file", "postgres"])
+async def storage_spec(
+    request: pytest.FixtureRequest, tmp_path: pathlib.Path
+) -> AsyncIterator[str]:
+    """The durable storage the servers of a test share: a SQLite file, or a fresh database."""
+    if request.param not in _registered():
+        pytest.skip(f"the {request.param!r} backend is not registered in this build")
+    if request.param == "file":
+        yield f"file:{tmp_path / 'db.sqlite'}"
+        return
+    if pg.ADMIN_DSN is None:
+        pytest.skip("needs TRIOGRAPH_TEST_POSTGRES (a server to create databases on)")
+    url = await trio.to_thread.run_sync(pg.fresh_database)
+    try:
+        yield url
+    finally:
+        await trio.to_thread.run_sync(pg.drop_database, url)
 
 
 @attrs.define
@@ -59,26 +75,27 @@ class Child:
         return httpx.AsyncClient(base_url=self.url, timeout=30)
 
     async def kill(self) -> None:
-        """``kill -9``: the process gets no chance to record anything."""
-        self.proc.send_signal(signal.SIGKILL)
+        """``kill -9`` (its workers too): no process gets a chance to record anything."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
         await self.proc.wait()
 
 
-Launch = Callable[[], Awaitable[Child]]
+Launch = Callable[..., Awaitable[Child]]
 
 
 @pytest.fixture
-async def launch(nursery: trio.Nursery, tmp_path: pathlib.Path) -> AsyncIterator[Launch]:
-    """``await launch()`` starts ``triograph serve`` on the test's SQLite file (graph
-    ``gated``, ``max_attempts`` 2) and returns once it serves; every process still alive at
-    the end of the test is killed."""
+async def launch(
+    nursery: trio.Nursery, tmp_path: pathlib.Path, storage_spec: str
+) -> AsyncIterator[Launch]:
+    """``await launch()`` starts ``triograph serve`` on the test's storage (graph ``gated``,
+    ``max_attempts`` 2, a lease of 1 s) and returns once it serves; every process still
+    alive at the end of the test is killed."""
     config = tmp_path / "langgraph.json"
     graph = EXAMPLES / "graphs" / "gated.py"
-    config.write_text(
-        json.dumps({"graphs": {"gated": f"{graph}:graph"}, "triograph": {"max_attempts": 2}})
-    )
+    own = {"max_attempts": 2, "lease": 1}
+    config.write_text(json.dumps({"graphs": {"gated": f"{graph}:graph"}, "triograph": own}))
     command = [sys.executable, "-m", "triograph.core.cli", "serve", "--config", str(config)]
-    command += ["--storage", f"file:{tmp_path / 'db.sqlite'}", "--port", "0"]
+    command += ["--storage", storage_spec, "--port", "0"]
     children: list[Child] = []
 
     async def drain(child: Child) -> None:
@@ -86,9 +103,10 @@ async def launch(nursery: trio.Nursery, tmp_path: pathlib.Path) -> AsyncIterator
         async for chunk in child.proc.stdout:
             child.output += chunk
 
-    async def start() -> Child:
+    async def start(*options: str) -> Child:
         proc = await trio.lowlevel.open_process(
-            command,
+            [*command, *options],
+            start_new_session=True,  # a process group: kill() takes ``--workers`` children too
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -212,3 +230,39 @@ async def test_runs_survive_sigkill_and_restart(launch: Launch, tmp_path: pathli
     last_server.proc.send_signal(signal.SIGTERM)
     with trio.fail_after(30):
         assert await last_server.proc.wait() == 0
+
+
+async def test_workers_share_the_port_and_the_runs(
+    launch: Launch, storage_spec: str, tmp_path: pathlib.Path
+) -> None:
+    if not storage_spec.startswith("postgresql"):
+        pytest.skip("--workers needs a storage shared by processes")
+    server = await launch("--workers", "2")
+    gate = tmp_path / "gate"  # never opened: every run waits in step2
+
+    async def one(results: list[Any]) -> None:
+        async with server.http() as http:  # a connection each: the workers accept in turn
+            tid = (await http.post("/threads", json={})).json()["thread_id"]
+            results.append(await create(http, tid, gate))
+
+    runs: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        for _ in range(16):
+            nursery.start_soon(one, runs)
+    owners = await trio.to_thread.run_sync(_owners, storage_spec)
+    assert len(owners) == 2, owners  # both workers execute runs
+    async with server.http() as http:
+        for run in runs:  # each run is cancelled through whichever worker takes the request
+            r = await http.post(f"/threads/{run['thread_id']}/runs/{run['run_id']}/cancel?wait=1")
+            assert r.status_code == 200, r.text
+            assert await status(http, run) == "interrupted"
+    server.proc.send_signal(signal.SIGTERM)
+    with trio.fail_after(30):
+        assert await server.proc.wait() == 0
+
+
+def _owners(url: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return {row[0] for row in conn.execute("SELECT DISTINCT owner FROM runs")}

@@ -94,6 +94,14 @@ async def test_cli_names_storage_backends_that_are_not_here() -> None:
     assert "available backends: file, memory" in out
 
 
+async def test_cli_refuses_workers_on_a_storage_of_one_process() -> None:
+    config = str(EXAMPLES / "langgraph.json")
+    proc = _start_cli("serve", "--config", config, "--storage", "memory", "--workers", "2")
+    out, _ = await trio.to_thread.run_sync(proc.communicate)
+    assert proc.returncode == 2
+    assert "--workers 2 needs a storage shared by processes" in out
+
+
 async def test_cli_reports_a_missing_config() -> None:
     proc = _start_cli("dev", "--config", "/nonexistent/langgraph.json")
     out, _ = await trio.to_thread.run_sync(proc.communicate)

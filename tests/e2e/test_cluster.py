@@ -1,0 +1,277 @@
+"""Several servers on one Postgres database (DESIGN §6): every request works whichever
+server it reaches, and one run of a thread executes at a time across them.
+
+Two in-process servers, ``a`` and ``b``, share a fresh database (``tests/pg.py``) with a
+short lease. A run executes where it was created; the tests then join, stream, cancel,
+delete and queue behind it from the other server, and stop one server abruptly to see the
+other take its runs over. Skipped unless ``TRIOGRAPH_TEST_POSTGRES`` names a server.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from tests import pg
+from tests.concurrency import (
+    checkpoints,
+    log_reaches,
+    new_thread,
+    run_ends,
+    run_reaches,
+    run_status,
+    slow_input,
+    sse,
+    start_slow,
+    thread_settles,
+    writers,
+)
+from tests.conftest import EXAMPLES, example_settings
+from tests.sdk import Server, poll
+from triograph.core.app import app_core, create_app, serve_app
+from triograph.core.settings import GraphSpec
+
+pytestmark = pytest.mark.skipif(
+    pg.ADMIN_DSN is None, reason="needs TRIOGRAPH_TEST_POSTGRES (a server to create databases on)"
+)
+
+GATED = GraphSpec(graph_id="gated", path=f"{EXAMPLES / 'graphs' / 'gated.py'}:graph")
+LEASE = 0.6
+
+
+@attrs.define
+class Node:
+    """One server of the cluster and the scope that holds all of it."""
+
+    server: Server
+    scope: trio.CancelScope
+
+    async def crash(self) -> None:
+        """Stop as ``kill -9`` would: no outcome is recorded after this instant."""
+
+        async def nothing_recorded(*args: Any) -> None:
+            pass
+
+        self.server.core.supervisor._finish = nothing_recorded  # type: ignore[method-assign]
+        self.scope.cancel()
+        with trio.fail_after(15):
+            await self.server.stopped.wait()
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    url = await trio.to_thread.run_sync(pg.fresh_database)
+    try:
+        yield url
+    finally:
+        await trio.to_thread.run_sync(pg.drop_database, url)
+
+
+async def boot(nursery: trio.Nursery, database: str, **overrides: Any) -> Node:
+    settings = example_settings(storage=database, lease=LEASE, shutdown_grace=0.5, **overrides)
+    app = create_app(attrs.evolve(settings, graphs=(*settings.graphs, GATED)))
+    scope = trio.CancelScope()
+    stop, stopped = trio.Event(), trio.Event()
+
+    async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            with scope:
+                await serve_app(
+                    app,
+                    host="127.0.0.1",
+                    port=0,
+                    shutdown_trigger=stop.wait,
+                    task_status=task_status,
+                )
+        finally:
+            stopped.set()
+
+    urls = await nursery.start(run)
+    return Node(Server(url=urls[0], core=app_core(app), stop=stop, stopped=stopped), scope)
+
+
+@pytest.fixture
+async def pair(nursery: trio.Nursery, database: str) -> AsyncIterator[tuple[Server, Server]]:
+    a, b = await boot(nursery, database), await boot(nursery, database)
+    yield a.server, b.server
+    for node in (a, b):
+        node.server.stop.set()
+    with trio.fail_after(20):
+        await a.server.stopped.wait()
+        await b.server.stopped.wait()
+
+
+def executes_here(server: Server, rid: str) -> bool:
+    return server.core.supervisor.get(rid) is not None
+
+
+async def test_join_and_join_stream_from_another_server(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    tid = await new_thread(a)
+    rid = await start_slow(a, tid, 0.3)
+    assert executes_here(a, rid)
+    assert not executes_here(b, rid)
+    async with b.http() as http:
+        streamed = await http.get(f"/threads/{tid}/runs/{rid}/stream", timeout=30)
+    events = sse(streamed.content)
+    assert events[0] == ("metadata", {"run_id": rid, "attempt": 1})
+    assert events[-1] == ("values", {"delay": 0.3, "log": ["step1", "step2"]})
+    joined = await b.sync(lambda c: c.runs.join(tid, rid))
+    assert joined == {"delay": 0.3, "log": ["step1", "step2"]}
+    assert (await b.sync(lambda c: c.runs.get(tid, rid)))["status"] == "success"
+
+
+async def test_a_resumable_stream_resumes_on_another_server(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    tid = await new_thread(a)
+    run = await a.sync(
+        lambda c: c.runs.create(
+            tid, "slow", input=slow_input(0.2), stream_resumable=True, stream_mode="updates"
+        )
+    )
+    rid = run["run_id"]
+    async with a.http() as http:
+        first = await http.get(f"/threads/{tid}/runs/{rid}/stream", timeout=30)
+    frames = [f for f in first.text.split("\r\n\r\n") if f.startswith("event: updates")]
+    first_update_id = frames[0].split("id: ")[1].strip()
+    async with b.http() as http:
+        rest = await http.get(
+            f"/threads/{tid}/runs/{rid}/stream",
+            headers={"Last-Event-ID": first_update_id},
+            timeout=30,
+        )
+    assert sse(rest.content) == [("updates", {"step2": {"log": ["step2"]}})]
+
+
+async def test_cancel_from_another_server(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    tid = await new_thread(a)
+    rid = await start_slow(a, tid, 30)
+    await run_reaches(b, tid, rid, "running")
+    async with b.http() as http:
+        r = await http.post(f"/threads/{tid}/runs/{rid}/cancel?wait=true", timeout=30)
+    assert r.status_code == 200, r.text
+    assert await run_status(a, tid, rid) == "interrupted"
+    assert (await thread_settles(b, tid))["status"] == "interrupted"  # step1 still to run
+
+
+async def test_rollback_and_delete_from_another_server(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    tid = await new_thread(a)
+    rid = await start_slow(a, tid, 0.2)
+    await run_ends(a, tid, rid)
+    slow = await start_slow(a, tid, 30, marker="x")
+    await log_reaches(b, tid, ["step1", "step2", "x"])  # its input is saved
+    async with b.http() as http:
+        r = await http.delete(f"/threads/{tid}/runs/{slow}", timeout=30)
+    assert r.status_code == 204, r.text
+    assert await run_status(a, tid, slow) is None
+    assert writers(await checkpoints(b, tid)) == [rid]  # what it wrote went with it
+    assert (await thread_settles(a, tid))["status"] == "idle"
+
+
+async def test_runs_of_one_thread_take_turns_across_servers(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    tid = await new_thread(a)
+    first = await start_slow(a, tid, 0.4, marker="a")
+    second = await start_slow(b, tid, 0.05, marker="b", multitask_strategy="enqueue")
+    assert executes_here(b, second)
+    assert await run_status(b, tid, second) == "pending"
+    assert await run_ends(b, tid, second) == "success"
+    assert await run_status(a, tid, first) == "success"
+    assert writers(await checkpoints(a, tid)) == [first, second]  # one after the other
+    log = (await a.sync(lambda c: c.threads.get_state(tid)))["values"]["log"]
+    assert log == ["a", "step1", "step2", "b", "step1", "step2"]
+
+
+async def test_multitask_strategies_across_servers(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    tid = await new_thread(a)
+    busy = await start_slow(a, tid, 30)
+    await run_reaches(a, tid, busy, "running")
+    async with b.http() as http:
+        rejected = await http.post(
+            f"/threads/{tid}/runs",
+            json={"assistant_id": "slow", "input": slow_input(0), "multitask_strategy": "reject"},
+        )
+    assert rejected.status_code == 409, rejected.text
+    rollback = await start_slow(b, tid, 0.05, multitask_strategy="rollback")
+    assert await run_ends(b, tid, rollback) == "success"
+    assert await run_status(a, tid, busy) is None  # rolled back by its owner
+    interrupted = await start_slow(a, tid, 30)
+    await run_reaches(a, tid, interrupted, "running")
+    last = await start_slow(b, tid, 0.05, multitask_strategy="interrupt")
+    assert await run_ends(b, tid, last) == "success"
+    assert await run_status(a, tid, interrupted) == "interrupted"
+    assert (await thread_settles(a, tid))["status"] == "idle"
+
+
+async def test_a_stopped_servers_runs_are_taken_over(
+    nursery: trio.Nursery, database: str, tmp_path: pathlib.Path
+) -> None:
+    a, b = await boot(nursery, database), await boot(nursery, database)
+    gate = tmp_path / "gate"
+    tid = await new_thread(a.server)
+    body = {"gate": str(gate), "log": []}
+    cut = await a.server.sync(lambda c: c.runs.create(tid, "gated", input=body))
+    queued = await a.server.sync(lambda c: c.runs.create(tid, "gated", input=body))
+    await log_reaches(b.server, tid, ["step1"])
+    await a.crash()
+    await trio.Path(gate).touch()
+    for run in (cut, queued):
+        assert await run_ends(b.server, tid, run["run_id"]) == "success"
+    assert executes_here(b.server, cut["run_id"])
+    stored = await b.server.core.storage.runs.get(cut["run_id"])
+    assert stored is not None
+    assert stored.attempt == 2
+    state = await b.server.sync(lambda c: c.threads.get_state(tid))
+    assert state["values"]["log"] == ["step1", "step2", "step1", "step2"]
+    assert (await thread_settles(b.server, tid))["status"] == "idle"
+    b.server.stop.set()
+    with trio.fail_after(20):
+        await b.server.stopped.wait()
+
+
+async def test_crons_fire_once_across_servers(nursery: trio.Nursery, database: str) -> None:
+    nodes = [await boot(nursery, database, cron_interval=0.05) for _ in range(2)]
+    a, b = (node.server for node in nodes)
+    assert [s.core.cluster is not None and s.core.cluster.cluster.leader for s in (a, b)] in (
+        [True, False],
+        [False, True],
+    )
+    tid = await new_thread(a)
+    cron = await a.sync(
+        lambda c: c.crons.create_for_thread(tid, "slow", schedule="0 0 1 1 *", input=slow_input(0))
+    )
+    stored = await a.core.storage.crons.get(cron["cron_id"])
+    assert stored is not None
+    stored.next_run_date = stored.created_at  # due now, for both schedulers
+    await a.core.storage.crons.update(stored)
+    await poll(lambda: a.sync(lambda c: c.runs.list(tid)), lambda runs: len(runs) == 1)
+    await trio.sleep(0.5)  # ten more polls of each scheduler
+    assert len(await b.sync(lambda c: c.runs.list(tid))) == 1
+    for node in nodes:
+        node.server.stop.set()
+    with trio.fail_after(20):
+        for node in nodes:
+            await node.server.stopped.wait()
+
+
+async def test_stored_events_follow_the_run(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    tid = await new_thread(a)
+    rid = await start_slow(a, tid, 0)
+    await run_ends(a, tid, rid)
+    cluster = b.core.storage.cluster
+    assert cluster is not None
+    events = await cluster.events(rid, after=-1)
+    assert [name for _, name, _ in events][:1] == ["metadata"]
+    assert [seq for seq, _, _ in events] == list(range(len(events)))
+    await a.sync(lambda c: c.threads.delete(tid))
+    assert await cluster.events(rid, after=-1) == []
+    await poll(lambda: run_status(b, tid, rid), lambda s: s is None)
