@@ -296,15 +296,21 @@ async def serve_app(
     config.graceful_timeout = 2.0
     config.keep_alive_timeout = 75.0
 
-    async def on_signal() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                break
-
     async def trigger() -> None:
-        await (shutdown_trigger or on_signal)()
+        await wait_for_stop()
         log.info("shutting down: runs in flight get %.1f s", settings.shutdown_grace)
         await app_core(app).supervisor.shutdown(settings.shutdown_grace)
         app_core(app).thread_streams.close()  # thread streams never end by themselves
 
-    await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)
+    if shutdown_trigger is not None:
+        wait_for_stop = shutdown_trigger
+        await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)
+        return
+    # the signals are ours before the server says it serves: a SIGTERM right after is graceful
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+        async def wait_for_stop() -> None:
+            async for _ in signals:
+                return
+
+        await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)

@@ -14,9 +14,10 @@ ASGI app (the custom ``http.app``) there, for one connection or for its lifespan
 
 Cancellation crosses explicitly: a Trio cancel becomes exactly one ``task.cancel()`` on the
 asyncio side, followed by a shielded wait, bounded by ``cleanup_timeout``, for that task to
-finish its own cleanup (``finally`` blocks in nodes, checkpointer writes). Exceptions cross
-with their traceback. Measured before this design was fixed: trio-asyncio costs about 2x CPU
-per run and 14x per chunk, and anyio cancel scopes around ``astream`` leak the node task.
+finish its own cleanup (``finally`` blocks in nodes) and for every task it started to end
+(checkpointer writes). Exceptions cross with their traceback. Measured before this design
+was fixed: trio-asyncio costs about 2x CPU per run and 14x per chunk, and anyio cancel
+scopes around ``astream`` leak the node task.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import asyncio
 import contextlib
 import contextvars
 import math
+import sys
 import threading
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Generic, TypeAlias, TypeVar
@@ -43,30 +46,64 @@ ASGIApp: TypeAlias = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 CLEANUP_TIMEOUT = 10.0
 
 
-#: the job whose task (or a task it started) is running, for :func:`_task_factory`
+#: the job whose task (or a task it started) is running: a task runs in a copy of the
+#: context of the code that started it, so every task a job's code starts carries the job
 _CURRENT_JOB: contextvars.ContextVar[_Job[Any] | None] = contextvars.ContextVar(
     "triograph_job", default=None
 )
 
+if sys.version_info >= (3, 12):
 
-def _task_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-    """The graph loop's task factory: every task a job's code starts (directly or not) is
-    counted as that job's, so a cancelled job is done only when they are all done."""
-    task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
-    context = kwargs.get("context")
-    job = context.get(_CURRENT_JOB) if context is not None else _CURRENT_JOB.get()
-    if job is not None:
-        job.children.add(task)
-        task.add_done_callback(job.children.discard)
-    return task
+    def _job_of(task: asyncio.Task[Any]) -> _Job[Any] | None:
+        """The job whose code started ``task``, read from the context it runs in. This sees
+        eager tasks too (``asyncio.eager_task_factory``, which LangGraph starts its
+        checkpoint writes with): they never pass through the loop's task factory."""
+        return task.get_context().get(_CURRENT_JOB)
+
+    _task_factory = None
+
+else:  # no Task.get_context, and no eager tasks: every task passes the task factory
+    _TASK_JOBS: weakref.WeakKeyDictionary[asyncio.Task[Any], _Job[Any]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def _job_of(task: asyncio.Task[Any]) -> _Job[Any] | None:
+        return _TASK_JOBS.get(task)
+
+    def _task_factory(
+        loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        """The graph loop's task factory: notes the job of each task for :func:`_job_of`."""
+        task: asyncio.Task[Any] = asyncio.Task(coro, loop=loop, **kwargs)
+        context = kwargs.get("context")
+        job = context.get(_CURRENT_JOB) if context is not None else _CURRENT_JOB.get()
+        if job is not None:
+            _TASK_JOBS[task] = job
+        return task
+
+
+def detached(fn: Callable[[], T]) -> T:
+    """``fn()`` (on the graph loop) outside the job it is called from: a long-lived task it
+    starts (a store's batch task, a pool's workers) belongs to no job, so a cancelled job
+    does not wait for it."""
+    return contextvars.Context().run(fn)
+
+
+async def shielded(write: Awaitable[T]) -> T:
+    """Await ``write`` (on the graph loop) to its end even if the caller is cancelled: for
+    statements that must not be cut apart (a SQL statement and its commit). The caller's
+    cancel still ends its own wait; a cancelled job waits for ``write`` (a task it started)."""
+    return await asyncio.shield(write)
 
 
 class _Job(Generic[T]):
     """One asyncio task started from Trio, with a Trio event set when it is done.
 
-    A cancelled job waits for every task its code started: LangGraph writes a cancelled
-    run's last checkpoints in background tasks that outlive the cancelled ``astream``, and
-    a rollback must not delete the run's checkpoints before those land.
+    A cancelled job waits for every task its code started, however it was started:
+    LangGraph writes a run's checkpoints in background tasks, which a cancel cuts its
+    ``astream`` loose from (the cancel reaches the ``asyncio.wait`` on them, not the writes),
+    and the run's outcome (the thread's values; a rollback's deletion of the run's
+    checkpoints) must be recorded after those land, not before.
     """
 
     def __init__(self, bridge: GraphBridge, make: Callable[[], Awaitable[T]]) -> None:
@@ -75,7 +112,6 @@ class _Job(Generic[T]):
         self._task: asyncio.Task[T] | None = None
         self._cancel_requested = False
         self._cancel_sent = False  # Trio side: a task is cancelled at most once
-        self.children: set[asyncio.Task[Any]] = set()
         self._loop = bridge.loop
         self._loop.call_soon_threadsafe(self._start, make)
 
@@ -86,15 +122,19 @@ class _Job(Generic[T]):
             try:
                 return await make()
             except asyncio.CancelledError:
-                me = asyncio.current_task()
-                while left := [t for t in self.children if t is not me and not t.done()]:
-                    await asyncio.wait(left)
+                while started := self._started():
+                    await asyncio.wait(started)
                 raise
 
         self._task = self._loop.create_task(runner())
         self._task.add_done_callback(self._notify)
         if self._cancel_requested:
             self._task.cancel()
+
+    def _started(self) -> list[asyncio.Task[Any]]:
+        """The unfinished tasks this job's code started, directly or not."""
+        me = asyncio.current_task()
+        return [t for t in asyncio.all_tasks() if t is not me and _job_of(t) is self]
 
     def _notify(self, _: object) -> None:
         with contextlib.suppress(trio.RunFinishedError):  # Trio is gone: nobody waits
@@ -289,7 +329,7 @@ class GraphBridge:
     @asynccontextmanager
     async def open(self) -> AsyncIterator[GraphBridge]:
         loop = asyncio.new_event_loop()
-        loop.set_task_factory(_task_factory)
+        loop.set_task_factory(_task_factory)  # None from Python 3.12 on: not needed
         ready = threading.Event()
 
         def run() -> None:

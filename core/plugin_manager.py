@@ -34,6 +34,7 @@ log = logging.getLogger("triograph.plugins")
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "triograph.storage.memory",
     "triograph.storage.file",
+    "triograph.storage.postgres",
     "triograph.plugins.stream_modes",
     "triograph.plugins.multitask",
     "triograph.plugins.webhooks:WebhookPlugin",

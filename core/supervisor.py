@@ -465,6 +465,7 @@ class RunSupervisor:
         elif outcome in ("interrupted", "rolled_back"):
             thread_error = {"error": "UserInterrupt", "message": handle.cancel_reason}
         if outcome == "rolled_back":
+            self.handles.pop(run.run_id, None)  # no longer joinable: it is being deleted
             await core.runs.rollback(run)
             run.status = "interrupted"  # what it was when deleted, for the hook below
         else:

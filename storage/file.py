@@ -44,7 +44,13 @@ import aiosqlite
 import attrs
 import orjson
 import trio
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+)
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.store.base import (
     GetOp,
@@ -61,10 +67,11 @@ from langgraph.store.sqlite.base import NS_MATCH_FUNCTION, _namespace_match, _na
 
 from triograph.core import encoding
 from triograph.core.errors import ConfigError
+from triograph.core.graph_bridge import detached, shielded
 from triograph.core.hookspecs import hookimpl
 from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread, converter, now
 from triograph.core.settings import Settings
-from triograph.core.storage import StorageRegistry
+from triograph.core.storage import Cluster, StorageRegistry
 from triograph.core.store import SweepSchedule, store_index, store_ttl
 from triograph.storage.memory import contains
 
@@ -679,6 +686,12 @@ class FileCheckpointer(AsyncSqliteSaver):
     """``AsyncSqliteSaver`` that can also delete the checkpoints written by given runs, copy
     a thread's checkpoints to another thread, and prune threads, as ``MemoryCheckpointer``.
 
+    LangGraph's own writes run a statement, then a commit, on the one shared connection;
+    they are shielded from cancellation: aiosqlite runs a statement once queued, awaited or
+    not, so a write cancelled in between would leave the connection in a transaction nobody
+    commits (holding the file's write lock, and failing the next ``BEGIN``). A cancelled
+    bridge job waits for them, so they have landed when its cancel returns.
+
     Every operation awaits :meth:`setup` first; the first call finishes construction.
     """
 
@@ -702,9 +715,27 @@ class FileCheckpointer(AsyncSqliteSaver):
         async with self.lock:
             await _transact(self.conn, statements)
 
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await shielded(super().aput(config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await shielded(super().aput_writes(config, writes, task_id, task_path))
+
     async def adelete_thread(self, thread_id: str) -> None:
         await self.setup()
-        await super().adelete_thread(thread_id)
+        await shielded(super().adelete_thread(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Checkpoints whose metadata ``run_id`` is one of ``run_ids``, and their writes."""
@@ -807,7 +838,7 @@ class FileStore(AsyncSqliteStore):
             # LangGraph's SQLite store takes the paths to embed from "text_fields", not "fields"
             index = self._index and {**self._index, "text_fields": self._index.get("fields")}
             AsyncSqliteStore.__init__(self, self.link.aio, index=index, ttl=self.ttl_config)  # type: ignore[arg-type]
-        super()._ensure_task()
+        detached(super()._ensure_task)  # the batch task serves every job, not the first
 
     async def setup(self) -> None:
         """Connect, and register the SQL functions the store's queries use. The tables are
@@ -935,6 +966,7 @@ class FileStorage:
     """Metadata, checkpoints and store in SQLite files; see the module docstring."""
 
     name = "file"
+    cluster: Cluster | None = None  # one process at a time
 
     def __init__(self, db: _Database, checkpointer: FileCheckpointer, store: FileStore) -> None:
         self.assistants = _Assistants(db)

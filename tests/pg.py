@@ -23,11 +23,13 @@ def _admin() -> psycopg.Connection[tuple[object, ...]]:
     return psycopg.connect(ADMIN_DSN, autocommit=True)
 
 
-def fresh_database() -> str:
-    """Create an empty database; returns its ``postgresql://`` URL."""
+def fresh_database(template: str | None = None) -> str:
+    """Create a database, empty or a copy of the database named ``template``; returns its
+    ``postgresql://`` URL."""
     name = f"triograph_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"{copy}')
     assert ADMIN_DSN is not None
     return make_conninfo_url(ADMIN_DSN, dbname=name)
 
@@ -53,3 +55,10 @@ def make_conninfo_url(dsn: str, **changes: str) -> str:
     where = f"{host}:{port}" if port else host
     query = "&".join(f"{k}={v}" for k, v in sorted(params.items()))
     return f"postgresql://{auth}{where}/{dbname}" + (f"?{query}" if query else "")
+
+
+def has_extension(name: str) -> bool:
+    """The server can ``CREATE EXTENSION name`` (pgvector is ``vector``)."""
+    with _admin() as conn:
+        found = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", (name,))
+        return found.fetchone() is not None

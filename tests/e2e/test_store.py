@@ -11,7 +11,8 @@ import pytest
 import trio
 from langgraph_sdk.errors import BadRequestError, UnprocessableEntityError
 
-from tests.conftest import EXAMPLES, example_settings, start_server
+from tests import pg
+from tests.conftest import EXAMPLES, TEST_STORAGE, example_settings, start_server
 from tests.sdk import Server, poll
 from triograph.core.errors import ConfigError
 from triograph.core.models import now
@@ -285,6 +286,8 @@ async def test_graphs_and_the_api_share_the_store(server: Server) -> None:
 
 @pytest.fixture
 async def indexed(nursery: trio.Nursery) -> AsyncIterator[Server]:
+    if TEST_STORAGE == "postgres" and not pg.has_extension("vector"):
+        pytest.skip("semantic search on Postgres needs the pgvector extension on the server")
     async for s in start_server(nursery, example_settings(store={"index": INDEX})):
         yield s
 

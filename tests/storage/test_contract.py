@@ -5,9 +5,10 @@ register, found as the app finds them. Each test opens its backend fresh with th
 own factory inside a real ``GraphBridge``, and drives it through the protocol: the metadata
 repositories from Trio, the checkpointer and the store on the graph loop.
 
-``memory`` and ``file`` (a database under ``tmp_path``) always run. Any other backend NAME
-runs when ``TRIOGRAPH_TEST_<NAME>`` gives its ``--storage`` spec, naming an empty database
-(``TRIOGRAPH_TEST_POSTGRES=postgresql://...``), and is skipped otherwise.
+``memory`` and ``file`` (a database under ``tmp_path``) always run. ``postgres`` runs when
+``TRIOGRAPH_TEST_POSTGRES`` names a server the tests may create databases on (``tests/pg.py``),
+each test on a fresh database. Any other backend NAME runs when ``TRIOGRAPH_TEST_<NAME>``
+gives its ``--storage`` spec, naming an empty database, and is skipped otherwise.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import trio
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import StateGraph
 
+from tests import pg
 from triograph.core.graph_bridge import GraphBridge
 from triograph.core.models import Assistant, Cron, Run, Thread
 from triograph.core.plugin_manager import fill_registry, make_plugin_manager
@@ -44,15 +46,25 @@ BACKENDS = registered_backends()
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-def backend_spec(name: str, tmp_path: pathlib.Path) -> str:
+@asynccontextmanager
+async def backend_spec(name: str, tmp_path: pathlib.Path) -> AsyncIterator[str]:
+    """The ``--storage`` spec of a new, empty database of backend ``name`` for one test."""
     if name == "memory":
-        return "memory"
-    if name == "file":
-        return f"file:{tmp_path / 'contract.sqlite'}"
-    variable = f"TRIOGRAPH_TEST_{name.upper()}"
-    if variable not in os.environ:
-        pytest.skip(f"the {name!r} backend runs when {variable} gives its storage spec")
-    return os.environ[variable]
+        yield "memory"
+    elif name == "file":
+        yield f"file:{tmp_path / 'contract.sqlite'}"
+    elif name == "postgres" and pg.ADMIN_DSN is not None:
+        url = await trio.to_thread.run_sync(pg.fresh_database)
+        try:
+            yield url
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(pg.drop_database, url)
+    else:
+        variable = f"TRIOGRAPH_TEST_{name.upper()}"
+        if variable not in os.environ:
+            pytest.skip(f"the {name!r} backend runs when {variable} gives its storage spec")
+        yield os.environ[variable]
 
 
 @attrs.define
@@ -76,8 +88,8 @@ class Backend:
 @pytest.fixture(params=BACKENDS.names())
 async def backend(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[Backend]:
     bridge = GraphBridge()
-    async with bridge.open():
-        yield Backend(request.param, backend_spec(request.param, tmp_path), bridge)
+    async with backend_spec(request.param, tmp_path) as spec, bridge.open():
+        yield Backend(request.param, spec, bridge)
 
 
 @pytest.fixture

@@ -1,20 +1,33 @@
-"""What only the file backend does: where its files are, and refusing what it cannot open.
+"""What only the file backend does: where its files are, refusing what it cannot open, and
+how its LangGraph saver and store behave on the bridge's graph loop when a job is cancelled.
 The protocol itself is checked by ``test_contract.py``."""
 
 from __future__ import annotations
 
+import asyncio  # noqa: TID251 -- drives the graph loop the saver and store run on
+import contextlib
+import operator
 import os
 import pathlib
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, TypedDict
 
 import pytest
 import trio
+import trio.testing
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
 
 from tests.conftest import EXAMPLES
+from tests.sdk import poll
 from triograph.core.errors import ConfigError
+from triograph.core.graph_bridge import CLEANUP_TIMEOUT, GraphBridge
 from triograph.core.settings import Settings
 from triograph.storage.file import MIGRATIONS, open_file_storage
 
@@ -82,3 +95,169 @@ async def test_serve_exits_2_naming_a_file_it_cannot_open(tmp_path: pathlib.Path
     out, _ = await trio.to_thread.run_sync(proc.communicate)
     assert proc.returncode == 2, out
     assert f"triograph: Lifespan failure in startup. 'storage {spec!r}: cannot open" in out
+
+
+class Log(TypedDict):
+    log: Annotated[list[str], operator.add]
+
+
+async def test_the_checkpoint_writes_of_a_cancelled_run_have_landed_when_the_cancel_returns(
+    tmp_path: pathlib.Path,
+) -> None:
+    """LangGraph writes a run's checkpoints in background tasks, each after the one before
+    (eager tasks on Python 3.12+, which skip the loop's task factory). A run cancelled once
+    its nodes are done, while its loop waits for those writes, is cut loose from them; they
+    must still all have landed when the cancel returns, since the supervisor then reads the
+    thread's values, or a rollback deletes the run's checkpoints.
+
+    The saver is busy (its lock taken by the first node) until just after the cancel: every
+    write after the input's is pending when it reaches the run."""
+    async with (
+        open_file_storage(f"file:{tmp_path / 'db.sqlite'}", Settings()) as storage,
+        GraphBridge().open() as bridge,
+    ):
+        saver = storage.checkpointer
+
+        async def first(state: Log) -> Log:
+            await saver.lock.acquire()
+            return {"log": ["first"]}
+
+        async def second(state: Log) -> Log:
+            get_stream_writer()("nodes done")
+            return {"log": ["second"]}
+
+        graph = (
+            StateGraph(Log)
+            .add_node("first", first)
+            .add_node("second", second)
+            .add_edge(START, "first")
+            .add_edge("first", "second")
+            .add_edge("second", END)
+            .compile(checkpointer=saver)
+        )
+        config: Any = {"configurable": {"thread_id": "t"}, "metadata": {"run_id": "r"}}
+
+        async def release() -> None:
+            saver.lock.release()
+
+        async def free_the_saver(leaving: trio.Event) -> None:
+            await leaving.wait()
+            await bridge.call(release)  # reaches the graph loop after the cancel
+
+        async with trio.open_nursery() as nursery:
+            leaving = trio.Event()
+            nursery.start_soon(free_the_saver, leaving)
+            stream = graph.astream({"log": []}, config, stream_mode="custom", durability="async")
+            async with bridge.stream(lambda: stream) as batches:
+                async for batch in batches:
+                    if "nodes done" in batch:
+                        await bridge.call(idle)  # the run's loop now waits for its writes
+                        leaving.set()
+                        break  # leaving cancels the run, and waits for it
+
+        async def stored() -> list[Any]:
+            return [c.checkpoint["id"] async for c in saver.alist(config)]
+
+        written = await bridge.call(stored)
+        await bridge.call(drain)
+        assert await bridge.call(stored) == written
+        assert len(written) == 4  # the input, then the steps of __start__, first and second
+        await bridge.call(lambda: saver.adelete_for_runs(["r"]))
+        assert await bridge.call(stored) == []
+
+
+async def test_a_checkpoint_write_cancelled_mid_statement_has_committed_when_the_cancel_returns(
+    tmp_path: pathlib.Path,
+) -> None:
+    """aiosqlite runs a statement once queued, even if the coroutine awaiting it is
+    cancelled. A checkpoint write cancelled while its INSERT waits for the connection's
+    thread must still commit it: else the INSERT lands after the cancel, in a transaction
+    nobody commits (unseen by other connections, and the saver's next transaction fails to
+    begin). Here the thread is busy until just after the cancel reached the write."""
+    path = tmp_path / "db.sqlite"
+    async with (
+        open_file_storage(f"file:{path}", Settings()) as storage,
+        GraphBridge().open() as bridge,
+    ):
+        saver = storage.checkpointer
+        free = threading.Event()
+
+        async def occupy() -> asyncio.Future[Any]:
+            await saver.setup()
+            await saver.conn.create_function("occupied", 0, free.wait)
+            busy = asyncio.ensure_future(saver.conn.execute_fetchall("SELECT occupied()"))
+            await asyncio.sleep(0)  # queued: the connection's thread now waits for `free`
+            return busy
+
+        async def writing() -> bool:
+            return saver.lock.locked()  # the write's INSERT waits in the queue
+
+        async def release() -> None:
+            free.set()
+
+        busy = await bridge.call(occupy)
+        config: Any = {
+            "configurable": {"thread_id": "t", "checkpoint_ns": ""},
+            "metadata": {"run_id": "r"},
+        }
+        write = trio.CancelScope()
+
+        async def put() -> None:
+            with write:
+                await bridge.call(lambda: saver.aput(config, empty_checkpoint(), {"step": -1}, {}))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(put)
+            await poll(lambda: bridge.call(writing), bool)
+            write.cancel()
+            await trio.testing.wait_all_tasks_blocked()  # the cancel is on its way ...
+            await bridge.call(release)  # ... and reaches the graph loop first
+        assert write.cancelled_caught
+        await bridge.call(lambda: busy)
+
+        def committed() -> int:
+            with contextlib.closing(sqlite3.connect(f"{path}-checkpoints")) as other:
+                return int(other.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0])
+
+        assert await trio.to_thread.run_sync(committed) == 1
+        await bridge.call(lambda: saver.adelete_for_runs(["r"]))
+        assert await trio.to_thread.run_sync(committed) == 0
+
+
+async def test_a_cancelled_job_does_not_wait_for_the_batch_task_of_the_store(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The store's batch task, started by its first operation, serves every later one and
+    never ends: the job that happened to start it must not wait for it once cancelled (it
+    would be given up on only after the bridge's cleanup timeout)."""
+    async with (
+        open_file_storage(f"file:{tmp_path / 'db.sqlite'}", Settings()) as storage,
+        GraphBridge().open() as bridge,
+    ):
+        store = storage.store
+
+        async def put_then_wait() -> AsyncIterator[str]:
+            await store.aput(("ns",), "key", {"v": 1})
+            yield "stored"
+            await asyncio.Event().wait()
+
+        with trio.fail_after(CLEANUP_TIMEOUT / 2):
+            async with bridge.stream(put_then_wait) as batches:
+                async for _ in batches:
+                    break  # leaving cancels the producer, and waits for it
+            item = await bridge.call(lambda: store.aget(("ns",), "key"))  # served still
+        assert item is not None
+        assert item.value == {"v": 1}
+
+
+async def idle() -> None:
+    """Let whatever runs on the graph loop go on until it waits (here, on the saver)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def drain() -> None:
+    """Wait until nothing else runs on the graph loop (a write left behind would land)."""
+    me = asyncio.current_task()
+    while others := [t for t in asyncio.all_tasks() if t is not me]:
+        await asyncio.wait(others)

@@ -1,0 +1,450 @@
+"""How triograph processes sharing one Postgres database coordinate: :class:`PostgresCluster`,
+the Postgres backend's :class:`~triograph.core.storage.Cluster`.
+
+While :meth:`PostgresCluster.running` is open, a worker keeps two connections of its own,
+outside the backend's pool, so a pool busy with long requests can neither delay a heartbeat
+past the lease nor hold up a notification:
+
+* the *control* connection writes the worker's heartbeat (``workers`` row) every
+  ``lease / 3`` seconds and holds the cluster leadership: a session advisory lock, taken
+  with ``pg_try_advisory_lock`` at each heartbeat until it is, and held until the session
+  ends. A heartbeat that fails means the session (and with it the leadership) may be gone:
+  the connection is closed and opened again at the next heartbeat.
+* the *listener* connection ``LISTEN``\\ s on :data:`CHANNEL` and hands what other workers
+  send to the subscribed callbacks, in Trio. It waits with ``trio.lowlevel.wait_readable`` on
+  the connection's socket and reads what came in a worker thread (never blocking there), so
+  no thread is ever inside the connection when the listener is cancelled and closes it. A
+  broken listener connection is reopened; what was sent meanwhile is lost (callers poll too).
+
+The thread locks are session advisory locks as well, on a connection checked out of the
+pool for the block. Their keys are ``hashtextextended(thread_id, 0)`` in Postgres' 64-bit key
+space; the leader lock is a pair of 32-bit keys (:data:`LEADER_LOCK`), a key space that never
+overlaps it. A connection goes back to the pool only once its lock is released; one whose
+release failed is closed instead, which releases it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import orjson
+import psycopg
+import trio
+from psycopg.pq import ConnStatus
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from psycopg_pool import ConnectionPool
+
+    from triograph.core.models import Run
+    from triograph.core.storage import StoredEvent
+
+T = TypeVar("T")
+_Connection = psycopg.Connection[Any]
+
+log = logging.getLogger("triograph.cluster.postgres")
+
+#: the ``LISTEN/NOTIFY`` channel of every worker
+CHANNEL = "triograph"
+#: the leadership's advisory lock: a pair of int4 keys ("trig", 1), apart from thread locks
+LEADER_LOCK = (0x74726967, 1)
+#: Postgres refuses a ``NOTIFY`` payload of this many bytes or more
+MAX_NOTIFICATION = 8000
+#: seconds shutdown may spend retiring the worker before it gives up on the database
+CLEANUP_TIMEOUT = 5.0
+#: seconds between two attempts at reopening a broken listener connection
+RECONNECT_DELAY = 1.0
+#: seconds between the first two attempts at a contended thread lock, and at most
+LOCK_POLL_MIN, LOCK_POLL_MAX = 0.002, 0.05
+
+_HEARTBEAT = """INSERT INTO workers (worker_id) VALUES (%s)
+    ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()"""
+_APPEND = """WITH stored AS (
+        INSERT INTO run_events (run_id, seq, event, data)
+        SELECT %s, * FROM unnest(%s::integer[], %s::text[], %s::bytea[]))
+    SELECT pg_notify(%s, %s)"""
+_PRUNE = """WITH gone AS (
+        DELETE FROM run_events e USING runs r
+        WHERE e.run_id = r.run_id AND r.status NOT IN ('pending', 'running')
+            AND r.updated_at < %s
+        RETURNING e.run_id)
+    SELECT count(DISTINCT run_id) FROM gone"""
+
+
+class Database(Protocol):
+    """What the cluster needs of the Postgres backend's database (``PgDatabase``)."""
+
+    @property
+    def pool(self) -> ConnectionPool[Any]: ...
+
+    @property
+    def limiter(self) -> trio.CapacityLimiter:
+        """Admits the worker threads that use pool connections."""
+        ...
+
+    @property
+    def conninfo(self) -> str:
+        """Where the cluster opens its own connections."""
+        ...
+
+    async def run(self, fn: Callable[[_Connection], T]) -> T:
+        """``fn(connection)`` in a worker thread, in one transaction."""
+        ...
+
+
+class PostgresCluster:
+    """See the module docstring and :class:`~triograph.core.storage.Cluster`.
+
+    Args:
+        db: the backend's database; its pool and limiter serve the thread locks and the
+            queries, :attr:`Database.conninfo` the cluster's own two connections.
+        worker_id: this process's id in the ``workers`` table and in notifications.
+        lease: seconds a heartbeat counts for; heartbeats go every ``lease / 3`` seconds.
+        claim: the backend's :meth:`~triograph.core.storage.Cluster.claim` (``limit`` ->
+            the runs claimed).
+
+    Resource handling: the connections and tasks exist only inside :meth:`running`, which
+    the backend opens for the storage's lifetime. The thread locks and queries use the pool,
+    which the backend closes after :meth:`running`.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        worker_id: str,
+        lease: float,
+        claim: Callable[[int], Awaitable[list[Run]]],
+    ) -> None:
+        self.worker_id = worker_id
+        self._db = db
+        self._lease = lease
+        self._claim = claim
+        self._leader = False
+        self._leading_until = -math.inf
+        self._control: _Connection | None = None
+        self._callbacks: list[Callable[[str, dict[str, Any]], None]] = []
+        self._local_locks: dict[str, tuple[trio.Lock, int]] = {}
+        # Thread locks hold a pool connection each, and their blocks need another one for
+        # their queries: half the pool at most, so those queries always find one.
+        self._lock_slots = trio.CapacityLimiter(max(1, db.pool.max_size // 2))
+        # A release must start even when every token of the database's limiter is taken: one
+        # that could not would leave the lock held on a pooled connection.
+        self._release_limiter = trio.CapacityLimiter(math.inf)
+
+    # -- the worker's lifetime ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Be a live worker for the block: heartbeat, leadership, notifications.
+
+        The first heartbeat (and attempt at leadership) is written, and the listener is
+        listening, before the block starts; a database that cannot be reached then raises.
+        Later failures are logged and retried, never raised into the block. At exit, under a
+        shielded scope bounded by :data:`CLEANUP_TIMEOUT`, the worker's row is deleted (its
+        runs are orphans at once, for others to claim) and the control connection closed,
+        which ends the leadership.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._beat(first=True)
+                await nursery.start(self._listen)
+                nursery.start_soon(self._heartbeats)
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._leader = False
+            control, self._control = self._control, None
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
+                # Abandoned at the deadline, the thread still closes the connection it owns.
+                await trio.to_thread.run_sync(
+                    _retire,
+                    control,
+                    self._db.conninfo,
+                    self.worker_id,
+                    self._lease,
+                    abandon_on_cancel=True,
+                )
+
+    @property
+    def leader(self) -> bool:
+        """Also False once the last heartbeat that found this worker leading is a lease old:
+        one whose database calls hang stops leading by itself."""
+        return self._leader and trio.current_time() < self._leading_until
+
+    async def _heartbeats(self) -> None:
+        deadline = trio.current_time()
+        while True:
+            deadline += self._lease / 3
+            await trio.sleep_until(deadline)
+            await self._beat()
+
+    async def _beat(self, *, first: bool = False) -> None:
+        """Write the heartbeat on the control connection (opening it if needed), then take
+        the leadership if this worker has not got it. A failure but the first is logged, and
+        drops the connection, and with it the leadership, until the next heartbeat."""
+        began = trio.current_time()
+        try:
+            if self._control is None:
+                self._control = await trio.to_thread.run_sync(
+                    _connect, self._db.conninfo, "control", self.worker_id, self._lease
+                )
+            self._leader = await trio.to_thread.run_sync(
+                _heartbeat, self._control, self.worker_id, self._leader
+            )
+            self._leading_until = began + self._lease
+        except psycopg.Error as exc:
+            self._leader = False
+            control, self._control = self._control, None
+            if control is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(control.close)
+            if first:
+                raise
+            log.warning("worker %s: heartbeat failed (%s); retrying", self.worker_id, exc)
+
+    # -- notifications ------------------------------------------------------------------------
+
+    async def notify(self, topic: str, payload: dict[str, Any]) -> None:
+        """Send ``payload`` to the other workers, through the pool: it arrives once this
+        returns, after what this worker sent before.
+
+        Raises:
+            ValueError: the notification is over Postgres' limit (:data:`MAX_NOTIFICATION`
+                bytes): send ids, and let the receivers read the rest from the database.
+        """
+        notice = self._notice(topic, payload)
+        await self._db.run(lambda conn: conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, notice)))
+
+    def subscribe(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
+        self._callbacks.append(callback)
+
+    def _notice(self, topic: str, payload: dict[str, Any]) -> str:
+        notice = orjson.dumps({"from": self.worker_id, "topic": topic, "payload": payload})
+        if len(notice) >= MAX_NOTIFICATION:
+            raise ValueError(
+                f"notification {topic!r} is {len(notice)} bytes, Postgres carries fewer than "
+                f"{MAX_NOTIFICATION}: send ids, not data"
+            )
+        return notice.decode()
+
+    async def _listen(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep a listener connection open (reopening a broken one) and dispatch what it
+        receives. Started once the first connection listens; until then, failures raise."""
+        started = False
+        while True:
+            try:
+                conn = await trio.to_thread.run_sync(
+                    _listener, self._db.conninfo, self.worker_id, self._lease
+                )
+            except psycopg.Error as exc:
+                if not started:
+                    raise
+                log.warning("worker %s: cannot listen (%s); retrying", self.worker_id, exc)
+                await trio.sleep(RECONNECT_DELAY)
+                continue
+            if not started:
+                task_status.started()
+                started = True
+            try:
+                while True:
+                    for notice in await trio.to_thread.run_sync(_drain, conn):
+                        self._dispatch(notice)
+                    await trio.lowlevel.wait_readable(conn.fileno())
+            except psycopg.Error as exc:
+                log.warning("worker %s: listener lost (%s); reopening", self.worker_id, exc)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(conn.close)
+
+    def _dispatch(self, notice: str) -> None:
+        try:
+            message = orjson.loads(notice)
+            sender, topic, payload = message["from"], message["topic"], message["payload"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("worker %s: ignored a malformed notification %r", self.worker_id, notice)
+            return
+        if sender == self.worker_id:
+            return
+        for callback in list(self._callbacks):
+            try:
+                callback(topic, payload)
+            except Exception:
+                log.exception("notification callback %r failed on %s", callback, topic)
+
+    # -- thread locks -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def thread_lock(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold ``thread_id``'s advisory lock for the block.
+
+        Tasks of this process queue on a Trio lock first, so one of them at a time waits for
+        the advisory lock. It waits by polling ``pg_try_advisory_lock`` (backing off from
+        :data:`LOCK_POLL_MIN` to :data:`LOCK_POLL_MAX` seconds) with ``trio.sleep`` between
+        tries: cancellable at once, and no worker thread or limiter token is taken while
+        another worker holds the lock. The release is shielded and bounded, and returns the
+        connection to the pool whatever happened.
+        """
+        async with self._local_lock(thread_id), self._lock_slots:
+            conn = await trio.to_thread.run_sync(self._db.pool.getconn, limiter=self._db.limiter)
+            locked = False
+            try:
+                delay = LOCK_POLL_MIN
+                while not await self._on(conn, _try_lock, thread_id):
+                    await trio.sleep(delay)
+                    delay = min(2 * delay, LOCK_POLL_MAX)
+                locked = True
+                yield
+            finally:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + CLEANUP_TIMEOUT
+                    await trio.to_thread.run_sync(
+                        _release,
+                        self._db.pool,
+                        conn,
+                        thread_id if locked else None,
+                        limiter=self._release_limiter,
+                        abandon_on_cancel=True,
+                    )
+
+    @asynccontextmanager
+    async def _local_lock(self, thread_id: str) -> AsyncIterator[None]:
+        """This process's Trio lock of a thread, kept while a task holds or waits for it."""
+        lock, users = self._local_locks.get(thread_id, (trio.Lock(), 0))
+        self._local_locks[thread_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._local_locks[thread_id]
+            if users == 1:
+                del self._local_locks[thread_id]
+            else:
+                self._local_locks[thread_id] = (lock, users - 1)
+
+    async def _on(self, conn: _Connection, fn: Callable[[_Connection, str], T], arg: str) -> T:
+        return await trio.to_thread.run_sync(fn, conn, arg, limiter=self._db.limiter)
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    async def claim(self, *, limit: int = 100) -> list[Run]:
+        return await self._claim(limit)
+
+    async def append_events(self, run_id: str, events: Sequence[StoredEvent]) -> None:
+        """One statement stores the events and notifies; those of a run deleted meanwhile
+        are dropped with it."""
+        if not events:
+            return
+        seqs, names, data = (list(column) for column in zip(*events, strict=True))
+        notice = self._notice("events", {"run_id": run_id, "seq": events[-1][0]})
+        params = (run_id, seqs, names, data, CHANNEL, notice)
+        try:
+            await self._db.run(lambda conn: conn.execute(_APPEND, params))
+        except psycopg.errors.ForeignKeyViolation:
+            log.debug("events of run %s dropped: the run is gone", run_id)
+
+    async def events(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        sql = """SELECT seq, event, data FROM run_events
+            WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s"""
+        rows = await self._db.run(lambda conn: conn.execute(sql, (run_id, after, limit)).fetchall())
+        return [(seq, event, data) for seq, event, data in rows]
+
+    async def prune_events(self, before: dt.datetime) -> int:
+        row = await self._db.run(lambda conn: conn.execute(_PRUNE, (before,)).fetchone())
+        assert row is not None
+        return int(row[0])
+
+
+# -- in worker threads ------------------------------------------------------------------------
+
+
+def _connect(conninfo: str, role: str, worker_id: str, lease: float) -> _Connection:
+    """One of the cluster's own connections, named in ``pg_stat_activity``. TCP keepalives
+    and a TCP user timeout (Linux) turn a server or network gone silent into an error within
+    about a lease: a heartbeat never waits longer on one, and a listener is reopened."""
+    probe = max(1, math.ceil(lease / 3))
+    return psycopg.connect(
+        conninfo,
+        autocommit=True,
+        application_name=f"triograph {role} {worker_id}"[:63],
+        keepalives=1,
+        keepalives_idle=probe,
+        keepalives_interval=probe,
+        keepalives_count=3,
+        tcp_user_timeout=math.ceil(lease * 1000),
+    )
+
+
+def _listener(conninfo: str, worker_id: str, lease: float) -> _Connection:
+    conn = _connect(conninfo, "listener", worker_id, lease)
+    try:
+        conn.execute(f"LISTEN {CHANNEL}")
+    except psycopg.Error:
+        conn.close()
+        raise
+    return conn
+
+
+def _drain(conn: _Connection) -> list[str]:
+    """The payloads that arrived, without waiting; raises if the connection is gone."""
+    notices = [n.payload for n in conn.notifies(timeout=0)]
+    if conn.pgconn.status != ConnStatus.OK:
+        raise psycopg.OperationalError("the listener connection was closed")
+    return notices
+
+
+def _heartbeat(conn: _Connection, worker_id: str, leader: bool) -> bool:
+    """Write the heartbeat; returns whether this session holds the leadership now (a
+    heartbeat through the session that took it proves it still does)."""
+    conn.execute(_HEARTBEAT, (worker_id,))
+    if leader:
+        return True
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LEADER_LOCK).fetchone()
+    return bool(row and row[0])
+
+
+def _retire(control: _Connection | None, conninfo: str, worker_id: str, lease: float) -> None:
+    """Delete the worker's row and close the control connection (ending the leadership)."""
+    if control is not None and control.broken:
+        control.close()
+        control = None
+    try:
+        if control is None:
+            control = _connect(conninfo, "control", worker_id, lease)
+        control.execute("DELETE FROM workers WHERE worker_id = %s", (worker_id,))
+    except psycopg.Error as exc:
+        log.warning("worker %s: could not delete its row (%s)", worker_id, exc)
+    finally:
+        if control is not None:
+            control.close()
+
+
+def _try_lock(conn: _Connection, thread_id: str) -> bool:
+    row = conn.execute(
+        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (thread_id,)
+    ).fetchone()
+    conn.commit()  # ends the transaction a non-autocommit connection began; the lock stays
+    return bool(row and row[0])
+
+
+def _release(pool: ConnectionPool[Any], conn: _Connection, thread_id: str | None) -> None:
+    """Unlock ``thread_id`` (None: not locked) and return ``conn`` to the pool, closed if
+    the lock might still be held on it."""
+    try:
+        if thread_id is not None:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (thread_id,))
+            conn.commit()
+    except psycopg.Error as exc:
+        log.warning("thread lock %s not released (%s); closing its connection", thread_id, exc)
+        conn.close()
+    finally:
+        pool.putconn(conn)
