@@ -12,12 +12,13 @@ A's checkpoints (the official server projects them through B and loses them, §1
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
 from triograph.core import encoding
-from triograph.core.errors import BadRequest, InvalidRequest, NotFound
+from triograph.core.errors import BadRequest, Conflict, InvalidRequest, NotFound
 from triograph.core.execution import command_from
 from triograph.core.models import JSON, CheckpointRef, CommandBody, check_page, validate_uuid
 
@@ -306,7 +307,15 @@ class ThreadStates:
         thread's values, interrupts and status follow the *new* head (§13.7)."""
         _check_values(values, "$.values")
         thread = await self.core.threads.get(thread_id)
-        async with self.core.supervisor.holding(thread.thread_id):
+        link = self.core.cluster
+        async with (
+            # on a shared backend, no process admits a run of the thread during the write
+            link.thread_lock(thread.thread_id) if link is not None else nullcontext(),
+            self.core.supervisor.holding(thread.thread_id),
+        ):
+            if link is not None and (runs := await link.in_flight(thread.thread_id)):
+                ids = [run.run_id for run in runs]
+                raise Conflict(f"Thread {thread.thread_id} has in-flight runs: {ids}")
             graph, config = await self._writer(thread)
             base = _checkpoint_keys(checkpoint)
             if "checkpoint_id" in base:

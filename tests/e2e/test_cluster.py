@@ -275,3 +275,19 @@ async def test_stored_events_follow_the_run(pair: tuple[Server, Server]) -> None
     await a.sync(lambda c: c.threads.delete(tid))
     assert await cluster.events(rid, after=-1) == []
     await poll(lambda: run_status(b, tid, rid), lambda s: s is None)
+
+
+async def test_state_writes_wait_for_no_run_of_another_server(pair: tuple[Server, Server]) -> None:
+    a, b = pair
+    tid = await new_thread(a)
+    rid = await start_slow(a, tid, 30, marker="x")
+    await log_reaches(b, tid, ["x"])
+    async with b.http() as http:
+        r = await http.post(f"/threads/{tid}/state", json={"values": {"log": ["y"]}})
+        assert r.status_code == 409, r.text
+        assert rid in r.json()["detail"]
+        await http.post(f"/threads/{tid}/runs/{rid}/cancel?wait=1&action=rollback", timeout=30)
+        r = await http.post(f"/threads/{tid}/state", json={"values": {"log": ["y"]}})
+        assert r.status_code == 200, r.text
+    state = await a.sync(lambda c: c.threads.get_state(tid))
+    assert state["values"]["log"] == ["y"]
