@@ -13,7 +13,6 @@ import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
@@ -31,36 +30,16 @@ from tests.concurrency import (
     thread_settles,
     writers,
 )
-from tests.conftest import EXAMPLES, example_settings
+from tests.conftest import example_settings
+from tests.nodes import Node
+from tests.nodes import boot as boot_node
 from tests.sdk import Server, poll
-from triograph.core.app import app_core, create_app, serve_app
-from triograph.core.settings import GraphSpec
 
 pytestmark = pytest.mark.skipif(
     pg.ADMIN_DSN is None, reason="needs TRIOGRAPH_TEST_POSTGRES (a server to create databases on)"
 )
 
-GATED = GraphSpec(graph_id="gated", path=f"{EXAMPLES / 'graphs' / 'gated.py'}:graph")
 LEASE = 0.6
-
-
-@attrs.define
-class Node:
-    """One server of the cluster and the scope that holds all of it."""
-
-    server: Server
-    scope: trio.CancelScope
-
-    async def crash(self) -> None:
-        """Stop as ``kill -9`` would: no outcome is recorded after this instant."""
-
-        async def nothing_recorded(*args: Any) -> None:
-            pass
-
-        self.server.core.supervisor._finish = nothing_recorded  # type: ignore[method-assign]
-        self.scope.cancel()
-        with trio.fail_after(15):
-            await self.server.stopped.wait()
 
 
 @pytest.fixture
@@ -74,25 +53,7 @@ async def database() -> AsyncIterator[str]:
 
 async def boot(nursery: trio.Nursery, database: str, **overrides: Any) -> Node:
     settings = example_settings(storage=database, lease=LEASE, shutdown_grace=0.5, **overrides)
-    app = create_app(attrs.evolve(settings, graphs=(*settings.graphs, GATED)))
-    scope = trio.CancelScope()
-    stop, stopped = trio.Event(), trio.Event()
-
-    async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        try:
-            with scope:
-                await serve_app(
-                    app,
-                    host="127.0.0.1",
-                    port=0,
-                    shutdown_trigger=stop.wait,
-                    task_status=task_status,
-                )
-        finally:
-            stopped.set()
-
-    urls = await nursery.start(run)
-    return Node(Server(url=urls[0], core=app_core(app), stop=stop, stopped=stopped), scope)
+    return await boot_node(nursery, settings)
 
 
 @pytest.fixture

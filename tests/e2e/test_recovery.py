@@ -3,7 +3,7 @@ stopped are taken over by the next server on the same storage.
 
 The memory backend loses everything at exit, so each test keeps one ``MemoryStorage`` (its
 checkpointer included) and serves it from server after server, through the app's storage
-registry. A crash is simulated honestly for what storage sees: :func:`crash` makes the
+registry. A crash is simulated honestly for what storage sees: ``Node.crash`` makes the
 supervisor's final-outcome writes a no-op and then cancels the server's whole task tree,
 so every run task stops where it is and nothing is written after that instant (no final
 status, no thread status, no shutdown interrupt), exactly what a ``kill -9`` leaves on
@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
@@ -38,24 +37,15 @@ from tests.concurrency import (
     until,
     writers,
 )
-from tests.conftest import EXAMPLES, example_settings
+from tests.conftest import example_settings
+from tests.nodes import Node
+from tests.nodes import boot as boot_node
 from tests.sdk import Server, collect, get
-from triograph.core.app import app_core, create_app, serve_app
 from triograph.core.errors import ConfigError
 from triograph.core.models import Thread, new_id
 from triograph.core.runs import RUN_FIELDS
-from triograph.core.settings import GraphSpec, load_settings
+from triograph.core.settings import load_settings
 from triograph.storage.memory import MemoryStorage
-
-GATED = GraphSpec(graph_id="gated", path=f"{EXAMPLES / 'graphs' / 'gated.py'}:graph")
-
-
-@attrs.define
-class Node:
-    """One server of a test, and the scope that holds all of it (for :func:`crash`)."""
-
-    server: Server
-    scope: trio.CancelScope
 
 
 def _kept(storage: MemoryStorage) -> Callable[[str, Any], Any]:
@@ -72,39 +62,11 @@ async def boot(nursery: trio.Nursery, storage: MemoryStorage, **overrides: Any) 
     """A server (the examples and ``gated``) on ``storage``; recovery has run once it
     answers."""
     settings = example_settings(shutdown_grace=0.5, storage="memory", **overrides)
-    app = create_app(attrs.evolve(settings, graphs=(*settings.graphs, GATED)))
-    core = app_core(app)
-    core.storages.add("memory", _kept(storage), replace=True)
-    scope = trio.CancelScope()
-    stop, stopped = trio.Event(), trio.Event()
-
-    async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        try:
-            with scope:
-                await serve_app(
-                    app,
-                    host="127.0.0.1",
-                    port=0,
-                    shutdown_trigger=stop.wait,
-                    task_status=task_status,
-                )
-        finally:
-            stopped.set()
-
-    urls = await nursery.start(run)
-    return Node(Server(url=urls[0], core=core, stop=stop, stopped=stopped), scope)
-
-
-async def crash(node: Node) -> None:
-    """Stop ``node`` as ``kill -9`` would: nothing is recorded after this instant."""
-
-    async def nothing_recorded(*args: Any) -> None:
-        pass
-
-    node.server.core.supervisor._finish = nothing_recorded  # type: ignore[method-assign]
-    node.scope.cancel()
-    with trio.fail_after(15):
-        await node.server.stopped.wait()
+    return await boot_node(
+        nursery,
+        settings,
+        prepare=lambda core: core.storages.add("memory", _kept(storage), replace=True),
+    )
 
 
 async def start_gated(
@@ -153,7 +115,7 @@ async def test_runs_in_flight_at_a_crash_are_taken_over_by_the_next_server(
     await log_reaches(a, t4, ["step1", "step2", "jump", "step1"])
     for run in (unsaved, stateless):
         await run_reaches(a, run["thread_id"], run["run_id"], "running")
-    await crash(node)
+    await node.crash()
 
     in_flight = await storage.runs.search(statuses=["pending", "running"])
     left = {r.run_id: r.status for r in in_flight}
@@ -227,12 +189,12 @@ async def test_a_run_cut_off_max_attempts_times_fails_with_a_clear_error(
     tid = await new_thread(node.server)
     rid = (await start_gated(node.server, tid, gate))["run_id"]
     await log_reaches(node.server, tid, ["step1"])
-    await crash(node)
+    await node.crash()
 
     node = await boot(nursery, storage, max_attempts=2)  # attempt 2 waits in step2 again
     await run_reaches(node.server, tid, rid, "running")
     assert await stored_attempt(node.server, rid) == 2
-    await crash(node)
+    await node.crash()
 
     node = await boot(nursery, storage, max_attempts=2)
     server = node.server

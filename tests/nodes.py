@@ -1,0 +1,67 @@
+"""Servers a test can crash: a :class:`Node` is a real server (as ``start_server`` runs one)
+inside a cancel scope, so :meth:`Node.crash` can stop it as ``kill -9`` would, for the
+recovery and cluster tests. They run the ``gated`` example graph besides the examples'."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+from tests.conftest import EXAMPLES
+from tests.sdk import Server
+from triograph.core.app import app_core, create_app, serve_app
+from triograph.core.context import Core
+from triograph.core.settings import GraphSpec, Settings
+
+GATED = GraphSpec(graph_id="gated", path=f"{EXAMPLES / 'graphs' / 'gated.py'}:graph")
+
+
+@attrs.define
+class Node:
+    """One server of a test, and the scope that holds all of it."""
+
+    server: Server
+    scope: trio.CancelScope
+
+    async def crash(self) -> None:
+        """Stop as ``kill -9`` would: no outcome is recorded after this instant."""
+
+        async def nothing_recorded(*args: Any) -> None:
+            pass
+
+        self.server.core.supervisor._finish = nothing_recorded  # type: ignore[method-assign]
+        self.scope.cancel()
+        with trio.fail_after(15):
+            await self.server.stopped.wait()
+
+
+async def boot(
+    nursery: trio.Nursery, settings: Settings, *, prepare: Callable[[Core], None] | None = None
+) -> Node:
+    """Serve ``settings`` with ``gated`` added on 127.0.0.1:0 until stopped or crashed;
+    returns once it answers (start-up, and so recovery, done). ``prepare(core)`` runs
+    before the server starts."""
+    app = create_app(attrs.evolve(settings, graphs=(*settings.graphs, GATED)))
+    if prepare is not None:
+        prepare(app_core(app))
+    scope = trio.CancelScope()
+    stop, stopped = trio.Event(), trio.Event()
+
+    async def run(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            with scope:
+                await serve_app(
+                    app,
+                    host="127.0.0.1",
+                    port=0,
+                    shutdown_trigger=stop.wait,
+                    task_status=task_status,
+                )
+        finally:
+            stopped.set()
+
+    urls = await nursery.start(run)
+    return Node(Server(url=urls[0], core=app_core(app), stop=stop, stopped=stopped), scope)
