@@ -251,8 +251,9 @@ async def test_a_run_admitted_while_the_previous_one_finishes_keeps_the_thread_b
 
 async def test_enqueued_runs_execute_one_at_a_time_in_submission_order(server: Server) -> None:
     tid = await new_thread(server)
-    ids = [await start_slow(server, tid, FAST, f"r{i}") for i in range(5)]
+    ids = [await start_slow(server, tid, 0.5, "r0")]  # long enough to find the thread busy
     assert (await server.sync(lambda c: c.threads.get(tid)))["status"] == "busy"
+    ids += [await start_slow(server, tid, FAST, f"r{i}") for i in range(1, 5)]
     result = await server.aio(lambda c: c.runs.join(tid, ids[-1]))
     assert result["log"] == [item for i in range(5) for item in (f"r{i}", *DONE)]
     # one at a time: each run's checkpoints are contiguous, in submission order
