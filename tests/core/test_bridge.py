@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 
 import pytest
@@ -38,6 +39,25 @@ async def test_a_cancelled_call_waits_for_the_tasks_it_started() -> None:
 
         async def run() -> None:
             await asyncio.wait([asyncio.ensure_future(write())])
+
+        with trio.move_on_after(0.01):
+            await bridge.call(run)
+        assert events == ["last checkpoint written"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="eager tasks came with Python 3.12")
+async def test_a_cancelled_call_waits_for_the_eager_tasks_it_started() -> None:
+    """LangGraph starts its checkpoint writes as eager tasks, which no task factory sees."""
+    events: list[str] = []
+    async with GraphBridge().open() as bridge:
+
+        async def write() -> None:
+            await asyncio.sleep(0.05)
+            events.append("last checkpoint written")
+
+        async def run() -> None:
+            loop = asyncio.get_running_loop()
+            await asyncio.wait([asyncio.eager_task_factory(loop, write())])  # type: ignore[attr-defined,unused-ignore]
 
         with trio.move_on_after(0.01):
             await bridge.call(run)
