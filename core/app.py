@@ -17,6 +17,7 @@ import gc
 import logging
 import pathlib
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, cast
@@ -246,6 +247,16 @@ def _disabled(http: dict[str, Any]) -> set[str]:
     return out
 
 
+def _reuse_port_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    return listener
+
+
 def app_core(app: QuartTrio) -> Core:
     return app.config["TRIOGRAPH_CORE"]  # type: ignore[no-any-return]
 
@@ -277,19 +288,24 @@ async def serve_app(
     host: str = "127.0.0.1",
     port: int = 2024,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
-    fd: int | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """:func:`serve` for an app built with :func:`create_app` (tests keep a handle on it).
-    ``fd``: accept on this listening socket (inherited from ``serve --workers``) instead of
-    binding ``host:port``."""
+    ``reuse_port``: listen with ``SO_REUSEPORT``, beside the other workers of ``serve
+    --workers`` on the same port (the kernel spreads the connections over them)."""
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
     settings = app_core(app).settings
     config = Config()
+    listener = _reuse_port_listener(host, port) if reuse_port else None
     config.bind = [
-        f"fd://{fd}" if fd is not None else f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        f"fd://{listener.fileno()}"
+        if listener is not None
+        else f"[{host}]:{port}"
+        if ":" in host
+        else f"{host}:{port}"
     ]
     config.accesslog = None
     config.include_server_header = False

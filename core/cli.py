@@ -1,8 +1,9 @@
 """``triograph dev`` and ``triograph serve``.
 
-``serve --workers N`` binds the listening socket once, then starts N worker processes
-(``serve --fd``) that accept on it, each a whole server on the shared (Postgres) storage;
-the parent forwards SIGINT/SIGTERM to them and exits with the worst of their exit codes.
+``serve --workers N`` reserves the port, then starts N worker processes (``serve
+--reuse-port``), each a whole server on the shared (Postgres) storage listening on that port
+with ``SO_REUSEPORT``, so the kernel spreads the connections over them; the parent forwards
+SIGINT/SIGTERM to them and exits with the worst of their exit codes.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                 default=1,
                 help="worker processes sharing the port (needs postgresql:// storage)",
             )
-            cmd.add_argument("--fd", type=int, default=None, help=argparse.SUPPRESS)
+            cmd.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
             cmd.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -86,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TriographError as exc:
         print(f"triograph: {exc.message}", file=sys.stderr)
         return 2
-    fd, ready_fd = getattr(args, "fd", None), getattr(args, "ready_fd", None)
+    worker = getattr(args, "reuse_port", False)  # one of the processes of ``--workers``
+    ready_fd = getattr(args, "ready_fd", None)
     if workers > 1 and backend_name(settings.storage) in SINGLE_PROCESS:
         print(
             f"triograph: --workers {workers} needs a storage shared by processes "
@@ -94,14 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if workers > 1 and fd is None:
+    if workers > 1 and not worker:
         return _supervise_workers(list(argv if argv is not None else sys.argv[1:]), args)
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            start = functools.partial(serve_app, app, host=args.host, port=args.port, fd=fd)
+            start = functools.partial(
+                serve_app, app, host=args.host, port=args.port, reuse_port=worker
+            )
             for url in await nursery.start(start):
-                if fd is None:
+                if not worker:
                     print(f"triograph serving {url}  (storage: {settings.storage})", flush=True)
             if ready_fd is not None:  # a worker of ``--workers``: tell the parent
                 os.write(ready_fd, b".")
@@ -119,19 +123,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _supervise_workers(argv: list[str], args: argparse.Namespace) -> int:
-    """Bind ``--host``/``--port``, start ``--workers`` processes serving on that socket, and
-    wait for them. A signal is passed on to every worker; a worker that fails stops the
-    others. Returns the worst exit code."""
+    """Reserve ``--host``/``--port`` (a socket bound with ``SO_REUSEPORT`` that does not
+    listen: the kernel hands it no connection), start ``--workers`` processes listening
+    there, and wait for them. A signal is passed on to every worker; a worker that fails
+    stops the others. Returns the worst exit code."""
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    listener = socket.create_server((args.host, args.port), family=family, backlog=2048)
-    host, port = listener.getsockname()[:2]
-    fd = listener.fileno()
-    listener.set_inheritable(True)
+    reserved = socket.socket(family, socket.SOCK_STREAM)
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    reserved.bind((args.host, args.port))
+    host, port = reserved.getsockname()[:2]
     ready, told = os.pipe()
-    command = [sys.executable, "-m", "triograph.core.cli", *argv]
-    command += ["--fd", str(fd), "--ready-fd", str(told)]
-    workers = [subprocess.Popen(command, pass_fds=(fd, told)) for _ in range(args.workers)]
-    listener.close()  # the workers have it
+    command = [sys.executable, "-m", "triograph.core.cli", *argv, "--port", str(port)]
+    command += ["--reuse-port", "--ready-fd", str(told)]
+    workers = [subprocess.Popen(command, pass_fds=(told,)) for _ in range(args.workers)]
     os.close(told)
 
     def stop(signum: int, _frame: object = None) -> None:
@@ -143,6 +148,7 @@ def _supervise_workers(argv: list[str], args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     with os.fdopen(ready, "rb") as reports:  # a byte from each worker once it serves
         serving = len(reports.read(args.workers))
+    reserved.close()  # the workers hold the port now
     if serving < args.workers:  # one exited first (each has said why)
         stop(signal.SIGTERM)
         return max(abs(int(worker.wait())) for worker in workers) or 1
