@@ -12,7 +12,6 @@ A's checkpoints (the official server projects them through B and loses them, §1
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -308,11 +307,9 @@ class ThreadStates:
         _check_values(values, "$.values")
         thread = await self.core.threads.get(thread_id)
         link = self.core.cluster
-        async with (
-            # on a shared backend, no process admits a run of the thread during the write
-            link.thread_lock(thread.thread_id) if link is not None else nullcontext(),
-            self.core.supervisor.holding(thread.thread_id),
-        ):
+        async with self.core.supervisor.holding(thread.thread_id):
+            # on a shared backend, the runs of other processes count too (a run another
+            # process admits during the write is not held back by it, unlike one of ours)
             if link is not None and (runs := await link.in_flight(thread.thread_id)):
                 ids = [run.run_id for run in runs]
                 raise Conflict(f"Thread {thread.thread_id} has in-flight runs: {ids}")
