@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from triograph.core.models import CancelAction, Run
+from triograph.core.models import IN_FLIGHT_RUN_STATUSES, CancelAction, Run
 from triograph.core.streams import RunStream
-from triograph.core.supervisor import RunHandle
+from triograph.core.supervisor import FINISHED_RETENTION, RunHandle
 
 if TYPE_CHECKING:
     from triograph.core.context import Core
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("triograph.cluster")
 
-IN_FLIGHT = ("pending", "running")
 #: seconds between two looks at the database when no notification came
 POLL_INTERVAL = 1.0
 
@@ -200,7 +199,9 @@ class ClusterLink:
 
     async def in_flight(self, thread_id: str) -> list[Run]:
         """The thread's runs stored ``pending`` or ``running``, by any worker, oldest first."""
-        return await self.core.storage.runs.search(thread_id=thread_id, statuses=IN_FLIGHT)
+        return await self.core.storage.runs.search(
+            thread_id=thread_id, statuses=IN_FLIGHT_RUN_STATUSES
+        )
 
     async def wait_turn(self, run: Run) -> None:
         """Return once no run of another worker holds ``run``'s thread or comes before it."""
@@ -257,7 +258,7 @@ class ClusterLink:
                     remote.stream.publish(name, data)
                     last = seq
                 remote.loaded.set()
-                if stored is None or stored.status not in IN_FLIGHT:
+                if stored is None or stored.status not in IN_FLIGHT_RUN_STATUSES:
                     if stored is not None:
                         remote.run = stored
                     break
@@ -269,7 +270,9 @@ class ClusterLink:
             remote.stream.close()
             remote.loaded.set()
             remote.done.set()
-            retention = self.core.settings.resumable_ttl if remote.stream.resumable else 60.0
+            retention = (
+                self.core.settings.resumable_ttl if remote.stream.resumable else FINISHED_RETENTION
+            )
             with trio.move_on_after(retention):
                 await trio.sleep_forever()
             self._remote.pop(run_id, None)

@@ -34,6 +34,8 @@ CancelAction = Literal["interrupt", "rollback"]
 RUN_STATUSES: tuple[str, ...] = typing.get_args(RunStatus)
 THREAD_STATUSES: tuple[str, ...] = typing.get_args(ThreadStatus)
 TERMINAL_RUN_STATUSES = frozenset({"error", "success", "timeout", "interrupted"})
+#: the statuses of a run in flight (queued, or executing)
+IN_FLIGHT_RUN_STATUSES = ("pending", "running")
 
 
 def now() -> dt.datetime:

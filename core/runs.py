@@ -20,6 +20,7 @@ import trio
 from triograph.core import encoding
 from triograph.core.errors import BadRequest, InvalidRequest, NotFound
 from triograph.core.models import (
+    IN_FLIGHT_RUN_STATUSES,
     RUN_STATUSES,
     CancelAction,
     Run,
@@ -116,10 +117,6 @@ class _Plan:
     thread_metadata: dict[str, Any]
     assistant: Assistant
     admission: Admission | None
-
-
-#: the statuses of a run in flight
-IN_FLIGHT = ("pending", "running")
 
 
 class RunService:
@@ -255,7 +252,11 @@ class RunService:
         """The run's handle here: its own if this process executes (or recently executed)
         it; for one stored in flight by another process, a :class:`RemoteRun`."""
         handle = self.core.supervisor.get(run.run_id)
-        if handle is None and self.core.cluster is not None and run.status in IN_FLIGHT:
+        if (
+            handle is None
+            and self.core.cluster is not None
+            and run.status in IN_FLIGHT_RUN_STATUSES
+        ):
             return await self.core.cluster.follow(run)
         return handle
 
@@ -381,7 +382,7 @@ class RunService:
         if core.cluster is not None:  # other processes may be alive: only orphans are ours
             await self.settle({run.thread_id for run in await core.cluster.adopt()})
             return
-        runs = await core.storage.runs.search(statuses=["pending", "running"])
+        runs = await core.storage.runs.search(statuses=IN_FLIGHT_RUN_STATUSES)
         for run in runs:
             if run.status == "running":
                 run.status = "pending"
@@ -481,7 +482,7 @@ class RunService:
         if (status is None) == (thread_id is None and run_ids is None):
             raise InvalidRequest("give exactly one of: status, or thread_id with run_ids")
         if status is not None:
-            statuses = ["pending", "running"] if status == "all" else [status]
+            statuses = IN_FLIGHT_RUN_STATUSES if status == "all" else (status,)
             runs = await self.core.storage.runs.search(statuses=statuses)
         else:
             if thread_id is None or not run_ids:
