@@ -30,8 +30,8 @@ import attrs
 import httpx
 import trio
 
-from triograph.core.app import create_app, serve_app
-from triograph.core.settings import load_settings
+from triograph.core.http.app import create_app, serve_app
+from triograph.core.infra.settings import load_settings
 
 CONFIG = pathlib.Path(__file__).resolve().parent.parent / "examples" / "langgraph.json"
 #: seconds per node of the runs that get cancelled: they never end on their own

@@ -247,7 +247,7 @@ def _pin_child() -> None:  # runs in the child between fork and exec: every thre
 
 def serve_command(port: int, storage: str, workers: int = 1) -> list[str]:
     """The ``triograph serve`` command line of the server under test."""
-    cmd = [sys.executable, "-m", "triograph.core.cli", "serve", "--config", str(CONFIG)]
+    cmd = [sys.executable, "-m", "triograph.core.http.cli", "serve", "--config", str(CONFIG)]
     cmd += ["--host", HOST, "--port", str(port), "--storage", storage]
     return [*cmd, "--workers", str(workers)] if workers > 1 else cmd
 

@@ -4,9 +4,10 @@ The public API: the hook markers, the app factory and server entry point, settin
 protocols plugins implement, and the error classes.
 """
 
-from triograph.core.app import create_app, serve
-from triograph.core.emitters import RunInfo, StreamEmitter, StreamModeRegistry
-from triograph.core.errors import (
+from triograph.core.engine.emitters import RunInfo, StreamEmitter, StreamModeRegistry
+from triograph.core.engine.multitask import Admission, MultitaskRegistry, MultitaskStrategy
+from triograph.core.http.app import create_app, serve
+from triograph.core.infra.errors import (
     BadRequest,
     ConfigError,
     Conflict,
@@ -16,10 +17,9 @@ from triograph.core.errors import (
     PluginError,
     TriographError,
 )
-from triograph.core.hookspecs import hookimpl, hookspec
-from triograph.core.multitask import Admission, MultitaskRegistry, MultitaskStrategy
-from triograph.core.settings import Settings, load_settings
-from triograph.core.storage import Storage, StorageRegistry
+from triograph.core.infra.hookspecs import hookimpl, hookspec
+from triograph.core.infra.settings import Settings, load_settings
+from triograph.core.infra.storage import Storage, StorageRegistry
 
 __all__ = [
     "Admission",

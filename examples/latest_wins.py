@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from triograph.core import hookimpl
-from triograph.core.models import Run
-from triograph.core.multitask import Admission, MultitaskRegistry
+from triograph.core.engine.multitask import Admission, MultitaskRegistry
+from triograph.core.infra.models import Run
 
 
 class LatestWinsStrategy:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from triograph.core.errors import Conflict
-from triograph.core.hookspecs import hookimpl
-from triograph.core.models import Run
-from triograph.core.multitask import Admission, MultitaskRegistry
+from triograph.core.engine.multitask import Admission, MultitaskRegistry
+from triograph.core.infra.errors import Conflict
+from triograph.core.infra.hookspecs import hookimpl
+from triograph.core.infra.models import Run
 
 
 class EnqueueStrategy:

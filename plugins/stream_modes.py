@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from triograph.core.emitters import (
+from triograph.core.engine.emitters import (
     EmitterFactory,
     Namespace,
     RunInfo,
@@ -21,8 +21,8 @@ from triograph.core.emitters import (
     StreamModeRegistry,
     event_name,
 )
-from triograph.core.hookspecs import hookimpl
-from triograph.core.state import checkpoint_ref
+from triograph.core.engine.snapshots import checkpoint_ref
+from triograph.core.infra.hookspecs import hookimpl
 
 
 class _Forward:

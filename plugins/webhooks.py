@@ -37,17 +37,17 @@ import attrs
 import httpx
 import trio
 
-from triograph.core import encoding
-from triograph.core.errors import InvalidRequest
-from triograph.core.hookspecs import hookimpl
-from triograph.core.models import now, to_wire
-from triograph.core.webhooks import WebhookPolicy
+from triograph.core.infra import encoding
+from triograph.core.infra.errors import InvalidRequest
+from triograph.core.infra.hookspecs import hookimpl
+from triograph.core.infra.models import now, to_wire
+from triograph.core.infra.webhooks import WebhookPolicy
 
 if TYPE_CHECKING:
-    from triograph.core.models import Run
-    from triograph.core.plugin_manager import PluginServices
-    from triograph.core.settings import Settings
-    from triograph.core.storage import Storage
+    from triograph.core.infra.models import Run
+    from triograph.core.infra.plugin_manager import PluginServices
+    from triograph.core.infra.settings import Settings
+    from triograph.core.infra.storage import Storage
 
 log = logging.getLogger("triograph.webhooks")
 

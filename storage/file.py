@@ -65,14 +65,22 @@ from langgraph.store.base import (
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 from langgraph.store.sqlite.base import NS_MATCH_FUNCTION, _namespace_match, _namespace_to_text
 
-from triograph.core import encoding
-from triograph.core.errors import ConfigError
-from triograph.core.graph_bridge import detached, shielded
-from triograph.core.hookspecs import hookimpl
-from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread, converter, now
-from triograph.core.settings import Settings
-from triograph.core.storage import Cluster, StorageRegistry
-from triograph.core.store import SweepSchedule, store_index, store_ttl
+from triograph.core.infra import encoding
+from triograph.core.infra.errors import ConfigError
+from triograph.core.infra.graph_bridge import detached, shielded
+from triograph.core.infra.hookspecs import hookimpl
+from triograph.core.infra.models import (
+    Assistant,
+    AssistantVersion,
+    Cron,
+    Run,
+    Thread,
+    converter,
+    now,
+)
+from triograph.core.infra.settings import Settings
+from triograph.core.infra.storage import Cluster, StorageRegistry
+from triograph.core.infra.store_config import SweepSchedule, store_index, store_ttl
 from triograph.storage.memory import contains
 
 R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)

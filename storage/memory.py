@@ -29,11 +29,11 @@ from langgraph.store.base import (
 )
 from langgraph.store.memory import InMemoryStore, _compare_values
 
-from triograph.core.hookspecs import hookimpl
-from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread, now
-from triograph.core.settings import Settings
-from triograph.core.storage import Cluster, StorageRegistry
-from triograph.core.store import SweepSchedule, store_index, store_ttl
+from triograph.core.infra.hookspecs import hookimpl
+from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, Thread, now
+from triograph.core.infra.settings import Settings
+from triograph.core.infra.storage import Cluster, StorageRegistry
+from triograph.core.infra.store_config import SweepSchedule, store_index, store_ttl
 
 R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
 

@@ -1,5 +1,5 @@
 """How triograph processes sharing one Postgres database coordinate: :class:`PostgresCluster`,
-the Postgres backend's :class:`~triograph.core.storage.Cluster`.
+the Postgres backend's :class:`~triograph.core.infra.storage.Cluster`.
 
 While :meth:`PostgresCluster.running` is open, a worker keeps two connections of its own,
 outside the backend's pool, so a pool busy with long requests can neither delay a heartbeat
@@ -41,8 +41,8 @@ if TYPE_CHECKING:
 
     from psycopg_pool import ConnectionPool
 
-    from triograph.core.models import Run
-    from triograph.core.storage import StoredEvent
+    from triograph.core.infra.models import Run
+    from triograph.core.infra.storage import StoredEvent
 
 T = TypeVar("T")
 _Connection = psycopg.Connection[Any]
@@ -98,14 +98,14 @@ class Database(Protocol):
 
 
 class PostgresCluster:
-    """See the module docstring and :class:`~triograph.core.storage.Cluster`.
+    """See the module docstring and :class:`~triograph.core.infra.storage.Cluster`.
 
     Args:
         db: the backend's database; its pool and limiter serve the thread locks and the
             queries, :attr:`Database.conninfo` the cluster's own two connections.
         worker_id: this process's id in the ``workers`` table and in notifications.
         lease: seconds a heartbeat counts for; heartbeats go every ``lease / 3`` seconds.
-        claim: the backend's :meth:`~triograph.core.storage.Cluster.claim` (``limit`` ->
+        claim: the backend's :meth:`~triograph.core.infra.storage.Cluster.claim` (``limit`` ->
             the runs claimed).
 
     Resource handling: the connections and tasks exist only inside :meth:`running`, which

@@ -68,14 +68,22 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
-from triograph.core import encoding
-from triograph.core.errors import ConfigError
-from triograph.core.graph_bridge import detached
-from triograph.core.hookspecs import hookimpl
-from triograph.core.models import Assistant, AssistantVersion, Cron, Run, Thread, converter, now
-from triograph.core.settings import Settings
-from triograph.core.storage import Cluster, StorageRegistry
-from triograph.core.store import SweepSchedule, store_index, store_ttl
+from triograph.core.infra import encoding
+from triograph.core.infra.errors import ConfigError
+from triograph.core.infra.graph_bridge import detached
+from triograph.core.infra.hookspecs import hookimpl
+from triograph.core.infra.models import (
+    Assistant,
+    AssistantVersion,
+    Cron,
+    Run,
+    Thread,
+    converter,
+    now,
+)
+from triograph.core.infra.settings import Settings
+from triograph.core.infra.storage import Cluster, StorageRegistry
+from triograph.core.infra.store_config import SweepSchedule, store_index, store_ttl
 from triograph.storage.file import _untimed, _version_of
 from triograph.storage.pg_cluster import PostgresCluster
 

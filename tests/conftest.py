@@ -25,11 +25,11 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tests import pg
 from tests.sdk import Server
-from triograph.core.app import app_core, create_app, serve_app
-from triograph.core.context import Core
-from triograph.core.plugin_manager import fill_registry, make_plugin_manager
-from triograph.core.settings import Settings, load_settings
-from triograph.core.storage import StorageRegistry
+from triograph.core.http.app import app_core, create_app, serve_app
+from triograph.core.infra.context import Core
+from triograph.core.infra.plugin_manager import fill_registry, make_plugin_manager
+from triograph.core.infra.settings import Settings, load_settings
+from triograph.core.infra.storage import StorageRegistry
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -12,9 +12,9 @@ import trio
 
 from tests.conftest import EXAMPLES
 from tests.sdk import Server
-from triograph.core.app import app_core, create_app, serve_app
-from triograph.core.context import Core
-from triograph.core.settings import GraphSpec, Settings
+from triograph.core.http.app import app_core, create_app, serve_app
+from triograph.core.infra.context import Core
+from triograph.core.infra.settings import GraphSpec, Settings
 
 GATED = GraphSpec(graph_id="gated", path=f"{EXAMPLES / 'graphs' / 'gated.py'}:graph")
 

@@ -21,8 +21,8 @@ from langgraph_sdk import get_client, get_sync_client
 if TYPE_CHECKING:
     from langgraph_sdk.client import LangGraphClient, SyncLangGraphClient
 
-    from triograph.core.context import Core
-    from triograph.core.storage import Storage
+    from triograph.core.infra.context import Core
+    from triograph.core.infra.storage import Storage
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
-from triograph.core.graph_bridge import GraphBridge
+from triograph.core.infra.graph_bridge import GraphBridge
 
 
 async def test_call_returns_and_raises() -> None:

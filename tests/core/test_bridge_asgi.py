@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from triograph.core.graph_bridge import GraphBridge
+from triograph.core.infra.graph_bridge import GraphBridge
 
 
 class Client:

@@ -8,10 +8,15 @@ import logging
 import pluggy
 import pytest
 
-from triograph.core import hookspecs
-from triograph.core.emitters import StreamModeRegistry
-from triograph.core.errors import PluginError
-from triograph.core.plugin_manager import DEFAULT_PLUGINS, Hooks, fill_registry, make_plugin_manager
+from triograph.core.engine.emitters import StreamModeRegistry
+from triograph.core.infra import hookspecs
+from triograph.core.infra.errors import PluginError
+from triograph.core.infra.plugin_manager import (
+    DEFAULT_PLUGINS,
+    Hooks,
+    fill_registry,
+    make_plugin_manager,
+)
 
 HOOKS = [
     (name, fn)

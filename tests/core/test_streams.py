@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from triograph.core.streams import RunStream, parse_event_id
+from triograph.core.engine.streams import RunStream, parse_event_id
 
 
 def _publish(stream: RunStream, n: int, name: str = "values") -> None:

@@ -8,15 +8,15 @@ import pytest
 import trio
 import trio.testing
 
-from triograph.core import thread_streams
-from triograph.core.errors import InvalidRequest
-from triograph.core.settings import Settings
-from triograph.core.streams import Event
-from triograph.core.thread_streams import (
+from triograph.core.engine import thread_streams
+from triograph.core.engine.streams import Event
+from triograph.core.engine.thread_streams import (
     ThreadStreams,
     mode_filter,
     parse_last_event_id,
 )
+from triograph.core.infra.errors import InvalidRequest
+from triograph.core.infra.settings import Settings
 
 EVERYTHING = mode_filter(["run_modes", "state_update"])
 

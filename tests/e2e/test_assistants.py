@@ -15,9 +15,9 @@ from langgraph_sdk.errors import BadRequestError, ConflictError, NotFoundError
 
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server, poll
-from triograph.core.graphs import system_assistant_id
-from triograph.core.models import Assistant
-from triograph.core.settings import GraphSpec
+from triograph.core.infra.graphs import system_assistant_id
+from triograph.core.infra.models import Assistant
+from triograph.core.infra.settings import GraphSpec
 
 T = TypeVar("T")
 

@@ -33,8 +33,8 @@ from tests.concurrency import (
 )
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server, stored
-from triograph.core.hookspecs import hookimpl
-from triograph.core.models import Run
+from triograph.core.infra.hookspecs import hookimpl
+from triograph.core.infra.models import Run
 
 DONE = ["step1", "step2"]
 DISCONNECTED = "client disconnected from the run stream (on_disconnect=cancel)"

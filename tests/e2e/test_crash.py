@@ -31,8 +31,8 @@ from tests import pg
 from tests.concurrency import sse
 from tests.conftest import EXAMPLES, ROOT
 from tests.sdk import poll
-from triograph.core.plugin_manager import fill_registry, make_plugin_manager
-from triograph.core.storage import StorageRegistry
+from triograph.core.infra.plugin_manager import fill_registry, make_plugin_manager
+from triograph.core.infra.storage import StorageRegistry
 
 SERVING = re.compile(rb"triograph serving (\S+)")
 STEPS = ["step1", "step2"]
@@ -94,7 +94,7 @@ async def launch(
     graph = EXAMPLES / "graphs" / "gated.py"
     own = {"max_attempts": 2, "lease": 1}
     config.write_text(json.dumps({"graphs": {"gated": f"{graph}:graph"}, "triograph": own}))
-    command = [sys.executable, "-m", "triograph.core.cli", "serve", "--config", str(config)]
+    command = [sys.executable, "-m", "triograph.core.http.cli", "serve", "--config", str(config)]
     command += ["--storage", storage_spec, "--port", "0"]
     children: list[Child] = []
 

@@ -16,9 +16,9 @@ from croniter import croniter
 
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server, get, poll
-from triograph.core.graphs import system_assistant_id
-from triograph.core.hookspecs import hookimpl
-from triograph.core.models import Run, now
+from triograph.core.infra.graphs import system_assistant_id
+from triograph.core.infra.hookspecs import hookimpl
+from triograph.core.infra.models import Run, now
 
 T = TypeVar("T")
 

@@ -15,10 +15,10 @@ from werkzeug.routing import Map
 
 from tests.conftest import EXAMPLES, example_settings, start_server
 from tests.sdk import Server
-from triograph.core.app import CustomApp, create_app
-from triograph.core.errors import ConfigError
-from triograph.core.graph_bridge import GraphBridge
-from triograph.core.settings import Settings, load_settings
+from triograph.core.http.app import CustomApp, create_app
+from triograph.core.infra.errors import ConfigError
+from triograph.core.infra.graph_bridge import GraphBridge
+from triograph.core.infra.settings import Settings, load_settings
 
 CONFIG = EXAMPLES / "custom_app" / "langgraph.json"
 THIS = "tests.e2e.test_custom_app"

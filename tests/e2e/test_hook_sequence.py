@@ -1,4 +1,4 @@
-"""Lifecycle hooks fire at the moments ``core/hookspecs.py`` documents, with the documented
+"""Lifecycle hooks fire at the moments ``core/infra/hookspecs.py`` documents, with the documented
 arguments: a recording plugin (async implementations mixed with plain ones) is registered
 before the server starts, and the sequence it sees is asserted for a successful, failed,
 interrupted, rolled back, enqueued, never started and stateless run, and for start-up and
@@ -24,11 +24,11 @@ from tests.concurrency import (
 )
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server
-from triograph.core.context import Core
-from triograph.core.hookspecs import hookimpl
-from triograph.core.models import Run, Thread
-from triograph.core.plugin_manager import PluginServices
-from triograph.core.settings import Settings
+from triograph.core.infra.context import Core
+from triograph.core.infra.hookspecs import hookimpl
+from triograph.core.infra.models import Run, Thread
+from triograph.core.infra.plugin_manager import PluginServices
+from triograph.core.infra.settings import Settings
 
 BOOM = {"error": "ValueError", "message": "boom from node"}
 

@@ -50,7 +50,7 @@ async def test_shutdown_interrupts_and_records_runs_in_flight(server: Server) ->
 
 def _start_cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "triograph.core.cli", *args],
+        [sys.executable, "-m", "triograph.core.http.cli", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

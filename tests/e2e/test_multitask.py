@@ -30,7 +30,7 @@ from tests.concurrency import (
 )
 from tests.conftest import EXAMPLES, example_settings, start_server
 from tests.sdk import Server, collect
-from triograph.core.models import Run
+from triograph.core.infra.models import Run
 
 REJECTED = (
     "Thread is already running a task. Wait for it to finish or choose a different "

@@ -11,8 +11,8 @@ from quart_trio import QuartTrio
 
 from tests.conftest import example_settings
 from tests.sdk import Server
-from triograph.core import openapi
-from triograph.core.app import create_app
+from triograph.core.http import openapi
+from triograph.core.http.app import create_app
 
 AUTOMATIC = {"HEAD", "OPTIONS"}
 

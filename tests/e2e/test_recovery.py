@@ -41,10 +41,10 @@ from tests.conftest import example_settings
 from tests.nodes import Node
 from tests.nodes import boot as boot_node
 from tests.sdk import Server, collect, get
-from triograph.core.errors import ConfigError
-from triograph.core.models import Thread, new_id
-from triograph.core.runs import RUN_FIELDS
-from triograph.core.settings import load_settings
+from triograph.core.infra.errors import ConfigError
+from triograph.core.infra.models import Thread, new_id
+from triograph.core.infra.settings import load_settings
+from triograph.core.resources.runs import RUN_FIELDS
 from triograph.storage.memory import MemoryStorage
 
 

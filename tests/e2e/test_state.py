@@ -17,8 +17,8 @@ from langgraph_sdk.errors import BadRequestError, ConflictError, NotFoundError
 
 from tests.conftest import start_server
 from tests.sdk import Server, collect
-from triograph.core.models import Assistant
-from triograph.core.settings import GraphSpec, Settings
+from triograph.core.infra.models import Assistant
+from triograph.core.infra.settings import GraphSpec, Settings
 
 JOKE = {"topic": "dogs and cats", "joke": "This is a joke about dogs and cats"}
 EMPTY_STATE = {

@@ -14,9 +14,9 @@ from langgraph_sdk.errors import BadRequestError, UnprocessableEntityError
 from tests import pg
 from tests.conftest import EXAMPLES, TEST_STORAGE, example_settings, start_server
 from tests.sdk import Server, poll
-from triograph.core.errors import ConfigError
-from triograph.core.models import now
-from triograph.core.store import store_index, store_ttl
+from triograph.core.infra.errors import ConfigError
+from triograph.core.infra.models import now
+from triograph.core.infra.store_config import store_index, store_ttl
 from triograph.storage.memory import MemoryStore
 
 T = TypeVar("T")

@@ -24,8 +24,8 @@ import trio
 
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server, get, poll
-from triograph.core.app import create_app
-from triograph.core.errors import ConfigError
+from triograph.core.http.app import create_app
+from triograph.core.infra.errors import ConfigError
 
 serving = asynccontextmanager(start_server)
 

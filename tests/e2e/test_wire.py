@@ -17,7 +17,7 @@ import trio
 
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server
-from triograph.core.settings import GraphSpec
+from triograph.core.infra.settings import GraphSpec
 
 SSE = "text/event-stream; charset=utf-8"
 HEARTBEAT = b": heartbeat\r\n\r\n"

@@ -21,8 +21,8 @@ import trio
 
 from tests.conftest import EXAMPLES, example_settings, start_server
 from tests.sdk import Server, collect
-from triograph.core.emitters import StreamModeRegistry
-from triograph.core.plugin_manager import fill_registry, make_plugin_manager
+from triograph.core.engine.emitters import StreamModeRegistry
+from triograph.core.infra.plugin_manager import fill_registry, make_plugin_manager
 from triograph.plugins.stream_modes import BUILTIN
 
 # the SDK types ``stream_mode`` as a Literal of the built-in modes; a plugin's mode is just

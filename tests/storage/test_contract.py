@@ -1,4 +1,4 @@
-"""The storage contract (``core/storage.py``), run against every registered backend.
+"""The storage contract (``core/infra/storage.py``), run against every registered backend.
 
 The backends are the ones the default plugins and the installed third-party plugins
 register, found as the app finds them. Each test opens its backend fresh with the backend's
@@ -29,11 +29,11 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import StateGraph
 
 from tests import pg
-from triograph.core.graph_bridge import GraphBridge
-from triograph.core.models import Assistant, Cron, Run, Thread
-from triograph.core.plugin_manager import fill_registry, make_plugin_manager
-from triograph.core.settings import Settings
-from triograph.core.storage import Storage, StorageRegistry
+from triograph.core.infra.graph_bridge import GraphBridge
+from triograph.core.infra.models import Assistant, Cron, Run, Thread
+from triograph.core.infra.plugin_manager import fill_registry, make_plugin_manager
+from triograph.core.infra.settings import Settings
+from triograph.core.infra.storage import Storage, StorageRegistry
 
 
 def registered_backends() -> StorageRegistry:

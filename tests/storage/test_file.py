@@ -26,16 +26,16 @@ from langgraph.graph import END, START, StateGraph
 
 from tests.conftest import EXAMPLES
 from tests.sdk import poll
-from triograph.core.errors import ConfigError
-from triograph.core.graph_bridge import CLEANUP_TIMEOUT, GraphBridge
-from triograph.core.settings import Settings
+from triograph.core.infra.errors import ConfigError
+from triograph.core.infra.graph_bridge import CLEANUP_TIMEOUT, GraphBridge
+from triograph.core.infra.settings import Settings
 from triograph.storage.file import MIGRATIONS, open_file_storage
 
 
 def cli(*args: str, cwd: pathlib.Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k != "TRIOGRAPH_STORAGE"}
     return subprocess.Popen(
-        [sys.executable, "-m", "triograph.core.cli", *args],
+        [sys.executable, "-m", "triograph.core.http.cli", *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -18,7 +18,7 @@ import trio
 from tests.concurrency import until
 from tests.pg import ADMIN_DSN, drop_database, fresh_database
 from tests.sdk import poll
-from triograph.core.models import Run
+from triograph.core.infra.models import Run
 from triograph.storage.pg_cluster import LEADER_LOCK, PostgresCluster
 from triograph.storage.postgres import POOL_SIZE, PgDatabase, _conninfo, _open_pool, _set_up
 

@@ -23,10 +23,10 @@ from tests import pg
 from tests.conftest import EXAMPLES
 from tests.storage.test_contract import two_steps
 from tests.storage.test_file import cli
-from triograph.core.errors import ConfigError
-from triograph.core.graph_bridge import GraphBridge
-from triograph.core.models import Run, Thread, now
-from triograph.core.settings import Settings, load_settings
+from triograph.core.infra.errors import ConfigError
+from triograph.core.infra.graph_bridge import GraphBridge
+from triograph.core.infra.models import Run, Thread, now
+from triograph.core.infra.settings import Settings, load_settings
 from triograph.storage.memory import MemoryStore, contains
 from triograph.storage.postgres import (
     MIGRATIONS,

@@ -1,6 +1,6 @@
 """triograph-hello: an example third-party triograph plugin.
 
-Two things, each through a hook of ``triograph.core.hookspecs``:
+Two things, each through a hook of ``triograph.core.infra.hookspecs``:
 
 * a run-audit log: ``triograph_run_created``, ``triograph_run_started`` and
   ``triograph_run_finished`` append one JSON line each to the file named by the environment
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
 
-from triograph.core.emitters import Namespace, RunInfo, SSEEvent, event_name
-from triograph.core.hookspecs import hookimpl
+from triograph.core.engine.emitters import Namespace, RunInfo, SSEEvent, event_name
+from triograph.core.infra.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    from triograph.core.emitters import StreamModeRegistry
-    from triograph.core.models import Run
+    from triograph.core.engine.emitters import StreamModeRegistry
+    from triograph.core.infra.models import Run
 
 __all__ = ["AUDIT_ENV", "NodeNamesEmitter"]
 

@@ -1,0 +1,189 @@
+"""Executing one run: graph input and config from the run record, chunks to SSE events.
+
+Everything here runs in the run's Trio task; the graph itself runs on the graph loop via
+the bridge. A run executes purely from its stored record (``run.kwargs``), so a run read
+back from storage can be executed again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from triograph.core.engine.emitters import RunInfo, StreamEmitter
+from triograph.core.infra import encoding
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from triograph.core.engine.emitters import StreamModeRegistry
+    from triograph.core.infra.graphs import Graph
+    from triograph.core.infra.models import Run
+
+
+@attrs.define
+class RunOutput:
+    """What ``/wait``, ``/join`` and ``cancel?wait`` answer, gathered from published events."""
+
+    last_values: bytes | None = None
+    interrupt_chunks: list[Any] = attrs.Factory(list)
+    error: dict[str, str] | None = None
+
+    def observe(self, name: str, payload: Any, encoded: bytes) -> None:
+        if name == "values":
+            self.last_values = encoded
+        is_state = name in ("values", "updates") and isinstance(payload, dict)
+        if is_state and payload.get("__interrupt__"):
+            self.interrupt_chunks.append(payload)
+
+    def body(self, fallback: Any) -> bytes:
+        """Contract §5.5: error, else interrupts, else last values, else ``fallback``."""
+        if self.error is not None:
+            return encoding.dumps({"__error__": self.error})
+        if self.interrupt_chunks:
+            ids = [
+                {_interrupt_id(i) for i in chunk["__interrupt__"]}
+                for chunk in self.interrupt_chunks
+            ]
+            if all(s == ids[-1] for s in ids):
+                return encoding.dumps(self.interrupt_chunks[-1])
+            seen: dict[Any, Any] = {}
+            for chunk in self.interrupt_chunks:
+                for item in chunk["__interrupt__"]:
+                    seen.setdefault(_interrupt_id(item), item)
+            return encoding.dumps({"__interrupt__": list(seen.values())})
+        if self.last_values is not None:
+            return self.last_values
+        return encoding.dumps(fallback)
+
+
+def _interrupt_id(item: Any) -> Any:
+    return getattr(item, "id", None) or (item.get("id") if isinstance(item, dict) else repr(item))
+
+
+class Dispatcher:
+    """Routes LangGraph chunks to the emitters of the requested wire modes, in order."""
+
+    def __init__(self, registry: StreamModeRegistry, modes: list[str], info: RunInfo) -> None:
+        self.emitters: list[StreamEmitter] = [registry.get(m)(info) for m in modes]
+        self.by_mode: dict[str, list[StreamEmitter]] = defaultdict(list)
+        for emitter in self.emitters:
+            for lg_mode in emitter.langgraph_modes:
+                self.by_mode[lg_mode].append(emitter)
+        self.langgraph_modes = [m for m in self.by_mode if m != "events"]
+        self.wants_events = "events" in self.by_mode
+
+    def dispatch(self, ns: tuple[str, ...], mode: str, data: Any) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        for emitter in self.by_mode.get(mode, ()):
+            out.extend(emitter.emit(ns, mode, data))
+        return out
+
+
+def graph_input(run: Run) -> Any:
+    """The run's ``input``, or a LangGraph ``Command`` built from its ``command``."""
+    command = run.kwargs.get("command")
+    return command_from(command) if command else run.kwargs.get("input")
+
+
+def command_from(command: dict[str, Any]) -> Any:
+    """A LangGraph ``Command`` from a request's ``command`` object (``goto`` items are node
+    names or ``{"node", "input"}`` sends)."""
+    from langgraph.types import Command, Send
+
+    goto = command.get("goto")
+    if goto is not None:
+        goto = [
+            Send(g["node"], g.get("input")) if isinstance(g, dict) else g
+            for g in (goto if isinstance(goto, list) else [goto])
+        ]
+    return Command(
+        update=command.get("update"),
+        resume=command.get("resume"),
+        goto=goto if goto is not None else (),
+    )
+
+
+def graph_config(run: Run) -> dict[str, Any]:
+    config: dict[str, Any] = dict(run.kwargs.get("config") or {})
+    config["configurable"] = dict(config.get("configurable") or {})
+    config["metadata"] = {
+        **(config.get("metadata") or {}),
+        **run.metadata,
+        "run_id": run.run_id,
+        "run_attempt": run.attempt,
+    }
+    config["run_id"] = uuid.UUID(run.run_id)
+    # the root of astream_events is named after the graph id, as on the official server
+    config.setdefault("run_name", config["configurable"].get("graph_id"))
+    return config
+
+
+def graph_context(graph: Graph, context: dict[str, Any] | None) -> Any:
+    """The run context, with keys the graph's context schema does not declare dropped; an
+    absent context still builds the schema, so its defaults apply."""
+    schema = getattr(graph.builder, "context_schema", None) if hasattr(graph, "builder") else None
+    if schema is None:
+        return context or None
+    context = context or {}
+    fields: set[str] | None = None
+    if attrs.has(schema):
+        fields = {f.name for f in attrs.fields(schema)}
+    elif hasattr(schema, "__dataclass_fields__"):
+        fields = set(schema.__dataclass_fields__)
+    elif hasattr(schema, "model_fields"):
+        fields = set(schema.model_fields)
+    elif hasattr(schema, "__annotations__"):
+        fields = set(schema.__annotations__)
+    if fields is None:
+        return context
+    kept = {k: v for k, v in context.items() if k in fields}
+    if isinstance(schema, type) and not (
+        hasattr(schema, "__annotations__") and issubclass(schema, dict)
+    ):
+        try:
+            return schema(**kept)
+        except Exception:  # a schema we cannot build from the dict: hand over the dict
+            return kept
+    return kept
+
+
+def chunk_source(
+    graph: Graph, run: Run, dispatcher: Dispatcher
+) -> Callable[[], AsyncIterator[tuple[tuple[str, ...], str, Any]]]:
+    """A factory (called on the graph loop) of ``(ns, mode, data)`` chunks for this run."""
+    kwargs = run.kwargs
+    config: Any = graph_config(run)
+    pregel: Any = graph  # LangGraph's overloads do not cover a dynamic stream_mode list
+    subgraphs = bool(kwargs.get("subgraphs"))
+    stream_kwargs: dict[str, Any] = {
+        "stream_mode": dispatcher.langgraph_modes or ["values"],
+        "subgraphs": subgraphs,
+        "interrupt_before": kwargs.get("interrupt_before"),
+        "interrupt_after": kwargs.get("interrupt_after"),
+        "context": graph_context(graph, kwargs.get("context")),
+    }
+    if graph.checkpointer is not None:  # LangGraph warns about durability without one
+        stream_kwargs["durability"] = kwargs.get("durability") or "async"
+    graph_in = graph_input(run)
+
+    def split(chunk: Any) -> tuple[tuple[str, ...], str, Any]:
+        # subgraphs=True yields (ns, mode, data); without it, (mode, data) from the root
+        return chunk if subgraphs else ((), *chunk)
+
+    async def chunks() -> AsyncIterator[tuple[tuple[str, ...], str, Any]]:
+        if not dispatcher.wants_events:
+            async for chunk in pregel.astream(graph_in, config, **stream_kwargs):
+                yield split(chunk)
+            return
+        root = str(config["run_id"])
+        async for event in pregel.astream_events(graph_in, config, version="v2", **stream_kwargs):
+            if event["event"] == "on_chain_stream" and event["run_id"] == root:
+                yield split(event["data"]["chunk"])
+            else:
+                yield (), "events", event
+
+    return chunks

@@ -1,0 +1,235 @@
+"""Per-run event streams: the log, live subscribers, and SSE framing.
+
+:class:`Broadcast` holds what every event stream shares (ids, bounded live subscribers);
+:class:`RunStream` adds a run's log, and ``triograph.core.engine.thread_streams`` a thread's.
+
+A :class:`RunStream` is written by exactly one task (the run's) and read by any number of
+subscribers (SSE responses, join streams, waits). Every event gets a strictly increasing
+sequence number and an id ``<unix ms>-<seq>``, so a reconnect with ``Last-Event-ID``
+replays exactly the events after it, never skipping two events of the same millisecond
+(the official server does, contract §13.4).
+
+Memory is bounded per subscriber: each one has a queue of at most ``limit`` events; a
+subscriber that falls further behind is dropped (its SSE response ends, and a client of a
+resumable run reconnects with its last id and loses nothing).
+
+The log: a resumable run keeps every event, as it promises replay. Any other run keeps its
+first ``log_cap`` events, so that the *first* reader of a background run (``POST /runs``
+then ``join_stream``) sees the run from its ``metadata`` event on, however quickly the run
+started, as a queue would deliver it; the official server only does so when its worker
+happens to be slow. Later joiners of a non-resumable run get live events only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import attrs
+import trio
+
+HEARTBEAT = b": heartbeat\r\n\r\n"
+
+
+@attrs.frozen(slots=True)
+class Event:
+    seq: int
+    id: str
+    name: str
+    data: bytes  # compact JSON
+
+    def frame(self, *, with_id: bool) -> bytes:
+        """The SSE frame: ``event``, ``data``, optional ``id`` lines, CRLF separated."""
+        head = b"event: " + self.name.encode() + b"\r\ndata: " + self.data + b"\r\n"
+        if with_id:
+            head += b"id: " + self.id.encode() + b"\r\n"
+        return head + b"\r\n"
+
+
+def parse_event_id(value: str | None) -> int | None:
+    """The sequence number in ``<ms>-<seq>``; ``-`` means "from the start" (-1)."""
+    if value is None or value == "":
+        return None
+    head, _, tail = value.rpartition("-")
+    if not (head.isdigit() and tail.isdigit()):  # "-", "-1", garbage: from the start
+        return -1
+    return int(tail)
+
+
+def join_filter(modes: Iterable[str] | None) -> Callable[[str], bool] | None:
+    """The join-stream filter of contract §6.9 for the ``stream_mode`` of a join (None: all).
+
+    An event passes if its base name (before ``|``) was asked for, or if ``messages`` or
+    ``messages-tuple`` was and the event is one of the ``messages*`` events.
+    """
+    wanted = frozenset(modes or ())
+    if not wanted:
+        return None
+    messages = bool(wanted & {"messages", "messages-tuple"})
+
+    def accepts(name: str) -> bool:
+        base = name.split("|", 1)[0]
+        return base in wanted or (messages and base.startswith("messages"))
+
+    return accepts
+
+
+class Subscription:
+    """One reader of a :class:`Broadcast`; iterate it with :meth:`receive`."""
+
+    def __init__(
+        self, stream: Broadcast, limit: int, accepts: Callable[[str], bool] | None = None
+    ) -> None:
+        self._stream = stream
+        self._limit = limit
+        self._accepts = accepts
+        self._queue: deque[Event] = deque()
+        self._wake: trio.Event | None = None
+        self.ended = False
+        self.dropped = False
+
+    def accepts(self, name: str) -> bool:
+        return self._accepts is None or self._accepts(name)
+
+    def preload(self, events: Iterable[Event]) -> None:
+        """Queue stored events (a replay) before any live one; the filter applies."""
+        self._queue.extend(e for e in events if self.accepts(e.name))
+
+    def _push(self, event: Event) -> None:
+        if not self.accepts(event.name):
+            return
+        if len(self._queue) >= self._limit:
+            self.dropped = True
+            self._end()
+            return
+        self._queue.append(event)
+        self._notify()
+
+    def _end(self) -> None:
+        self.ended = True
+        self._stream.discard(self)
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+            self._wake = None
+
+    async def receive(self) -> list[Event]:
+        """Every queued event (at least one), or ``[]`` once the stream has ended."""
+        while not self._queue:
+            if self.ended:
+                return []
+            self._wake = trio.Event()
+            await self._wake.wait()
+        events = list(self._queue)
+        self._queue.clear()
+        return events
+
+    def close(self) -> None:
+        self._stream.discard(self)
+
+
+class Broadcast:
+    """Event ids and live subscribers, shared by run and thread streams.
+
+    Ids are ``<unix ms>-<seq>``: ``seq`` counts every event of the stream and the
+    millisecond part never goes back, so ids increase strictly in both parts. Publishing
+    never blocks: a subscriber whose queue is full is dropped.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._subs: set[Subscription] = set()
+        self._seq = 0
+        self._last_ms = 0
+
+    def _next(self, name: str, data: bytes) -> Event:
+        ms = max(int(time.time() * 1000), self._last_ms)
+        self._last_ms = ms
+        event = Event(seq=self._seq, id=f"{ms}-{self._seq}", name=name, data=data)
+        self._seq += 1
+        return event
+
+    def _deliver(self, event: Event) -> None:
+        for sub in list(self._subs):
+            sub._push(event)
+
+    def _end_all(self) -> None:
+        for sub in list(self._subs):
+            sub._end()
+
+    def discard(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+
+class RunStream(Broadcast):
+    """The events of one run; see the module docstring."""
+
+    def __init__(
+        self, run_id: str, *, resumable: bool, limit: int = 4096, log_cap: int = 10_000
+    ) -> None:
+        super().__init__(limit)
+        self.run_id = run_id
+        self.resumable = resumable
+        self.log_cap = log_cap
+        self.log: list[Event] = []
+        self.log_complete = True
+        self.ever_subscribed = False
+        self.closed = False
+
+    def publish(self, name: str, data: bytes) -> Event:
+        """Append one event and hand it to every live subscriber (never blocks)."""
+        event = self._next(name, data)
+        if self.resumable:
+            self.log.append(event)
+        elif self.log_complete:
+            if len(self.log) < self.log_cap:
+                self.log.append(event)
+            else:
+                self.log, self.log_complete = [], False
+        self._deliver(event)
+        return event
+
+    def subscribe(
+        self, *, after: int | None = None, modes: Iterable[str] | None = None
+    ) -> Subscription:
+        """A new reader: stored events after ``after`` first (resumable runs), then live ones.
+
+        Args:
+            after: a sequence number from :func:`parse_event_id`; None means live only,
+                except for the stream's first reader, who gets everything kept so far.
+            modes: the join filter (``stream_mode`` of a join), or None for everything.
+        """
+        sub = Subscription(self, self.limit, join_filter(modes))
+        if after is None and not self.ever_subscribed and self.log_complete:
+            after = -1  # the first reader gets the run from its start
+        if after is not None and (self.resumable or self.log_complete):
+            sub.preload(e for e in self.log if e.seq > after)
+        self.claim()  # later readers of a non-resumable run get live events only
+        if self.closed:
+            sub.ended = True
+        else:
+            self._subs.add(sub)
+        return sub
+
+    def continue_at(self, seq: int) -> None:
+        """Number the next event ``seq`` or more: a retried run goes on after the events its
+        earlier attempt stored, a follower of a remote run takes the stored numbers."""
+        self._seq = max(self._seq, seq)
+
+    def claim(self) -> None:
+        """A consumer that needs no events (``/wait``) took the run: keep no replay log."""
+        self.ever_subscribed = True
+        if not self.resumable:
+            self.log, self.log_complete = [], False
+
+    def close(self) -> None:
+        """No more events: every subscriber ends after draining what it has."""
+        self.closed = True
+        self._end_all()

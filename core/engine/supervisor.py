@@ -1,0 +1,531 @@
+"""The run supervisor: owns every run task, in one nursery.
+
+Request handlers never spawn tasks. A run is created in three steps: :meth:`RunSupervisor.reserve`
+puts it in flight on its thread (synchronously, so a multitask strategy's decision and the
+reservation are atomic), the caller stores it as ``pending``, and :meth:`RunSupervisor.start`
+starts its task with ``await nursery.start(...)``, so the task exists, and
+``triograph_run_created`` has fired, before the HTTP response goes out.
+
+A run task waits for its turn on its thread's :class:`_Lane` (one run of a thread at a time,
+in scheduled-start order: ``created_at``, which ``after_seconds`` moves), then for a slot under
+``max_runs``, executes (see :mod:`triograph.core.engine.execution`), and finally records its outcome
+(run status, thread status, hooks) under a shielded, time-bounded scope, still holding the
+lane: the next run of the thread starts from the final checkpoints of this one, after a
+rollback's deletions. Every way of stopping a run (cancel endpoint, multitask
+interrupt/rollback, client disconnect, run deletion, shutdown) is one :meth:`RunHandle.cancel`,
+i.e. one ``CancelScope.cancel()``.
+
+No run executes before :meth:`RunSupervisor.ready` (the lifespan calls it once start-up is
+done), so the runs recovered at start-up and those the cron scheduler fires meanwhile start
+only once every plugin has heard ``triograph_server_startup``. A recovered run whose server
+stopped while it was running (``attempt`` > 1) continues from the last checkpoint it wrote;
+one past ``settings.max_attempts`` fails with :class:`WorkerCrashed` without executing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+import trio
+
+from triograph.core.engine.emitters import RunInfo
+from triograph.core.engine.execution import Dispatcher, RunOutput, chunk_source
+from triograph.core.engine.streams import RunStream
+from triograph.core.infra import encoding
+from triograph.core.infra.errors import BadRequest, Conflict
+from triograph.core.infra.models import CancelAction, Run, now
+
+if TYPE_CHECKING:
+    from triograph.core.infra.context import Core
+    from triograph.core.infra.storage import StoredEvent
+
+log = logging.getLogger("triograph.supervisor")
+
+#: seconds the final writes of a run may take before they are abandoned
+CLEANUP_TIMEOUT = 10.0
+#: seconds a finished non-resumable run stays joinable from memory
+FINISHED_RETENTION = 60.0
+#: seconds between two sweeps of finished runs whose retention ended
+SWEEP_INTERVAL = 5.0
+#: the ``UserInterrupt`` message of runs stopped by a shutdown
+SHUTDOWN_REASON = "server shutting down"
+
+Outcome = Literal["success", "error", "interrupted", "rolled_back"]
+#: configurable keys that pick the checkpoint a run starts from (a fork): a retry that
+#: continues from its own last checkpoint drops them
+CHECKPOINT_KEYS = ("checkpoint_id", "checkpoint_ns", "checkpoint_map")
+
+
+class WorkerCrashed(Exception):
+    """A run given up: its server stopped every time it was running, ``max_attempts`` times."""
+
+    def __init__(self, run: Run, max_attempts: int) -> None:
+        stops = run.attempt - 1
+        times = "once" if stops == 1 else f"{stops} times"
+        super().__init__(
+            f"the server stopped {times} while running this run; giving up "
+            f"(max_attempts={max_attempts})"
+        )
+
+    def payload(self) -> dict[str, str]:
+        return {"error": type(self).__name__, "message": str(self)}
+
+
+@attrs.define(eq=False)
+class RunHandle:
+    """A run the supervisor knows: its record, stream, cancel scope and outcome."""
+
+    run: Run
+    stream: RunStream
+    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    done: trio.Event = attrs.Factory(trio.Event)
+    output: RunOutput = attrs.Factory(RunOutput)
+    cancel_action: CancelAction | None = None
+    cancel_reason: str = ""
+    #: the run reached its graph (status ``running``)
+    started: bool = False
+    #: the graph ran to its end
+    completed: bool = False
+    #: the outcome is decided and being recorded: too late to cancel
+    finishing: bool = False
+    #: keep the finished handle joinable from memory for a while (background runs)
+    retain: bool = False
+    expires_at: float = float("inf")
+    #: on a shared backend: the events published since the last flush to storage
+    unstored: list[StoredEvent] | None = None
+    #: left to other workers at shutdown (shared backend, not started): nothing is recorded
+    left: bool = False
+
+    @property
+    def temporary(self) -> bool:
+        return bool(self.run.kwargs.get("temporary"))
+
+    @property
+    def remote(self) -> bool:
+        """Executed by another process (see :mod:`triograph.core.engine.cluster`)."""
+        return False
+
+    def cancel(self, action: CancelAction = "interrupt", reason: str = "") -> bool:
+        """Request cancellation; False once the outcome is decided. Never blocks.
+
+        A rollback wins over an interrupt: a run asked for both is rolled back.
+        """
+        if self.finishing:
+            return False
+        if self.cancel_action != "rollback":
+            self.cancel_action = action
+            self.cancel_reason = reason or f"run cancelled ({action})"
+        self.scope.cancel()
+        return True
+
+
+@attrs.define(eq=False)
+class _Lane:
+    """The runs of one thread in flight, in submission order, and the one holding the thread.
+
+    The holder executes and records its outcome; only then may the next run take the
+    thread. The next run is the one scheduled first (``created_at``; ties in submission
+    order), once its scheduled time has come.
+    """
+
+    handles: list[RunHandle] = attrs.Factory(list)
+    holder: RunHandle | None = None
+    #: state writes (``update_state``) holding the thread; runs wait for them too
+    writers: int = 0
+    changed: trio.Event = attrs.Factory(trio.Event)
+
+    def notify(self) -> None:
+        """Wake every waiter to look again (a run arrived, left, or released the thread)."""
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def _next(self) -> RunHandle | None:
+        waiting = [h for h in self.handles if h is not self.holder]
+        return min(waiting, key=lambda h: h.run.created_at, default=None)
+
+    async def take(self, handle: RunHandle) -> None:
+        """Return once ``handle`` holds the thread. Cancellable: a run cancelled while it
+        waits (for the thread or for its ``after_seconds``) never takes it."""
+        while True:
+            changed = self.changed
+            if self.holder is None and not self.writers and self._next() is handle:
+                delay = (handle.run.created_at - now()).total_seconds()
+                if delay <= 0:
+                    self.holder = handle
+                    return
+                with trio.move_on_after(delay):
+                    await changed.wait()
+            else:
+                await changed.wait()
+
+    @property
+    def idle(self) -> bool:
+        return not self.handles and self.holder is None and not self.writers
+
+
+class RunSupervisor:
+    """See the module docstring. Open with ``await nursery.start(supervisor.serve)``."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.handles: dict[str, RunHandle] = {}
+        self._lanes: dict[str, _Lane] = {}
+        self._limiter = trio.CapacityLimiter(core.settings.max_runs)
+        self._nursery: trio.Nursery | None = None
+        self._ready = trio.Event()
+        self.accepting = True
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the run nursery until cancelled; sweeps expired finished runs meanwhile."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await trio.sleep(SWEEP_INTERVAL)
+                self.sweep()
+
+    def ready(self) -> None:
+        """Start-up is done: runs may execute (those submitted so far waited for this)."""
+        self._ready.set()
+
+    async def start_service(self, fn: Any) -> None:
+        """Start a long-lived task (cron scheduler, TTL sweeper) in the run nursery:
+        ``await fn(task_status=...)``; it is cancelled with the runs at shutdown."""
+        assert self._nursery is not None, "supervisor is not serving"
+        await self._nursery.start(fn)
+
+    def sweep(self, at: float | None = None) -> None:
+        """Forget the finished runs whose retention ended by ``at`` (Trio time; default now)."""
+        at = trio.current_time() if at is None else at
+        for run_id, handle in list(self.handles.items()):
+            if handle.done.is_set() and handle.expires_at <= at:
+                del self.handles[run_id]
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def get(self, run_id: str) -> RunHandle | None:
+        return self.handles.get(run_id)
+
+    def in_flight(self, thread_id: str) -> list[RunHandle]:
+        """Runs of the thread that are pending or running, in submission order."""
+        lane = self._lanes.get(thread_id)
+        return list(lane.handles) if lane is not None else []
+
+    def all_in_flight(self) -> list[RunHandle]:
+        return [h for lane in self._lanes.values() for h in lane.handles]
+
+    @property
+    def lanes(self) -> int:
+        """How many threads have a run in flight or recording its outcome."""
+        return len(self._lanes)
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def reserve(self, run: Run, *, retain: bool = False) -> RunHandle:
+        """Put ``run`` in flight on its thread; then store it and :meth:`start` it, or
+        :meth:`discard` it if storing failed.
+
+        Synchronous on purpose: the caller decides admission (multitask strategy) from
+        :meth:`in_flight` and reserves without an ``await`` in between, so two requests can
+        never both find a thread free. From here on the thread status, strategies and
+        shutdown see the run.
+
+        Raises:
+            BadRequest: the server is shutting down.
+        """
+        if not self.accepting:
+            raise BadRequest("the server is shutting down and accepts no new runs")
+        handle = RunHandle(
+            run=run,
+            stream=RunStream(
+                run.run_id,
+                resumable=bool(run.kwargs.get("resumable")),
+                limit=self.core.settings.subscriber_buffer,
+            ),
+            retain=retain,
+        )
+        if self.core.cluster is not None and not handle.temporary:
+            handle.unstored = []  # any process may serve its stream: store the events
+        self.handles[run.run_id] = handle
+        lane = self._lanes.get(run.thread_id)
+        if lane is None:
+            lane = self._lanes[run.thread_id] = _Lane()
+        lane.handles.append(handle)
+        lane.notify()
+        return handle
+
+    async def start(self, handle: RunHandle) -> None:
+        """Start the task of a reserved run already stored as ``pending``; returns once it
+        exists (and ``triograph_run_created`` has fired)."""
+        assert self._nursery is not None, "supervisor is not serving"
+        await self._nursery.start(self._run_task, handle)
+
+    def discard(self, handle: RunHandle) -> None:
+        """Forget a reserved run that was never started."""
+        self.handles.pop(handle.run.run_id, None)
+        self._leave(handle)
+
+    def _leave(self, handle: RunHandle) -> None:
+        """The run is no longer in flight (it may still hold its thread)."""
+        lane = self._lanes[handle.run.thread_id]
+        lane.handles.remove(handle)
+        self._changed(handle.run.thread_id, lane)
+
+    def _release(self, handle: RunHandle) -> None:
+        """The run has recorded its outcome: the next run of its thread may start."""
+        lane = self._lanes.get(handle.run.thread_id)
+        if lane is not None and lane.holder is handle:
+            lane.holder = None
+            self._changed(handle.run.thread_id, lane)
+
+    @asynccontextmanager
+    async def holding(self, thread_id: str) -> AsyncIterator[None]:
+        """Hold a thread with no run in flight for a state write: a run created meanwhile
+        waits until the write is done (and then starts from it).
+
+        Raises:
+            Conflict: a run of the thread is pending or running.
+        """
+        in_flight = self.in_flight(thread_id)
+        if in_flight:
+            runs = [h.run.run_id for h in in_flight]
+            raise Conflict(f"Thread {thread_id} has in-flight runs: {runs}")
+        lane = self._lanes.get(thread_id)
+        if lane is None:
+            lane = self._lanes[thread_id] = _Lane()
+        lane.writers += 1
+        try:
+            yield
+        finally:
+            lane.writers -= 1
+            self._changed(thread_id, lane)
+
+    def _changed(self, thread_id: str, lane: _Lane) -> None:
+        """Wake the lane's waiters; forget the lane once nothing uses it."""
+        lane.notify()
+        if lane.idle:
+            del self._lanes[thread_id]
+
+    async def _run_task(self, handle: RunHandle, *, task_status: trio.TaskStatus[None]) -> None:
+        run = handle.run
+        await self.core.hooks.fire("triograph_run_created", run=attrs.evolve(run))
+        task_status.started()
+        error: Exception | None = None
+        try:
+            with handle.scope:
+                if not self._ready.is_set():
+                    await self._ready.wait()
+                await self._lanes[run.thread_id].take(handle)
+                if self.core.cluster is not None and handle.unstored is not None:
+                    await self.core.cluster.wait_turn(run)
+                    if run.attempt > 1:  # event ids go on after the earlier attempts' ones
+                        handle.stream.continue_at(await self.core.cluster.resume_seq(run))
+                if run.attempt > self.core.settings.max_attempts:
+                    raise WorkerCrashed(run, self.core.settings.max_attempts)
+                async with self._limiter:
+                    await self._execute(handle)
+                handle.completed = True
+        except Exception as exc:
+            error = exc
+        finally:
+            with trio.CancelScope(shield=True) as cleanup:
+                cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT
+                await self._finish(handle, error)
+
+    async def _execute(self, handle: RunHandle) -> None:
+        core, run = self.core, handle.run
+        handle.started = True
+        run.status = "running"
+        run.updated_at = now()
+        await core.storage.runs.update(run)
+        await core.hooks.fire("triograph_run_started", run=attrs.evolve(run))
+        event_hook = core.hooks.has("triograph_run_event")
+        metadata = {"run_id": run.run_id, "attempt": run.attempt}
+        link, unstored = core.cluster, handle.unstored
+        await self._publish(handle, "metadata", metadata, event_hook)
+        graph_id = run.kwargs["config"]["configurable"]["graph_id"]
+        graph = await core.graphs.build(
+            core.bridge, graph_id, run.kwargs["config"], temporary=handle.temporary
+        )
+        info = RunInfo(
+            run_id=run.run_id,
+            thread_id=run.thread_id,
+            assistant_id=run.assistant_id,
+            graph_id=graph_id,
+            stream_subgraphs=bool(run.kwargs.get("subgraphs")),
+            temporary=handle.temporary,
+        )
+        dispatcher = Dispatcher(core.stream_modes, run.kwargs["stream_mode"], info)
+        source = await self._attempt(handle)
+        async with core.bridge.stream(chunk_source(graph, source, dispatcher)) as batches:
+            async for batch in batches:
+                for ns, mode, data in batch:
+                    for name, payload in dispatcher.dispatch(ns, mode, data):
+                        await self._publish(handle, name, payload, event_hook)
+                if link is not None and unstored is not None:
+                    await link.flush(run.run_id, unstored)
+
+    async def _attempt(self, handle: RunHandle) -> Run:
+        """What this attempt executes: the run as stored, or, for a retry (its server
+        stopped while running it) whose thread's head checkpoint it wrote itself, the run
+        continuing from that checkpoint: no input, no command, no checkpoint to fork from.
+        (LangGraph resumes a run re-entered with its own run id by itself, but it would
+        apply a ``command`` again, and a fork's ``checkpoint_id`` would start it over.) A
+        retry that wrote no checkpoint yet, or a stateless one, starts over from its input."""
+        run = handle.run
+        if run.attempt == 1 or handle.temporary:
+            return run
+        checkpointer = self.core.storage.checkpointer
+        head_config: Any = {"configurable": {"thread_id": run.thread_id, "checkpoint_ns": ""}}
+        head = await self.core.bridge.call(lambda: checkpointer.aget_tuple(head_config))
+        if head is None or head.metadata.get("run_id") != run.run_id:
+            return run
+        config = run.kwargs["config"]
+        configurable = {k: v for k, v in config["configurable"].items() if k not in CHECKPOINT_KEYS}
+        kwargs = {
+            **run.kwargs,
+            "input": None,
+            "command": None,
+            "config": {**config, "configurable": configurable},
+        }
+        return attrs.evolve(run, kwargs=kwargs)
+
+    async def _publish(self, handle: RunHandle, name: str, payload: Any, hook: bool) -> None:
+        """One event to the run's output, its stream, its thread's stream and the hook."""
+        encoded = encoding.dumps(payload)
+        handle.output.observe(name, payload, encoded)
+        event = handle.stream.publish(name, encoded)
+        if handle.unstored is not None:
+            handle.unstored.append((event.seq, name, encoded))
+        self.core.thread_streams.publish(handle.run.thread_id, name, encoded)
+        if hook:
+            await self.core.hooks.fire(
+                "triograph_run_event", run=handle.run, event=name, data=payload
+            )
+
+    # -- finishing ----------------------------------------------------------------------------
+
+    async def _finish(self, handle: RunHandle, error: Exception | None) -> None:
+        """Decide the outcome and record it; runs shielded and time-bounded, holding the
+        thread. The run leaves the in-flight set first, so the thread status written below
+        counts only the others. The stream closes last, so a client that sees it end and
+        asks for the run (or its thread) sees them final. A failure here is logged, never
+        raised: it must not take the supervisor's nursery (every other run) down."""
+        handle.finishing = True
+        run = handle.run
+        self._leave(handle)
+        if handle.left and not handle.started:  # stored as it was: pending, for the others
+            handle.stream.close()
+            self._release(handle)
+            handle.done.set()
+            self.handles.pop(run.run_id, None)
+            return
+        outcome: Outcome
+        if handle.cancel_action == "rollback":
+            outcome = "rolled_back"
+        elif error is not None:
+            outcome = "error"
+        elif handle.completed:
+            outcome = "success"
+        else:
+            outcome = "interrupted"
+            if handle.cancel_action is None:  # cancelled from outside: the nursery is closing
+                handle.cancel_reason = SHUTDOWN_REASON
+        try:
+            await self._record(handle, outcome, error)
+        except Exception:
+            log.exception("run %s: recording its outcome (%s) failed", run.run_id, outcome)
+        finally:
+            if self.core.cluster is not None and not handle.temporary:
+                self.core.cluster.finished(run)
+            handle.stream.close()
+            self.core.thread_streams.run_done(run.thread_id, run.run_id)
+            self._release(handle)
+            handle.done.set()
+            self._retain(handle, outcome)
+
+    async def _record(self, handle: RunHandle, outcome: Outcome, error: Exception | None) -> None:
+        """The final run status (or its deletion), the thread status, the hooks."""
+        core, run = self.core, handle.run
+        thread_error = None
+        if outcome == "error":
+            assert error is not None
+            log.info("run %s failed: %r", run.run_id, error)
+            thread_error = handle.output.error = (
+                error.payload()
+                if isinstance(error, WorkerCrashed)
+                else encoding.error_payload(error)
+            )
+            hook = core.hooks.has("triograph_run_event")
+            await self._publish(handle, "error", thread_error, hook)
+        elif outcome in ("interrupted", "rolled_back"):
+            thread_error = {"error": "UserInterrupt", "message": handle.cancel_reason}
+        if outcome == "rolled_back":
+            self.handles.pop(run.run_id, None)  # no longer joinable: it is being deleted
+            await core.runs.rollback(run)
+            run.status = "interrupted"  # what it was when deleted, for the hook below
+        else:
+            if handle.unstored is not None and core.cluster is not None:
+                await core.cluster.flush(
+                    run.run_id, handle.unstored
+                )  # every event is stored before the status
+            run.status = outcome
+            run.updated_at = now()
+            await core.storage.runs.update(run)
+        if not handle.temporary:
+            await core.threads.after_run(run, outcome, thread_error)
+        await core.hooks.fire(
+            "triograph_run_finished", run=attrs.evolve(run), outcome=outcome, error=thread_error
+        )
+        if handle.temporary:  # it kept no checkpoints: only the records go
+            await core.threads.delete(run.thread_id, cancel_runs=False, checkpoints=False)
+
+    def _retain(self, handle: RunHandle, outcome: Outcome) -> None:
+        """Keep a finished run joinable from memory for a while, or forget it now. A rolled
+        back run is forgotten at once: it no longer exists."""
+        if outcome != "rolled_back" and handle.stream.resumable:
+            handle.expires_at = trio.current_time() + self.core.settings.resumable_ttl
+        elif outcome != "rolled_back" and handle.retain:
+            handle.expires_at = trio.current_time() + FINISHED_RETENTION
+        else:  # its creator (a stream or a wait) holds the handle and has had everything
+            self.handles.pop(handle.run.run_id, None)
+
+    # -- cancelling and shutdown --------------------------------------------------------------
+
+    def cancel(self, run_ids: list[str], action: CancelAction, reason: str) -> list[RunHandle]:
+        """Cancel the in-flight runs among ``run_ids``; returns the handles cancelled."""
+        out = []
+        for run_id in run_ids:
+            handle = self.handles.get(run_id)
+            if handle is not None and handle.cancel(action, reason):
+                out.append(handle)
+        return out
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting runs and interrupt those that have not started (none starts from
+        now on; on a shared backend they stay ``pending``, and the other workers take them
+        once this one is gone); give the running ones ``grace`` seconds, then interrupt
+        them. Returns once every run has recorded its outcome (at most ``CLEANUP_TIMEOUT``
+        more seconds), with the run nursery cancelled. Calling it again is harmless."""
+        self.accepting = False
+        for handle in self.all_in_flight():
+            if not handle.started:
+                # on a shared backend it stays pending: another worker runs it
+                handle.left = self.core.cluster is not None
+                handle.cancel("interrupt", SHUTDOWN_REASON)
+        with trio.move_on_after(grace):
+            await self._all_finished()
+        for handle in self.all_in_flight():
+            handle.cancel("interrupt", SHUTDOWN_REASON)
+        with trio.move_on_after(CLEANUP_TIMEOUT):
+            await self._all_finished()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _all_finished(self) -> None:
+        while unfinished := [h for h in self.handles.values() if not h.done.is_set()]:
+            await unfinished[0].done.wait()

@@ -1,0 +1,107 @@
+"""Meta routes (contract §10): health, server information, the OpenAPI document and its
+viewer.
+
+``health`` (``/ok``, ``/``) is always served; ``bp`` (``/info``, ``/openapi.json``, ``/docs``)
+is what ``http.disable_meta`` turns off, as on the official server.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+from quart import Blueprint, Response, current_app
+
+from triograph.core.http import openapi
+from triograph.core.http.wire import core, json_response
+
+health = Blueprint("health", __name__)
+bp = Blueprint("meta", __name__)
+
+DOCS_HTML = """<!doctype html>
+<html>
+  <head>
+    <title>triograph API reference</title>
+    <meta charset="utf-8" />
+    <meta name="viewport" content="width=device-width, initial-scale=1" />
+  </head>
+  <body>
+    <script id="api-reference" data-url="/openapi.json"></script>
+    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+  </body>
+</html>
+"""
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@health.get("/ok")
+@health.get("/")
+async def ok() -> Response:
+    """Health check."""
+    return json_response({"ok": True, "services": {"storage": "healthy"}})
+
+
+@bp.get("/info")
+async def info() -> Response:
+    """Server version, feature flags and the plugins that are loaded."""
+    c = core()
+    blueprints = current_app.blueprints
+    return json_response(
+        {
+            "version": _version("triograph"),
+            "langgraph_py_version": _version("langgraph"),
+            "server": "triograph",
+            "flags": {
+                "assistants": "assistants" in blueprints,
+                "crons": "crons" in blueprints,
+                "langsmith": False,
+                "langsmith_tracing_replicas": False,
+                "langsmith_tracing_session_on_runs": False,
+                "custom_app": c.settings.http.get("app") is not None,
+                "store_index": bool(c.settings.store.get("index")),
+                "webhooks": not c.runs.webhook_policy.delivery.disabled,
+            },
+            "host": {
+                "kind": "self-hosted",
+                "project_id": None,
+                "host_revision_id": None,
+                "revision_id": None,
+                "tenant_id": None,
+            },
+            "storage": c.storage.name,
+            "stream_modes": c.stream_modes.names(),
+            "multitask_strategies": c.multitask.names(),
+            "plugins": sorted(name for name, _ in c.pm.list_name_plugin()),
+        }
+    )
+
+
+def _document() -> dict[str, Any]:
+    """Built on first use (the routes are final once the app serves), then kept."""
+    config = current_app.config
+    if "TRIOGRAPH_OPENAPI" not in config:
+        config["TRIOGRAPH_OPENAPI"] = openapi.document(
+            current_app.url_map,
+            current_app.view_functions,
+            version=_version("triograph") or "0",
+            graph_ids=list(core().graphs.graphs),
+        )
+    return config["TRIOGRAPH_OPENAPI"]  # type: ignore[no-any-return]
+
+
+@bp.get("/openapi.json")
+async def openapi_json() -> Response:
+    """The OpenAPI 3.1 document of this server's routes."""
+    return json_response(_document())
+
+
+@bp.get("/docs")
+async def docs() -> Response:
+    """An API reference page (Scalar) for ``/openapi.json``."""
+    return Response(DOCS_HTML, content_type="text/html; charset=utf-8")

@@ -1,0 +1,220 @@
+"""HTTP helpers shared by the route modules: bodies, query parameters, streamed responses.
+
+Streamed responses (SSE and the keep-alive JSON of ``/wait``) are async generators that
+Quart iterates. When the client goes away, quart-trio cancels the request and Quart closes
+the generator; its ``finally`` sees that the body was not finished and, for
+``on_disconnect="cancel"``, cancels the run. Nothing there awaits: a cancelled context
+cannot.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+import orjson
+import trio
+from quart import Response, current_app, request
+
+from triograph.core.engine.streams import HEARTBEAT
+from triograph.core.infra import encoding
+from triograph.core.infra.errors import InvalidRequest
+from triograph.core.infra.models import structure
+
+if TYPE_CHECKING:
+    from triograph.core.engine.streams import Subscription
+    from triograph.core.infra.context import Core
+    from triograph.core.infra.models import Run
+
+T = TypeVar("T")
+
+SSE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Connection": "keep-alive",
+    "X-Accel-Buffering": "no",
+}
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def core() -> Core:
+    return current_app.config["TRIOGRAPH_CORE"]  # type: ignore[no-any-return]
+
+
+async def body_json(*, default: Any = ...) -> Any:
+    """The decoded JSON body; empty or malformed -> 422 ``Invalid JSON in request body``."""
+    raw = await request.get_data(cache=False)
+    if not raw.strip():
+        if default is not ...:
+            return default
+        raise InvalidRequest("Invalid JSON in request body")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("Invalid JSON in request body") from None
+
+
+async def body_as(cls: type[T], *, default: Any = ...) -> T:
+    return structure(await body_json(default=default), cls)
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        encoding.dumps(obj), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def page_response(rows: list[Any], *, offset: int, limit: int, total: int) -> Response:
+    """A search page: ``X-Pagination-Total`` is the real total (contract §13.9) and
+    ``X-Pagination-Next`` the next offset, only when more rows exist (§1.4)."""
+    headers = {"X-Pagination-Total": str(total)}
+    if offset + len(rows) < total:
+        headers["X-Pagination-Next"] = str(offset + limit)
+    return json_response(rows, headers=headers)
+
+
+def empty(status: int) -> Response:
+    return Response(b"", status=status)
+
+
+def qbool(name: str, default: bool = False) -> bool:
+    """A boolean query parameter: ``1/0/true/false/yes/no``, any case (contract §1.8)."""
+    value = request.args.get(name)
+    if value is None:
+        return default
+    low = value.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise InvalidRequest(f"query parameter {name!r}: {value!r} is not a boolean (1/0/true/false)")
+
+
+def qint(name: str, default: int) -> int:
+    value = request.args.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidRequest(f"Invalid {name} {value}") from None
+
+
+def qlist(name: str) -> list[str] | None:
+    """A list query parameter: repeated keys, a JSON array string, or a comma list."""
+    values = request.args.getlist(name)
+    if not values:
+        return None
+    out: list[str] = []
+    for value in values:
+        if value.startswith("["):
+            try:
+                decoded = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise InvalidRequest(f"query parameter {name!r}: malformed JSON list") from None
+            out.extend(str(v) for v in decoded)
+        else:
+            out.extend(v for v in value.split(",") if v)
+    return out
+
+
+def absolute_webhook(webhook: T) -> T:
+    """A relative ``webhook`` (``/path``: this server itself, contract §5.11) made absolute
+    with the address the client reached us at; anything else as it is."""
+    if isinstance(webhook, str) and webhook.startswith("/"):
+        return request.host_url.rstrip("/") + webhook  # type: ignore[return-value]
+    return webhook
+
+
+def with_absolute_webhook(body: T) -> T:
+    """A run body with :func:`absolute_webhook` applied to its ``webhook``."""
+    webhook = getattr(body, "webhook", None)
+    if webhook is None:
+        return body
+    return attrs.evolve(body, webhook=absolute_webhook(webhook))  # type: ignore[misc]
+
+
+def request_id() -> str:
+    return request.headers.get("x-request-id") or str(uuid.uuid4())
+
+
+def sse_response(
+    sub: Subscription | None,
+    *,
+    with_id: bool,
+    heartbeat: float,
+    headers: dict[str, str],
+    on_disconnect: Callable[[], None] | None = None,
+    prelude: list[bytes] | None = None,
+) -> Response:
+    """An SSE response that drains ``sub`` (None: an empty stream); heartbeats every
+    ``heartbeat`` seconds."""
+
+    async def body() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            for frame in prelude or ():
+                yield frame
+            if sub is None:
+                finished = True
+                return
+            next_beat = trio.current_time() + heartbeat
+            while True:
+                events: list[Any] = []
+                with trio.move_on_at(next_beat):
+                    events = await sub.receive()
+                    if not events:
+                        break
+                if trio.current_time() >= next_beat:
+                    next_beat = trio.current_time() + heartbeat
+                    yield HEARTBEAT
+                if events:
+                    yield b"".join(e.frame(with_id=with_id) for e in events)
+            finished = True
+        finally:
+            if sub is not None:
+                sub.close()
+            if not finished and on_disconnect is not None:
+                on_disconnect()
+
+    response = Response(body(), content_type="text/event-stream; charset=utf-8", headers=headers)
+    response.timeout = None
+    return response
+
+
+def waiting_json_response(
+    done: trio.Event,
+    produce: Callable[[], Awaitable[bytes]],
+    *,
+    heartbeat: float,
+    headers: dict[str, str],
+    on_disconnect: Callable[[], None] | None = None,
+) -> Response:
+    """200 JSON sent as soon as ``done`` is set: headers at once, then ``\n`` every
+    ``heartbeat`` seconds while waiting (leading whitespace is valid JSON), then the body."""
+
+    async def body() -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            while not done.is_set():
+                with trio.move_on_after(heartbeat):
+                    await done.wait()
+                if not done.is_set():
+                    yield b"\n"
+            yield await produce()
+            finished = True
+        finally:
+            if not finished and on_disconnect is not None:
+                on_disconnect()
+
+    response = Response(body(), content_type="application/json", headers=headers)
+    response.timeout = None
+    return response
+
+
+def run_headers(run: Run, *, suffix: str) -> dict[str, str]:
+    """``Location`` (the run's path + ``suffix``) and ``Content-Location`` (the run's path)."""
+    base = f"/threads/{run.thread_id}/runs/{run.run_id}"
+    return {"Location": base + suffix, "Content-Location": base}

@@ -1,0 +1,53 @@
+"""``Core``: the objects one app is made of, wired once in the lifespan.
+
+There is no module-level state: each app builds its own ``Core``, so tests can run several
+servers in one process.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from triograph.core.engine.cluster import ClusterLink
+    from triograph.core.engine.emitters import StreamModeRegistry
+    from triograph.core.engine.multitask import MultitaskRegistry
+    from triograph.core.engine.supervisor import RunSupervisor
+    from triograph.core.engine.thread_streams import ThreadStreams
+    from triograph.core.infra.graph_bridge import GraphBridge
+    from triograph.core.infra.graphs import GraphRegistry
+    from triograph.core.infra.plugin_manager import Hooks
+    from triograph.core.infra.settings import Settings
+    from triograph.core.infra.storage import Storage, StorageRegistry
+    from triograph.core.resources.assistants import AssistantService
+    from triograph.core.resources.crons import CronService
+    from triograph.core.resources.runs import RunService
+    from triograph.core.resources.store import StoreService
+    from triograph.core.resources.threads import ThreadService
+
+
+@attrs.define(kw_only=True)
+class Core:
+    settings: Settings
+    pm: pluggy.PluginManager
+    hooks: Hooks
+    storages: StorageRegistry
+    stream_modes: StreamModeRegistry
+    multitask: MultitaskRegistry
+    graphs: GraphRegistry
+    bridge: GraphBridge
+    # set when the lifespan opens storage and starts the supervisor
+    storage: Storage = attrs.field(default=None)
+    supervisor: RunSupervisor = attrs.field(default=None)
+    assistants: AssistantService = attrs.field(default=None)
+    threads: ThreadService = attrs.field(default=None)
+    runs: RunService = attrs.field(default=None)
+    crons: CronService = attrs.field(default=None)
+    store: StoreService = attrs.field(default=None)
+    thread_streams: ThreadStreams = attrs.field(default=None)
+    #: set when the storage is shared with other processes (``storage.cluster``)
+    cluster: ClusterLink | None = None

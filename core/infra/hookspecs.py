@@ -1,0 +1,173 @@
+"""The hook specifications of triograph, and the marker pair plugins use.
+
+Three families, all named ``triograph_*``:
+
+* registration hooks (plain functions, called once at start-up, in plugin registration
+  order, built-ins first): fill a typed registry with wire names;
+* lifecycle hooks (plain or ``async def``; the caller awaits what an implementation
+  returns): react to runs, threads and the server. Each implementation is called on its
+  own, so one that raises is logged with its plugin name and the others still run; a
+  lifecycle hook never fails a run or a request;
+* decision hooks (``firstresult``, plain functions only: an ``async def`` would return a
+  coroutine, which is never None and would always win).
+
+Write a plugin as a module or object with functions decorated ``@hookimpl`` and enable it
+through the ``triograph`` entry-point group or by module name (``--plugin``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from triograph.core.engine.emitters import StreamModeRegistry
+    from triograph.core.engine.multitask import MultitaskRegistry
+    from triograph.core.infra.models import Run, Thread
+    from triograph.core.infra.plugin_manager import PluginServices
+    from triograph.core.infra.settings import Settings
+    from triograph.core.infra.storage import StorageRegistry
+
+hookspec = pluggy.HookspecMarker("triograph")
+hookimpl = pluggy.HookimplMarker("triograph")
+
+
+# -- registration -----------------------------------------------------------------------------
+
+
+@hookspec
+def triograph_register_storage(registry: StorageRegistry) -> None:
+    """Register storage backends.
+
+    :param registry: call ``registry.add(name, factory)``; ``factory(spec, settings)`` gets
+        the ``--storage`` value and the settings (``store`` section for the store's index and
+        TTL) and returns an async context manager yielding a ``Storage``.
+
+    Called once per app, at start-up, before the lifespan opens the chosen backend; from the
+    thread that builds the app. Must be a plain function. If it raises, the app does not
+    start and the error names the plugin.
+    """
+
+
+@hookspec
+def triograph_register_stream_modes(registry: StreamModeRegistry) -> None:
+    """Register stream modes.
+
+    :param registry: call ``registry.add(wire_name, factory)``; ``factory(run_info)``
+        returns a ``StreamEmitter`` for one run. The wire name becomes a valid
+        ``stream_mode`` value on every run endpoint.
+
+    Called once per app at start-up; plain function; raising stops start-up.
+    """
+
+
+@hookspec
+def triograph_register_multitask(registry: MultitaskRegistry) -> None:
+    """Register multitask strategies.
+
+    :param registry: call ``registry.add(wire_name, strategy)``; the wire name becomes a
+        valid ``multitask_strategy`` value.
+
+    Called once per app at start-up; plain function; raising stops start-up.
+    """
+
+
+# -- lifecycle --------------------------------------------------------------------------------
+
+
+@hookspec
+def triograph_server_startup(settings: Settings, services: PluginServices) -> Any:
+    """The server has opened its storage and is about to accept requests.
+
+    :param settings: the frozen settings the app was built with.
+    :param services: the open storage, and ``await services.start(async_fn)`` to run a
+        background task (``async_fn(task_status=...)``) in the supervisor's nursery for the
+        app's lifetime; it is cancelled at shutdown, after runs had their grace period.
+
+    Called once, in the lifespan task. May be ``async def``. If it raises, the error is
+    logged with the plugin name and start-up continues.
+    """
+
+
+@hookspec
+def triograph_server_shutdown(settings: Settings) -> Any:
+    """The server stopped accepting runs; runs in flight have been given their grace period.
+
+    :param settings: the frozen settings the app was built with.
+
+    Called once, in the lifespan task, before storage closes. May be ``async def``
+    (awaited, shielded). If it raises, the error is logged and shutdown continues.
+    """
+
+
+@hookspec
+def triograph_thread_created(thread: Thread) -> Any:
+    """A thread was stored (``POST /threads`` or implicitly by a run).
+
+    :param thread: the stored thread (a copy; changing it changes nothing).
+
+    Called in the request's task after the write. May be ``async def``. Raising is logged.
+    """
+
+
+@hookspec
+def triograph_thread_deleted(thread_id: str) -> Any:
+    """A thread and its runs were deleted (by the API, or after a stateless run).
+
+    :param thread_id: the id of the deleted thread.
+
+    Called in the deleting task after the delete. May be ``async def``. Raising is logged.
+    """
+
+
+@hookspec
+def triograph_run_created(run: Run) -> Any:
+    """A run was stored as ``pending``; its task exists but has not started executing.
+
+    :param run: the stored run (a copy).
+
+    Called in the run's own task in the supervisor nursery, before the HTTP response is
+    sent. Called again for each run a restarted server takes over from a process that died
+    (``run.attempt`` then counts the tries). May be ``async def``. Raising is logged; the
+    run goes on.
+    """
+
+
+@hookspec
+def triograph_run_started(run: Run) -> Any:
+    """A run became ``running``: its turn on the thread came and its delay has passed.
+
+    :param run: the run, status ``running``.
+
+    Called in the run's task. May be ``async def``; the graph starts after it returns.
+    Raising is logged; the run goes on.
+    """
+
+
+@hookspec
+def triograph_run_event(run: Run, event: str, data: Any) -> Any:
+    """One SSE event was published by a run (including ``metadata`` and ``error``).
+
+    :param run: the run (status ``running``).
+    :param event: the event name as on the wire (``values``, ``updates|child:<id>``).
+    :param data: the event payload before JSON encoding; do not mutate it.
+
+    Called in the run's task for every event, so keep it cheap. May be ``async def``.
+    Raising is logged; the run goes on.
+    """
+
+
+@hookspec
+def triograph_run_finished(run: Run, outcome: str, error: dict[str, str] | None) -> Any:
+    """A run reached a terminal state, or was rolled back (and deleted).
+
+    :param run: the run with its final status already stored; a rolled-back run arrives
+        with status ``interrupted`` and is no longer stored (nor are its checkpoints).
+    :param outcome: ``success``, ``error``, ``interrupted``, ``timeout`` or ``rolled_back``.
+    :param error: ``{"error": class, "message": text}`` for a failed or cancelled run.
+
+    Called in the run's task under a shielded, time-limited scope after the final writes
+    and before ``on_completion`` deletes a stateless run. May be ``async def``. Raising is
+    logged; nothing is undone.
+    """

@@ -1,0 +1,407 @@
+"""Records and the one wire converter.
+
+Stored records (``Assistant``, ``Thread``, ``Run``) are ``attrs.define`` classes because the
+services update them in place; request bodies are ``attrs.frozen`` values structured by the
+single cattrs converter below, so every 422 names the field (``$.stream_mode[1]``) and
+what was allowed. Primitive hooks are strict: ``"1"`` is not an int and ``1`` is not a string.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import typing
+import uuid
+from typing import Any, Literal, TypeVar
+
+import attrs
+import cattrs
+from cattrs.preconf.orjson import make_converter
+
+from triograph.core.infra.errors import InvalidRequest
+
+JSON = Any
+T = TypeVar("T")
+
+RunStatus = Literal["pending", "running", "error", "success", "timeout", "interrupted"]
+ThreadStatus = Literal["idle", "busy", "interrupted", "error"]
+Durability = Literal["sync", "async", "exit"]
+OnDisconnect = Literal["cancel", "continue"]
+OnCompletion = Literal["delete", "keep"]
+IfNotExists = Literal["create", "reject"]
+IfExists = Literal["raise", "do_nothing"]
+CancelAction = Literal["interrupt", "rollback"]
+RUN_STATUSES: tuple[str, ...] = typing.get_args(RunStatus)
+THREAD_STATUSES: tuple[str, ...] = typing.get_args(ThreadStatus)
+TERMINAL_RUN_STATUSES = frozenset({"error", "success", "timeout", "interrupted"})
+#: the statuses of a run in flight (queued, or executing)
+IN_FLIGHT_RUN_STATUSES = ("pending", "running")
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    """A time-ordered UUIDv7 string, as the official server generates for threads and runs."""
+    ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    rand = uuid.uuid4().int & ((1 << 74) - 1)
+    value = (
+        (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    )
+    return str(uuid.UUID(int=value))
+
+
+# -- stored records ---------------------------------------------------------------------------
+
+
+@attrs.define(kw_only=True)
+class Assistant:
+    assistant_id: str
+    graph_id: str
+    config: dict[str, JSON] = attrs.Factory(dict)
+    context: dict[str, JSON] = attrs.Factory(dict)
+    metadata: dict[str, JSON] = attrs.Factory(dict)
+    name: str = "Untitled"
+    description: str | None = None
+    version: int = 1
+    created_at: dt.datetime = attrs.Factory(now)
+    updated_at: dt.datetime = attrs.Factory(now)
+
+
+@attrs.define(kw_only=True)
+class AssistantVersion:
+    """One row of an assistant's history; ``Assistant`` is the row it currently points at."""
+
+    assistant_id: str
+    version: int
+    graph_id: str
+    config: dict[str, JSON] = attrs.Factory(dict)
+    context: dict[str, JSON] = attrs.Factory(dict)
+    metadata: dict[str, JSON] = attrs.Factory(dict)
+    name: str = "Untitled"
+    description: str | None = None
+    created_at: dt.datetime = attrs.Factory(now)
+
+
+@attrs.define(kw_only=True)
+class Thread:
+    thread_id: str
+    metadata: dict[str, JSON] = attrs.Factory(dict)
+    config: dict[str, JSON] = attrs.Factory(dict)
+    status: ThreadStatus = "idle"
+    values: JSON = None
+    interrupts: dict[str, list[JSON]] = attrs.Factory(dict)
+    error: JSON = None
+    created_at: dt.datetime = attrs.Factory(now)
+    updated_at: dt.datetime = attrs.Factory(now)
+    state_updated_at: dt.datetime = attrs.Factory(now)
+    #: ``{"strategy": "delete"|"keep_latest", "ttl_minutes": n, "expires_at": datetime}`` or None
+    ttl: dict[str, JSON] | None = None
+
+
+@attrs.define(kw_only=True)
+class Run:
+    run_id: str
+    thread_id: str
+    assistant_id: str
+    metadata: dict[str, JSON] = attrs.Factory(dict)
+    status: RunStatus = "pending"
+    kwargs: dict[str, JSON] = attrs.Factory(dict)
+    multitask_strategy: str = "enqueue"
+    created_at: dt.datetime = attrs.Factory(now)
+    updated_at: dt.datetime = attrs.Factory(now)
+    langsmith_session_name: str | None = None
+    #: which attempt at executing the run this is: 1, plus one each time a server stopped
+    #: while running it (it is then retried, up to ``settings.max_attempts``). Stored, but
+    #: not in the wire object (contract §5.1): each attempt's ``metadata`` event carries it.
+    attempt: int = attrs.field(default=1, metadata={"wire": False})
+
+
+@attrs.define(kw_only=True)
+class Cron:
+    """A schedule that creates a run from ``payload`` (a RunCreate body) each time it fires."""
+
+    cron_id: str
+    assistant_id: str
+    schedule: str
+    thread_id: str | None = None
+    user_id: str = ""
+    timezone: str | None = None
+    end_time: dt.datetime | None = None
+    payload: dict[str, JSON] = attrs.Factory(dict)
+    next_run_date: dt.datetime | None = None
+    metadata: dict[str, JSON] = attrs.Factory(dict)
+    on_run_completed: OnCompletion | None = None
+    enabled: bool = True
+    created_at: dt.datetime = attrs.Factory(now)
+    updated_at: dt.datetime = attrs.Factory(now)
+
+
+# -- request bodies ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class Send:
+    node: str
+    input: JSON = None
+
+
+@attrs.frozen(kw_only=True)
+class CommandBody:
+    update: JSON = None
+    resume: JSON = None
+    goto: list[Send | str] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointRef:
+    thread_id: str | None = None
+    checkpoint_ns: str = ""
+    checkpoint_id: str | None = None
+    checkpoint_map: dict[str, JSON] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class RunCreate:
+    """Every field of the official RunCreate (contract §5.2); stateful and stateless alike."""
+
+    assistant_id: str
+    input: JSON = None
+    command: CommandBody | None = None
+    stream_mode: list[str] = attrs.Factory(lambda: ["values"])
+    stream_subgraphs: bool = False
+    stream_resumable: bool = False
+    metadata: dict[str, JSON] | None = None
+    config: dict[str, JSON] | None = None
+    context: dict[str, JSON] | None = None
+    checkpoint: CheckpointRef | None = None
+    checkpoint_id: str | None = None
+    checkpoint_during: bool | None = None
+    durability: Durability | None = None
+    interrupt_before: list[str] | Literal["*"] | None = None
+    interrupt_after: list[str] | Literal["*"] | None = None
+    feedback_keys: list[str] | None = None
+    webhook: str | None = None
+    multitask_strategy: str | None = None
+    if_not_exists: IfNotExists | None = None
+    on_disconnect: OnDisconnect | None = None
+    on_completion: OnCompletion | None = None
+    after_seconds: float | None = None
+    langsmith_tracer: dict[str, JSON] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ThreadCreate:
+    thread_id: str | None = None
+    metadata: dict[str, JSON] | None = None
+    if_exists: IfExists | None = None
+    ttl: dict[str, JSON] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class AssistantSearch:
+    metadata: dict[str, JSON] | None = None
+    graph_id: str | None = None
+    name: str | None = None
+    limit: int = 10
+    offset: int = 0
+    sort_by: Literal["assistant_id", "created_at", "updated_at", "name", "graph_id"] | None = None
+    sort_order: Literal["asc", "desc"] | None = None
+    select: list[str] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CancelMany:
+    status: Literal["pending", "running", "all"] | None = None
+    thread_id: str | None = None
+    run_ids: list[str] | None = None
+
+
+# -- the converter ----------------------------------------------------------------------------
+
+converter = make_converter(forbid_extra_keys=False)
+
+
+def _strict(kind: type, *, name: str) -> typing.Callable[[Any, Any], Any]:
+    def hook(value: Any, _: Any) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise ValueError(f"expected {name}, got a boolean")
+        if kind is float and isinstance(value, int):
+            return float(value)
+        if not isinstance(value, kind):
+            raise ValueError(f"expected {name}, got {type(value).__name__}")
+        return value
+
+    return hook
+
+
+converter.register_structure_hook(str, _strict(str, name="a string"))
+converter.register_structure_hook(bool, _strict(bool, name="a boolean"))
+converter.register_structure_hook(int, _strict(int, name="an integer"))
+converter.register_structure_hook(float, _strict(float, name="a number"))
+
+
+def _is_literal(tp: Any) -> bool:
+    return typing.get_origin(tp) is Literal
+
+
+def _literal_hook(tp: Any) -> typing.Callable[[Any, Any], Any]:
+    allowed = typing.get_args(tp)
+
+    def hook(value: Any, _: Any) -> Any:
+        if value not in allowed:
+            raise ValueError(f"got {value!r}; allowed: {', '.join(map(repr, allowed))}")
+        return value
+
+    return hook
+
+
+converter.register_structure_hook_factory(_is_literal, _literal_hook)
+
+
+def _dict_hook(value: Any, _: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+converter.register_structure_hook_func(lambda t: t == dict[str, JSON], _dict_hook)
+
+
+def _str_list_hook(value: Any, _: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return value
+
+
+converter.register_structure_hook_func(lambda t: t == list[str], _str_list_hook)
+
+
+def _object_first(cls: type) -> typing.Callable[[Any, Any], Any]:
+    """Nested records (``command``, ``checkpoint``) must be JSON objects, not strings."""
+    inner: Any = cattrs.gen.make_dict_structure_fn(cls, converter)
+
+    def hook(value: Any, tp: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected an object, got {type(value).__name__}")
+        return inner(value, tp)
+
+    return hook
+
+
+def _stream_mode_hook(value: Any, _: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value) or ["values"]
+    raise ValueError("expected a stream mode name or a list of them")
+
+
+def _interrupt_nodes_hook(value: Any, _: Any) -> list[str] | str | None:
+    if value is None or value == "*":
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ValueError('expected "*" or a list of node names')
+
+
+def _goto_hook(value: Any, _: Any) -> list[Send | str] | None:
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    out: list[Send | str] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict) and isinstance(item.get("node"), str) and "input" in item:
+            out.append(Send(node=item["node"], input=item["input"]))
+        else:
+            raise ValueError('expected a node name, {"node": str, "input": any}, or a list of them')
+    return out
+
+
+converter.register_structure_hook_func(lambda t: t == list[Send | str] | None, _goto_hook)
+converter.register_structure_hook_func(
+    lambda t: t == list[str] | Literal["*"] | None, _interrupt_nodes_hook
+)
+for _nested in (CommandBody, CheckpointRef):
+    converter.register_structure_hook(_nested, _object_first(_nested))
+# stream_mode is the only plain list[str] field with this normalisation; register it by field.
+_run_create_hook = cattrs.gen.make_dict_structure_fn(
+    RunCreate,
+    converter,
+    stream_mode=cattrs.gen.override(struct_hook=_stream_mode_hook),
+)
+converter.register_structure_hook(RunCreate, _run_create_hook)
+
+
+def _format_errors(exc: BaseException, path: str = "$") -> list[str]:
+    if isinstance(exc, cattrs.ClassValidationError | cattrs.IterableValidationError):
+        out: list[str] = []
+        for sub in exc.exceptions:
+            note = getattr(sub, "__notes__", [""])
+            detail = getattr(note[0] if note else "", "name", None)
+            if detail is None:
+                detail = getattr(note[0] if note else "", "index", None)
+            sub_path = f"{path}.{detail}" if isinstance(detail, str) else f"{path}[{detail}]"
+            out.extend(_format_errors(sub, sub_path))
+        return out
+    if isinstance(exc, KeyError):
+        return [f"{path}: required field missing"]
+    return [f"{path}: {exc}"]
+
+
+def structure(data: Any, cls: type[T]) -> T:
+    """Turn a decoded JSON body into ``cls``, or raise ``InvalidRequest`` naming each bad field."""
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"request body must be a JSON object, got {type(data).__name__}")
+    try:
+        return converter.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        raise InvalidRequest("; ".join(_format_errors(exc))) from None
+
+
+def to_wire(record: Any) -> dict[str, Any]:
+    """The wire object of a record: what the converter gives (and storage may keep), less
+    the fields declared with ``metadata={"wire": False}``."""
+    data: dict[str, Any] = converter.unstructure(record)
+    cls: type = type(record)
+    for name in _hidden_fields(cls):
+        del data[name]
+    return data
+
+
+@functools.cache
+def _hidden_fields(cls: type) -> tuple[str, ...]:
+    if not attrs.has(cls):
+        return ()
+    return tuple(f.name for f in attrs.fields(cls) if f.metadata.get("wire") is False)
+
+
+def check_page(limit: int, offset: int, *, most: int = 1000) -> None:
+    """``limit`` in 1..``most`` and ``offset`` at least 0, else a 422 naming the field."""
+    if not 1 <= limit <= most:
+        raise InvalidRequest(f"$.limit: {limit} is not between 1 and {most}")
+    if offset < 0:
+        raise InvalidRequest(f"$.offset: {offset} is less than 0")
+
+
+def check_select(select: list[str] | None, allowed: tuple[str, ...]) -> None:
+    """Every ``select`` field is one of ``allowed``, else a 422 listing them."""
+    bad = [f for f in select or () if f not in allowed]
+    if bad:
+        raise InvalidRequest(f"$.select: invalid fields {bad}; allowed: {list(allowed)}")
+
+
+def selected(rows: list[dict[str, Any]], select: list[str] | None) -> list[dict[str, Any]]:
+    """Wire rows cut down to the ``select`` fields (all of them without one)."""
+    return [{k: row[k] for k in select} for row in rows] if select else rows
+
+
+def validate_uuid(value: str, what: str) -> str:
+    """Return the canonical lowercase form of a UUID string, or raise 422 ``Invalid <what> ID``."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidRequest(f"Invalid {what} ID: must be a UUID") from None

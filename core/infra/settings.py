@@ -1,0 +1,205 @@
+"""Settings: one frozen object built from the command line and ``langgraph.json``.
+
+``langgraph.json`` keys understood here: ``graphs`` (graph id -> ``"./file.py:attr"`` or
+``"package.module:attr"``, or ``{"path": ..., "description": ...}``), ``dependencies``
+(paths put on ``sys.path``, relative to the file), ``env`` (a dict, or the path of a
+``.env`` file), ``store`` (``index`` for semantic search, ``ttl``), ``http`` (``app``: a
+custom ASGI app mounted beside the API) and our own section ``"triograph": {"plugins":
+[...], "disable_plugins": [...], "max_attempts": n, "lease": seconds}``. Keys that belong to
+other tools are ignored. System assistants take per-graph config defaults from
+``LANGGRAPH_CONFIG`` (a JSON object of graph id -> config), as the official server does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import pathlib
+import sys
+from typing import Any
+
+import attrs
+import orjson
+
+from triograph.core.infra.errors import ConfigError
+
+
+@attrs.frozen(kw_only=True)
+class GraphSpec:
+    graph_id: str
+    path: str
+    description: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything the app needs to know, passed explicitly (never a global)."""
+
+    graphs: tuple[GraphSpec, ...] = ()
+    base_dir: pathlib.Path = attrs.field(factory=pathlib.Path.cwd)
+    dependencies: tuple[str, ...] = ()
+    env: dict[str, str] = attrs.field(factory=dict)
+    storage: str = "memory"
+    plugins: tuple[str, ...] = ()
+    disable_plugins: tuple[str, ...] = ()
+    #: runs executing at once in this process; more wait as ``pending``
+    max_runs: int = 100
+    #: seconds runs in flight get at shutdown before they are interrupted
+    shutdown_grace: float = 5.0
+    #: seconds between SSE heartbeats and between keep-alive newlines of ``/wait``
+    heartbeat_interval: float = 5.0
+    #: seconds a finished resumable run keeps its event log for ``Last-Event-ID`` replays
+    resumable_ttl: float = 600.0
+    #: events a live subscriber may fall behind before it is dropped
+    subscriber_buffer: int = 4096
+    #: the ``store`` section of langgraph.json: ``index`` (semantic search), ``ttl``
+    store: dict[str, Any] = attrs.field(factory=dict)
+    #: the ``http`` section of langgraph.json: ``app`` (a custom ASGI app), ``disable_*``
+    http: dict[str, Any] = attrs.field(factory=dict)
+    #: per-graph defaults for system assistants: graph id -> config (may hold ``context``),
+    #: from the ``LANGGRAPH_CONFIG`` environment variable (a JSON object)
+    graph_configs: dict[str, Any] = attrs.field(factory=dict)
+    #: the ``webhooks`` section of langgraph.json: ``url`` (the SSRF policy: ``disable_loopback``,
+    #: ``disable_private_ips``, ``require_https``, ``allowed_domains``, ``allowed_ports``,
+    #: ``max_url_length``), ``headers``, ``env_prefix``, ``allowed_fields``
+    webhooks: dict[str, Any] = attrs.field(factory=dict)
+    #: seconds between cron scheduler polls
+    cron_interval: float = 5.0
+    #: times a run may be executed: a run whose server stopped while running it is retried
+    #: from its last checkpoint until it has been tried this often, then it fails
+    max_attempts: int = 3
+    #: on a backend shared by processes (Postgres): seconds without a heartbeat after which
+    #: a worker counts as gone and the runs it owned are taken over by the others
+    lease: float = 10.0
+    #: processes serving together (``triograph serve --workers N``); more than one needs a
+    #: backend shared by processes
+    workers: int = 1
+
+
+def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Settings:
+    """Read ``langgraph.json`` and return settings, with command-line ``overrides`` on top."""
+    path = pathlib.Path(config_path).resolve()
+    try:
+        raw = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found") from None
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a JSON object")
+    base = path.parent
+    graphs = tuple(_graph_spec(gid, value) for gid, value in (raw.get("graphs") or {}).items())
+    deps = raw.get("dependencies") or []
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise ConfigError("'dependencies' must be a list of paths")
+    own = raw.get("triograph") or {}
+    values: dict[str, Any] = {
+        "graphs": graphs,
+        "base_dir": base,
+        "dependencies": tuple(deps),
+        "env": _env(raw.get("env"), base),
+        "plugins": tuple(own.get("plugins") or ()),
+        "disable_plugins": tuple(own.get("disable_plugins") or ()),
+        "store": _section(raw, "store"),
+        "http": _section(raw, "http"),
+        "webhooks": _section(raw, "webhooks"),
+        "graph_configs": _graph_configs(),
+    }
+    if "max_attempts" in own:
+        values["max_attempts"] = _max_attempts(own["max_attempts"])
+    if "lease" in own:
+        values["lease"] = _lease(own["lease"])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)
+
+
+def import_object(spec: Any, base_dir: pathlib.Path, *, what: str) -> Any:
+    """The object a config value names: ``./file.py:attr`` (a file, relative to
+    ``base_dir``) or ``package.module:attr``. Anything that fails is a ConfigError that
+    starts with ``what`` (``graph 'agent'``, ``http.app``, ...)."""
+    location, _, attr = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
+    if not location or not attr:
+        raise ConfigError(f"{what}: {spec!r} is not './file.py:attr' or 'module:attr'")
+    try:
+        if is_file_location(location):
+            file = (base_dir / location).resolve()
+            name = f"triograph_user_{abs(hash((str(file), what)))}"
+            module_spec = importlib.util.spec_from_file_location(name, file)
+            if module_spec is None or module_spec.loader is None or not file.is_file():
+                raise ConfigError(f"{what}: cannot load {str(file)!r}")
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(location)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{what}: cannot load {spec!r}: {exc!r}") from exc
+    if not hasattr(module, attr):
+        raise ConfigError(f"{what}: {location!r} has no {attr!r}")
+    return getattr(module, attr)
+
+
+def is_file_location(location: str) -> bool:
+    """``./x.py`` or ``dir/x`` name a file; ``package.module`` names a module."""
+    return location.endswith(".py") or "/" in location
+
+
+def _max_attempts(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"'triograph.max_attempts' must be an integer, 1 or more; got {value!r}")
+    return value
+
+
+def _lease(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"'triograph.lease' must be a number of seconds above 0; got {value!r}")
+    return float(value)
+
+
+def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"'{key}' must be an object")
+    return value
+
+
+def _graph_configs() -> dict[str, Any]:
+    """``LANGGRAPH_CONFIG``: a JSON object mapping graph ids to assistant config defaults."""
+    text = os.environ.get("LANGGRAPH_CONFIG")
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"LANGGRAPH_CONFIG is not valid JSON: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise ConfigError("LANGGRAPH_CONFIG must be a JSON object of graph id -> object")
+    return value
+
+
+def _graph_spec(graph_id: str, value: Any) -> GraphSpec:
+    if isinstance(value, str):
+        return GraphSpec(graph_id=graph_id, path=value)
+    if isinstance(value, dict) and isinstance(value.get("path"), str):
+        return GraphSpec(
+            graph_id=graph_id, path=value["path"], description=value.get("description")
+        )
+    raise ConfigError(f"graph {graph_id!r}: expected 'file.py:attr' or {{'path': ...}}")
+
+
+def _env(value: Any, base: pathlib.Path) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, str):
+        from dotenv import dotenv_values
+
+        env_path = base / value
+        if not env_path.is_file():
+            raise ConfigError(f"env file {str(env_path)!r} not found")
+        return {k: v for k, v in dotenv_values(env_path).items() if v is not None}
+    raise ConfigError("'env' must be an object or the path of a .env file")

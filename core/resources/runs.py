@@ -1,0 +1,533 @@
+"""Runs: validating a RunCreate, storing the run, admitting it on its thread, the
+queries and commands on runs (list, get, delete, cancel, join), and taking over at start-up
+the runs a stopped server left in flight.
+
+Validation follows the official processing order (contract §5.2) and happens before
+anything is stored, so a 4xx changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from triograph.core.infra import encoding
+from triograph.core.infra.errors import BadRequest, InvalidRequest, NotFound
+from triograph.core.infra.models import (
+    IN_FLIGHT_RUN_STATUSES,
+    RUN_STATUSES,
+    CancelAction,
+    Run,
+    RunCreate,
+    Thread,
+    new_id,
+    now,
+    validate_uuid,
+)
+from triograph.core.infra.webhooks import WebhookPolicy
+from triograph.core.resources.threads import strip_reserved
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from triograph.core.engine.multitask import Admission
+    from triograph.core.engine.supervisor import RunHandle
+    from triograph.core.infra.context import Core
+    from triograph.core.infra.models import Assistant
+
+log = logging.getLogger("triograph.runs")
+
+#: configurable/context keys the official server silently strips (contract §1.6)
+RESERVED_CONFIGURABLE = frozenset(
+    {
+        "langgraph_auth_user",
+        "langgraph_auth_user_id",
+        "langgraph_auth_permissions",
+        "langgraph_request_id",
+        "__langsmith_project__",
+        "__langsmith_example_id__",
+        "__request_start_time_ms__",
+        "__after_seconds__",
+        "__otel_traceparent__",
+        "__otel_tracestate__",
+        "__dd_trace_headers__",
+        "__pregel_node_finished",
+        "__context_provided__",
+    }
+)
+RUN_FIELDS = (
+    "run_id",
+    "thread_id",
+    "assistant_id",
+    "created_at",
+    "updated_at",
+    "status",
+    "metadata",
+    "kwargs",
+    "multitask_strategy",
+    "langsmith_session_name",
+)
+
+
+#: the 400 for a request giving both ``config.configurable`` and ``context`` (contract §1.7)
+BOTH_CONFIGURABLE_AND_CONTEXT = (
+    "Cannot specify both configurable and context. Prefer setting context alone. Context was "
+    "introduced in LangGraph 0.6.0 and is the long term planned replacement for configurable."
+)
+
+
+#: the typed keys of a request's ``config``: what is allowed, and the check
+CONFIG_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "tags": (
+        "a list of strings",
+        lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
+    ),
+    "recursion_limit": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "configurable": ("an object", lambda v: isinstance(v, dict)),
+    "metadata": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
+def check_config(config: dict[str, Any] | None, field: str = "$.config") -> None:
+    """The keys of a ``config`` object that have a type (contract §1.7); 422 naming one."""
+    for key, (allowed, ok) in CONFIG_KEYS.items():
+        value = (config or {}).get(key)
+        if value is not None and not ok(value):
+            raise InvalidRequest(f"{field}.{key}: expected {allowed}")
+
+
+def clean_configurable(values: dict[str, Any] | None) -> dict[str, Any]:
+    """``configurable`` or ``context`` without the keys the server reserves (contract §1.6)."""
+    return {k: v for k, v in (values or {}).items() if k not in RESERVED_CONFIGURABLE}
+
+
+@attrs.define(kw_only=True)
+class _Plan:
+    """A validated run creation, ready to be stored."""
+
+    run: Run
+    thread: Thread
+    created: bool
+    thread_metadata: dict[str, Any]
+    assistant: Assistant
+    admission: Admission | None
+
+
+class RunService:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.webhook_policy = WebhookPolicy(core.settings)
+
+    # -- create -------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        thread_id: str | None,
+        body: RunCreate,
+        *,
+        request_id: str | None = None,
+        retain: bool = False,
+    ) -> tuple[Run, RunHandle]:
+        """Validate, store and start a run; ``thread_id=None`` makes it stateless.
+        ``retain`` keeps it joinable from memory once finished (background runs)."""
+        link = self.core.cluster
+        if link is None or thread_id is None:
+            plan = await self.prepare(thread_id, body, request_id=request_id)
+            return await self.commit(plan, retain=retain)
+        # other processes admit runs on this thread too: decide and insert under its lock
+        async with link.thread_lock(validate_uuid(thread_id, "thread")):
+            plan = await self.prepare(thread_id, body, request_id=request_id)
+            return await self.commit(plan, retain=retain)
+
+    async def prepare(
+        self, thread_id: str | None, body: RunCreate, *, request_id: str | None = None
+    ) -> _Plan:
+        """Every check of a run creation, and the records to write; writes nothing."""
+        core = self.core
+        stateless = thread_id is None
+        modes = core.stream_modes.validate(body.stream_mode)
+        strategy_name = body.multitask_strategy or "enqueue"
+        strategy = None if stateless else core.multitask.get(strategy_name)
+        assistant_id = core.graphs.resolve_assistant_id(body.assistant_id)
+        if not stateless:
+            thread_id = validate_uuid(thread_id or "", "thread")
+        checkpoint = attrs.asdict(body.checkpoint) if body.checkpoint else {}
+        if body.checkpoint_id is not None:
+            checkpoint["checkpoint_id"] = body.checkpoint_id
+        if checkpoint.get("checkpoint_id"):
+            try:
+                uuid.UUID(checkpoint["checkpoint_id"])
+            except ValueError:
+                raise InvalidRequest("Invalid checkpoint ID") from None
+        if stateless and body.command is not None and body.command.resume is not None:
+            raise BadRequest("You must provide a thread_id when resuming.")
+        check_config(body.config)
+        run_config = dict(body.config or {})
+        if (run_config.get("configurable") or {}) and body.context:
+            raise BadRequest(BOTH_CONFIGURABLE_AND_CONTEXT)
+        if body.webhook is not None:
+            self.webhook_policy.check(body.webhook)
+        after = body.after_seconds or 0
+        if after < 0:
+            raise InvalidRequest("$.after_seconds: must be 0 or more")
+        assistant = await core.assistants.resolve(assistant_id)
+
+        temporary = stateless and (body.on_completion or "delete") == "delete"
+        if stateless:
+            thread = Thread(thread_id=new_id())
+            created = True
+        else:
+            assert thread_id is not None
+            existing = await core.storage.threads.get(thread_id)
+            created = existing is None
+            if existing is None and (body.if_not_exists or "reject") != "create":
+                raise NotFound("Thread or assistant not found.")
+            thread = existing or Thread(thread_id=thread_id)
+        run = self._build_run(body, assistant, thread, modes, checkpoint, temporary, request_id)
+        if strategy is not None:
+            run.multitask_strategy = strategy_name
+        in_flight = await self.in_flight(thread.thread_id) if strategy else []
+        admission = strategy.admit(run, in_flight) if strategy and in_flight else None
+        thread_metadata = {}
+        if created:
+            thread_metadata = {
+                **strip_reserved(run_config.get("metadata")),
+                **strip_reserved(body.metadata),
+            }
+        return _Plan(
+            run=run,
+            thread=thread,
+            created=created,
+            thread_metadata=thread_metadata,
+            assistant=assistant,
+            admission=admission,
+        )
+
+    async def commit(self, plan: _Plan, *, retain: bool = False) -> tuple[Run, RunHandle]:
+        """Store a prepared run (and its thread), start it, apply its multitask admission;
+        returns the run as stored (``pending``) and its handle.
+
+        The run is reserved in flight before the first ``await`` since :meth:`prepare`
+        consulted the strategy, so no other run can be admitted in between. The writes and
+        the start are shielded: a client leaving mid-way cannot leave a stored run without
+        a task, or a thread ``busy`` for nothing. If a write or the start fails, the run is
+        undone (reservation and record) and the thread status recomputed.
+        """
+        core, run = self.core, plan.run
+        handle = core.supervisor.reserve(run, retain=retain)
+        with trio.CancelScope(shield=True):
+            try:
+                await self._store(plan)
+                stored = attrs.evolve(run)  # the answer shows it as stored, not as it runs on
+                await core.supervisor.start(handle)
+            except Exception:
+                core.supervisor.discard(handle)
+                await core.storage.runs.delete(run.run_id)
+                await core.threads.after_run(run, "rolled_back", None)  # it never ran
+                raise
+        admission = plan.admission
+        if admission is not None and admission.cancel:
+            reason = f"run {run.run_id} was created with multitask_strategy"
+            reason += f"={run.multitask_strategy!r}"
+            await self._cancel(list(admission.cancel), admission.action, reason)
+        return stored, handle
+
+    async def in_flight(self, thread_id: str) -> list[Run]:
+        """The thread's runs pending or running, in submission order: this process's, and
+        on a shared backend those of other processes too."""
+        runs = [h.run for h in self.core.supervisor.in_flight(thread_id)]
+        if self.core.cluster is not None:
+            local = {run.run_id for run in runs}
+            stored = await self.core.cluster.in_flight(thread_id)
+            runs += [run for run in stored if run.run_id not in local]
+        return runs
+
+    async def handle(self, run: Run) -> RunHandle | None:
+        """The run's handle here: its own if this process executes (or recently executed)
+        it; for one stored in flight by another process, a :class:`RemoteRun`."""
+        handle = self.core.supervisor.get(run.run_id)
+        if (
+            handle is None
+            and self.core.cluster is not None
+            and run.status in IN_FLIGHT_RUN_STATUSES
+        ):
+            return await self.core.cluster.follow(run)
+        return handle
+
+    async def _cancel(
+        self, run_ids: list[str], action: CancelAction, reason: str
+    ) -> list[RunHandle]:
+        """Cancel the in-flight runs among ``run_ids``, wherever they execute; returns the
+        handles cancelled."""
+        cancelled = self.core.supervisor.cancel(run_ids, action, reason)
+        if self.core.cluster is not None:
+            local = {h.run.run_id for h in cancelled} | set(self.core.supervisor.handles)
+            for run_id in run_ids:
+                run = None if run_id in local else await self.core.storage.runs.get(run_id)
+                handle = await self.handle(run) if run is not None else None
+                if handle is not None and handle.cancel(action, reason):
+                    cancelled.append(handle)
+        return cancelled
+
+    async def _store(self, plan: _Plan) -> None:
+        """The thread (created, or marked ``busy``), then the run as ``pending``."""
+        core, thread, assistant = self.core, plan.thread, plan.assistant
+        graph = {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
+        if plan.created:
+            thread.metadata.update({**graph, **plan.thread_metadata})
+        if await core.threads.mark_busy(thread, create=plan.created, metadata=graph):
+            await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
+        await core.storage.runs.create(plan.run)
+
+    def _build_run(
+        self,
+        body: RunCreate,
+        assistant: Assistant,
+        thread: Thread,
+        modes: list[str],
+        checkpoint: dict[str, Any],
+        temporary: bool,
+        request_id: str | None,
+    ) -> Run:
+        run_id = new_id()
+        run_config = dict(body.config or {})
+        config: dict[str, Any] = {**assistant.config, **run_config}
+        tags = [*assistant.config.get("tags", ()), *run_config.get("tags", ())]
+        if tags:
+            config["tags"] = tags
+        configurable = {
+            **clean_configurable(assistant.config.get("configurable")),
+            **clean_configurable(run_config.get("configurable")),
+        }
+        context = {
+            **clean_configurable(assistant.context),
+            **configurable,
+            **clean_configurable(body.context),
+        }
+        configurable.update(clean_configurable(body.context))
+        metadata = {
+            **assistant.metadata,
+            **thread.metadata,
+            **strip_reserved(run_config.get("metadata")),
+            **strip_reserved(body.metadata),
+            "graph_id": assistant.graph_id,
+            "assistant_id": assistant.assistant_id,
+        }
+        configurable.update(
+            {
+                "run_id": run_id,
+                "thread_id": thread.thread_id,
+                "graph_id": assistant.graph_id,
+                "assistant_id": assistant.assistant_id,
+                "user_id": "",
+                "langgraph_request_id": request_id or str(uuid.uuid4()),
+                "__after_seconds__": body.after_seconds or 0,
+                **{k: v for k, v in checkpoint.items() if v is not None and k != "thread_id"},
+            }
+        )
+        config["configurable"] = configurable
+        config["metadata"] = metadata
+        durability = body.durability or ("exit" if body.checkpoint_during is False else "async")
+        command = attrs.asdict(body.command) if body.command is not None else None
+        created_at = now() + dt.timedelta(seconds=body.after_seconds or 0)
+        return Run(
+            run_id=run_id,
+            thread_id=thread.thread_id,
+            assistant_id=assistant.assistant_id,
+            metadata=metadata,
+            multitask_strategy=body.multitask_strategy or "enqueue",
+            created_at=created_at,
+            updated_at=created_at,
+            kwargs={
+                "input": body.input,
+                "command": command,
+                "config": config,
+                "context": context,
+                "stream_mode": modes,
+                "interrupt_before": body.interrupt_before,
+                "interrupt_after": body.interrupt_after,
+                "webhook": body.webhook,
+                "feedback_keys": body.feedback_keys,
+                "temporary": temporary,
+                "subgraphs": body.stream_subgraphs,
+                "resumable": body.stream_resumable,
+                "checkpoint_during": durability != "exit",
+                "durability": durability,
+            },
+        )
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Take over the runs a stopped server left in flight. Called once by the lifespan,
+        with the supervisor serving but not yet ``ready``, before anything can create runs.
+
+        A run left ``running`` was cut off: it goes back to ``pending`` with ``attempt``
+        one higher (contract §5.1), and the supervisor retries it from its last checkpoint,
+        or fails it once it is past ``max_attempts``. On a backend shared by processes,
+        only the runs of workers that stopped heartbeating are taken (claimed, see
+        :mod:`triograph.core.engine.cluster`), and only their threads recomputed. Every run is
+        then submitted again as stored: in ``created_at`` order on its thread,
+        ``after_seconds`` included, joinable from memory once finished. Last, every thread
+        the crash may have left ``busy`` is recomputed: ``busy`` while a run of it is in
+        flight, else as §3.7 says.
+        """
+        core = self.core
+        if core.cluster is not None:  # other processes may be alive: only orphans are ours
+            await self.settle({run.thread_id for run in await core.cluster.adopt()})
+            return
+        runs = await core.storage.runs.search(statuses=IN_FLIGHT_RUN_STATUSES)
+        for run in runs:
+            if run.status == "running":
+                run.status = "pending"
+                run.attempt += 1
+                run.updated_at = now()
+                await core.storage.runs.update(run)
+        for run in runs:
+            await core.supervisor.start(core.supervisor.reserve(run, retain=True))
+        _, count = await core.storage.threads.search(status="busy", limit=0)
+        busy, _ = await core.storage.threads.search(status="busy", limit=count)
+        await self.settle({run.thread_id for run in runs} | {t.thread_id for t in busy})
+        if runs:
+            log.info("recovered %d runs left in flight by a stopped server", len(runs))
+
+    async def settle(self, thread_ids: Iterable[str]) -> None:
+        """Recompute each thread's values and status from its head checkpoint and its runs
+        in flight; one that fails is logged and left as it is."""
+        for thread_id in thread_ids:
+            thread = await self.core.storage.threads.get(thread_id)
+            if thread is None:
+                continue
+            try:
+                await self.core.threads.recompute(thread)
+            except Exception:
+                log.exception("thread %s: recomputing its status after a restart failed", thread_id)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    async def get(self, thread_id: str, run_id: str) -> Run:
+        thread_id = validate_uuid(thread_id, "thread")
+        run_id = validate_uuid(run_id, "run")
+        await self.core.threads.get(thread_id)
+        run = await self.core.storage.runs.get(run_id)
+        if run is None or run.thread_id != thread_id:
+            raise NotFound("Not Found")
+        return run
+
+    async def for_thread(
+        self, thread_id: str, *, limit: int, offset: int, status: str | None
+    ) -> list[Run]:
+        thread = await self.core.threads.get(thread_id)
+        if status is not None and status not in RUN_STATUSES:
+            raise InvalidRequest(f"status: {status!r} is not one of {list(RUN_STATUSES)}")
+        if limit < 0 or offset < 0:
+            raise InvalidRequest("limit and offset must be 0 or more")
+        return await self.core.storage.runs.for_thread(
+            thread.thread_id, status=status, limit=limit, offset=offset
+        )
+
+    async def delete(self, thread_id: str, run_id: str) -> None:
+        """Delete a run. A run in flight is rolled back first (stopped, deleted with its
+        checkpoints, thread status recomputed), as the official server deletes what the
+        run wrote; a finished run's checkpoints stay: later runs were built on them."""
+        try:
+            run = await self.get(thread_id, run_id)
+        except NotFound as exc:
+            if exc.message != "Not Found":  # the thread is unknown: say so
+                raise
+            raise NotFound("Run not found") from None
+        handle = await self.handle(run)
+        if handle is not None:
+            reason = f"run deleted via DELETE /threads/{run.thread_id}/runs/{run.run_id}"
+            handle.cancel("rollback", reason)
+            await handle.done.wait()  # rolled back, or its outcome was already decided
+        await self.core.storage.runs.delete(run.run_id)
+
+    async def rollback(self, run: Run) -> None:
+        """Delete a cancelled run and every checkpoint it wrote (called by the supervisor)."""
+        checkpointer = self.core.storage.checkpointer
+        await self.core.bridge.call(lambda: checkpointer.adelete_for_runs([run.run_id]))
+        await self.core.storage.runs.delete(run.run_id)
+
+    # -- cancel and join ----------------------------------------------------------------------
+
+    async def cancel(self, thread_id: str, run_id: str, action: CancelAction) -> RunHandle:
+        run = await self.core.storage.runs.get(validate_uuid(run_id, "run"))
+        thread_id = validate_uuid(thread_id, "thread")
+        if run is None or run.thread_id != thread_id:
+            raise NotFound("No runs found to cancel.")
+        handle = await self.handle(run)
+        reason = f"interrupt requested via POST /threads/{thread_id}/runs/{run.run_id}/cancel"
+        if handle is None or not handle.cancel(action, reason):
+            raise NotFound(
+                "No matching runs to cancel. Please verify the thread ID and run IDs are "
+                "correct, and the runs haven't been deleted or completed."
+            )
+        return handle
+
+    async def cancel_many(
+        self,
+        *,
+        status: str | None,
+        thread_id: str | None,
+        run_ids: list[str] | None,
+        action: CancelAction,
+    ) -> int:
+        if (status is None) == (thread_id is None and run_ids is None):
+            raise InvalidRequest("give exactly one of: status, or thread_id with run_ids")
+        if status is not None:
+            statuses = IN_FLIGHT_RUN_STATUSES if status == "all" else (status,)
+            runs = await self.core.storage.runs.search(statuses=statuses)
+        else:
+            if thread_id is None or not run_ids:
+                raise InvalidRequest("thread_id and run_ids go together")
+            ids = [validate_uuid(r, "run") for r in run_ids]
+            runs = await self.core.storage.runs.search(
+                thread_id=validate_uuid(thread_id, "thread"), run_ids=ids
+            )
+        reason = "cancelled via POST /runs/cancel"
+        cancelled = await self._cancel([r.run_id for r in runs], action, reason)
+        if not cancelled:
+            raise NotFound("No runs found to cancel.")
+        return len(cancelled)
+
+    async def join_target(self, thread_id: str, run_id: str) -> tuple[Run | None, RunHandle | None]:
+        """The run and its live (or recently finished) handle, for join and join stream."""
+        thread_id = validate_uuid(thread_id, "thread")
+        run_id = validate_uuid(run_id, "run")
+        handle = self.core.supervisor.get(run_id)
+        if handle is not None and handle.run.thread_id == thread_id:
+            return handle.run, handle
+        run = await self.core.storage.runs.get(run_id)
+        if run is None or run.thread_id != thread_id:
+            raise NotFound(f"Run {run_id} not found")
+        if self.core.cluster is not None and run.kwargs.get("resumable"):
+            return run, await self.core.cluster.follow(
+                run
+            )  # its stored events replay, even finished
+        return run, await self.handle(run)
+
+    async def result(self, run: Run, handle: RunHandle | None) -> bytes:
+        """The join body of a finished run (contract §5.5-5.6)."""
+        if handle is not None and handle.done.is_set() and not handle.remote:
+            fallback: Any = {}
+            if not handle.temporary:
+                thread = await self.core.storage.threads.get(run.thread_id)
+                fallback = (thread.values if thread else None) or {}
+            return handle.output.body(fallback)
+        thread = await self.core.storage.threads.get(run.thread_id)
+        if thread is None:
+            return encoding.dumps({})
+        if thread.status == "error" and thread.error:
+            return encoding.dumps({"__error__": thread.error})
+        if thread.status == "interrupted" and thread.interrupts:
+            return encoding.dumps(
+                {"__interrupt__": [i for items in thread.interrupts.values() for i in items]}
+            )
+        return encoding.dumps(thread.values or {})

@@ -1,0 +1,173 @@
+"""The store API over the backend's LangGraph store, and the store's configuration.
+
+The store is the one the graphs get as ``runtime.store``: an item a node writes is visible
+here and the other way round. Every operation runs on the graph loop through the bridge
+(``core.bridge.call``); what the store does (namespace label rules, filters, semantic
+search, TTL defaults) is left to it. This module only checks request shapes, so a bad
+request is a 4xx naming the field before anything reaches the store.
+
+The ``store`` section of ``langgraph.json`` (index, TTL) is read by
+:mod:`triograph.core.infra.store_config`, which the backends build their stores with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError
+
+from triograph.core.infra.errors import BadRequest, InvalidRequest
+from triograph.core.infra.models import JSON, check_page
+
+if TYPE_CHECKING:
+    from langgraph.store.base import BaseStore, NotProvided
+
+    from triograph.core.infra.context import Core
+
+T = TypeVar("T")
+
+#: comparison operators of a search ``filter`` (LangGraph stores implement them)
+FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
+
+
+# -- request bodies ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class StorePut:
+    namespace: list[str]
+    key: str
+    value: dict[str, JSON]
+    #: ``False`` (do not index), a list of field paths, or None (the index's ``fields``)
+    index: JSON = None
+    #: minutes; absent means the store's ``default_ttl``, null means no expiry
+    ttl: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StoreDelete:
+    namespace: list[str]
+    key: str
+
+
+@attrs.frozen(kw_only=True)
+class StoreSearch:
+    namespace_prefix: list[str] | None = None
+    filter: dict[str, JSON] | None = None
+    limit: int = 10
+    offset: int = 0
+    query: str | None = None
+    refresh_ttl: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StoreNamespaces:
+    prefix: list[str] | None = None
+    suffix: list[str] | None = None
+    max_depth: int | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+def _check_namespace(namespace: list[str]) -> tuple[str, ...]:
+    """The namespace of an item: at least one label (the labels themselves the store checks)."""
+    if not namespace:
+        raise BadRequest("Namespace cannot be empty.")
+    return tuple(namespace)
+
+
+def _check_filter(value: dict[str, Any], path: str = "$.filter") -> None:
+    """Operators the stores do not know would fail deep inside the store: name them here."""
+    for key, want in value.items():
+        if not isinstance(want, dict):
+            continue
+        if any(k.startswith("$") for k in want):
+            bad = [k for k in want if k not in FILTER_OPERATORS]
+            if bad:
+                raise InvalidRequest(
+                    f"{path}.{key}: unsupported operator {bad[0]!r}; "
+                    f"allowed: {', '.join(FILTER_OPERATORS)}"
+                )
+        else:
+            _check_filter(want, f"{path}.{key}")
+
+
+class StoreService:
+    """The store API (contract §8) over ``core.storage.store``."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    async def _call(self, make: Callable[[BaseStore], Awaitable[T]]) -> T:
+        """Run ``make(store)`` on the graph loop; a namespace the store refuses is a 422."""
+        store = self.core.storage.store
+        try:
+            return await self.core.bridge.call(lambda: make(store))
+        except InvalidNamespaceError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    async def put(self, body: StorePut, *, ttl: float | NotProvided | None = NOT_PROVIDED) -> None:
+        """Store an item; ``ttl`` is ``body.ttl`` when the request named it."""
+        namespace = _check_namespace(body.namespace)
+        index = body.index
+        if not (
+            index is None
+            or index is False
+            or (isinstance(index, list) and all(isinstance(p, str) for p in index))
+        ):
+            raise InvalidRequest("$.index: expected false, null or a list of field paths")
+        if isinstance(ttl, int | float):
+            if ttl <= 0:
+                raise InvalidRequest(f"$.ttl: {ttl} is not more than 0 minutes")
+            if not self.core.storage.store.supports_ttl:
+                raise InvalidRequest("$.ttl: the store of this server does not support TTL")
+        await self._call(lambda s: s.aput(namespace, body.key, body.value, index=index, ttl=ttl))
+
+    async def get(
+        self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None
+    ) -> dict[str, Any] | None:
+        item = await self._call(lambda s: s.aget(namespace, key, refresh_ttl=refresh_ttl))
+        return None if item is None else item.dict()
+
+    async def delete(self, body: StoreDelete) -> None:
+        namespace = _check_namespace(body.namespace)
+        await self._call(lambda s: s.adelete(namespace, body.key))
+
+    async def search(self, body: StoreSearch) -> list[dict[str, Any]]:
+        """Items under ``namespace_prefix`` (absent: everywhere), with ``score`` (null unless
+        the store has an index and ``query`` is given)."""
+        check_page(body.limit, body.offset)
+        if body.filter:
+            _check_filter(body.filter)
+        prefix = tuple(body.namespace_prefix or ())
+        items = await self._call(
+            lambda s: s.asearch(
+                prefix,
+                query=body.query,
+                filter=body.filter,
+                limit=body.limit,
+                offset=body.offset,
+                refresh_ttl=body.refresh_ttl,
+            )
+        )
+        return [item.dict() for item in items]
+
+    async def list_namespaces(self, body: StoreNamespaces) -> list[list[str]]:
+        check_page(body.limit, body.offset)
+        if body.max_depth is not None and body.max_depth < 1:
+            raise InvalidRequest(f"$.max_depth: {body.max_depth} is less than 1")
+        namespaces = await self._call(
+            lambda s: s.alist_namespaces(
+                prefix=tuple(body.prefix) if body.prefix else None,
+                suffix=tuple(body.suffix) if body.suffix else None,
+                max_depth=body.max_depth,
+                limit=body.limit,
+                offset=body.offset,
+            )
+        )
+        return [list(ns) for ns in namespaces]
