@@ -6,12 +6,13 @@ reservation are atomic), the caller stores it as ``pending``, and :meth:`RunSupe
 starts its task with ``await nursery.start(...)``, so the task exists, and
 ``triograph_run_created`` has fired, before the HTTP response goes out.
 
-A run task waits for its turn on its thread's :class:`_Lane` (one run of a thread at a time,
-in scheduled-start order: ``created_at``, which ``after_seconds`` moves), then for a slot under
-``max_runs``, executes (see :mod:`triograph.core.engine.execution`), and finally records its outcome
-(run status, thread status, hooks) under a shielded, time-bounded scope, still holding the
-lane: the next run of the thread starts from the final checkpoints of this one, after a
-rollback's deletions. Every way of stopping a run (cancel endpoint, multitask
+A run task waits for its turn on its thread's lane (:class:`~triograph.core.engine.handles.
+ThreadLane`: one run of a thread at a time, in scheduled-start order: ``created_at``, which
+``after_seconds`` moves), then for its turn across processes (``core.cluster``), then for a
+slot under ``max_runs``, executes (see :mod:`triograph.core.engine.execution`), and finally
+records its outcome (run status, thread status, hooks) under a shielded, time-bounded scope,
+still holding the lane: the next run of the thread starts from the final checkpoints of this
+one, after a rollback's deletions. Every way of stopping a run (cancel endpoint, multitask
 interrupt/rollback, client disconnect, run deletion, shutdown) is one :meth:`RunHandle.cancel`,
 i.e. one ``CancelScope.cancel()``.
 
@@ -33,7 +34,8 @@ import attrs
 import trio
 
 from triograph.core.engine.emitters import RunInfo
-from triograph.core.engine.execution import Dispatcher, RunOutput, chunk_source
+from triograph.core.engine.execution import Dispatcher, chunk_source
+from triograph.core.engine.handles import RunHandle, ThreadLane, WorkerCrashed
 from triograph.core.engine.streams import RunStream
 from triograph.core.infra import encoding
 from triograph.core.infra.errors import BadRequest, Conflict
@@ -41,7 +43,6 @@ from triograph.core.infra.models import CancelAction, Run, now
 
 if TYPE_CHECKING:
     from triograph.core.infra.context import Core
-    from triograph.core.infra.storage import StoredEvent
 
 log = logging.getLogger("triograph.supervisor")
 
@@ -60,120 +61,13 @@ Outcome = Literal["success", "error", "interrupted", "rolled_back"]
 CHECKPOINT_KEYS = ("checkpoint_id", "checkpoint_ns", "checkpoint_map")
 
 
-class WorkerCrashed(Exception):
-    """A run given up: its server stopped every time it was running, ``max_attempts`` times."""
-
-    def __init__(self, run: Run, max_attempts: int) -> None:
-        stops = run.attempt - 1
-        times = "once" if stops == 1 else f"{stops} times"
-        super().__init__(
-            f"the server stopped {times} while running this run; giving up "
-            f"(max_attempts={max_attempts})"
-        )
-
-    def payload(self) -> dict[str, str]:
-        return {"error": type(self).__name__, "message": str(self)}
-
-
-@attrs.define(eq=False)
-class RunHandle:
-    """A run the supervisor knows: its record, stream, cancel scope and outcome."""
-
-    run: Run
-    stream: RunStream
-    scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    done: trio.Event = attrs.Factory(trio.Event)
-    output: RunOutput = attrs.Factory(RunOutput)
-    cancel_action: CancelAction | None = None
-    cancel_reason: str = ""
-    #: the run reached its graph (status ``running``)
-    started: bool = False
-    #: the graph ran to its end
-    completed: bool = False
-    #: the outcome is decided and being recorded: too late to cancel
-    finishing: bool = False
-    #: keep the finished handle joinable from memory for a while (background runs)
-    retain: bool = False
-    expires_at: float = float("inf")
-    #: on a shared backend: the events published since the last flush to storage
-    unstored: list[StoredEvent] | None = None
-    #: left to other workers at shutdown (shared backend, not started): nothing is recorded
-    left: bool = False
-
-    @property
-    def temporary(self) -> bool:
-        return bool(self.run.kwargs.get("temporary"))
-
-    @property
-    def remote(self) -> bool:
-        """Executed by another process (see :mod:`triograph.core.engine.cluster`)."""
-        return False
-
-    def cancel(self, action: CancelAction = "interrupt", reason: str = "") -> bool:
-        """Request cancellation; False once the outcome is decided. Never blocks.
-
-        A rollback wins over an interrupt: a run asked for both is rolled back.
-        """
-        if self.finishing:
-            return False
-        if self.cancel_action != "rollback":
-            self.cancel_action = action
-            self.cancel_reason = reason or f"run cancelled ({action})"
-        self.scope.cancel()
-        return True
-
-
-@attrs.define(eq=False)
-class _Lane:
-    """The runs of one thread in flight, in submission order, and the one holding the thread.
-
-    The holder executes and records its outcome; only then may the next run take the
-    thread. The next run is the one scheduled first (``created_at``; ties in submission
-    order), once its scheduled time has come.
-    """
-
-    handles: list[RunHandle] = attrs.Factory(list)
-    holder: RunHandle | None = None
-    #: state writes (``update_state``) holding the thread; runs wait for them too
-    writers: int = 0
-    changed: trio.Event = attrs.Factory(trio.Event)
-
-    def notify(self) -> None:
-        """Wake every waiter to look again (a run arrived, left, or released the thread)."""
-        self.changed.set()
-        self.changed = trio.Event()
-
-    def _next(self) -> RunHandle | None:
-        waiting = [h for h in self.handles if h is not self.holder]
-        return min(waiting, key=lambda h: h.run.created_at, default=None)
-
-    async def take(self, handle: RunHandle) -> None:
-        """Return once ``handle`` holds the thread. Cancellable: a run cancelled while it
-        waits (for the thread or for its ``after_seconds``) never takes it."""
-        while True:
-            changed = self.changed
-            if self.holder is None and not self.writers and self._next() is handle:
-                delay = (handle.run.created_at - now()).total_seconds()
-                if delay <= 0:
-                    self.holder = handle
-                    return
-                with trio.move_on_after(delay):
-                    await changed.wait()
-            else:
-                await changed.wait()
-
-    @property
-    def idle(self) -> bool:
-        return not self.handles and self.holder is None and not self.writers
-
-
 class RunSupervisor:
     """See the module docstring. Open with ``await nursery.start(supervisor.serve)``."""
 
     def __init__(self, core: Core) -> None:
         self.core = core
         self.handles: dict[str, RunHandle] = {}
-        self._lanes: dict[str, _Lane] = {}
+        self._lanes: dict[str, ThreadLane] = {}
         self._limiter = trio.CapacityLimiter(core.settings.max_runs)
         self._nursery: trio.Nursery | None = None
         self._ready = trio.Event()
@@ -248,12 +142,12 @@ class RunSupervisor:
             ),
             retain=retain,
         )
-        if self.core.cluster is not None and not handle.temporary:
+        if self.core.cluster.keeps_events(run):
             handle.unstored = []  # any process may serve its stream: store the events
         self.handles[run.run_id] = handle
         lane = self._lanes.get(run.thread_id)
         if lane is None:
-            lane = self._lanes[run.thread_id] = _Lane()
+            lane = self._lanes[run.thread_id] = ThreadLane()
         lane.handles.append(handle)
         lane.notify()
         return handle
@@ -296,7 +190,7 @@ class RunSupervisor:
             raise Conflict(f"Thread {thread_id} has in-flight runs: {runs}")
         lane = self._lanes.get(thread_id)
         if lane is None:
-            lane = self._lanes[thread_id] = _Lane()
+            lane = self._lanes[thread_id] = ThreadLane()
         lane.writers += 1
         try:
             yield
@@ -304,7 +198,7 @@ class RunSupervisor:
             lane.writers -= 1
             self._changed(thread_id, lane)
 
-    def _changed(self, thread_id: str, lane: _Lane) -> None:
+    def _changed(self, thread_id: str, lane: ThreadLane) -> None:
         """Wake the lane's waiters; forget the lane once nothing uses it."""
         lane.notify()
         if lane.idle:
@@ -320,10 +214,9 @@ class RunSupervisor:
                 if not self._ready.is_set():
                     await self._ready.wait()
                 await self._lanes[run.thread_id].take(handle)
-                if self.core.cluster is not None and handle.unstored is not None:
-                    await self.core.cluster.wait_turn(run)
-                    if run.attempt > 1:  # event ids go on after the earlier attempts' ones
-                        handle.stream.continue_at(await self.core.cluster.resume_seq(run))
+                await self.core.cluster.wait_turn(run)
+                if run.attempt > 1:  # event ids go on after the earlier attempts' ones
+                    handle.stream.continue_at(await self.core.cluster.resume_seq(run))
                 if run.attempt > self.core.settings.max_attempts:
                     raise WorkerCrashed(run, self.core.settings.max_attempts)
                 async with self._limiter:
@@ -366,8 +259,7 @@ class RunSupervisor:
                 for ns, mode, data in batch:
                     for name, payload in dispatcher.dispatch(ns, mode, data):
                         await self._publish(handle, name, payload, event_hook)
-                if link is not None and unstored is not None:
-                    await link.flush(run.run_id, unstored)
+                await link.flush(run.run_id, unstored)
 
     async def _attempt(self, handle: RunHandle) -> Run:
         """What this attempt executes: the run as stored, or, for a retry (its server
@@ -440,8 +332,7 @@ class RunSupervisor:
         except Exception:
             log.exception("run %s: recording its outcome (%s) failed", run.run_id, outcome)
         finally:
-            if self.core.cluster is not None and not handle.temporary:
-                self.core.cluster.finished(run)
+            self.core.cluster.finished(run)
             handle.stream.close()
             self.core.thread_streams.run_done(run.thread_id, run.run_id)
             self._release(handle)
@@ -469,10 +360,8 @@ class RunSupervisor:
             await core.runs.rollback(run)
             run.status = "interrupted"  # what it was when deleted, for the hook below
         else:
-            if handle.unstored is not None and core.cluster is not None:
-                await core.cluster.flush(
-                    run.run_id, handle.unstored
-                )  # every event is stored before the status
+            # every event is stored before the status
+            await core.cluster.flush(run.run_id, handle.unstored)
             run.status = outcome
             run.updated_at = now()
             await core.storage.runs.update(run)
@@ -515,7 +404,7 @@ class RunSupervisor:
         for handle in self.all_in_flight():
             if not handle.started:
                 # on a shared backend it stays pending: another worker runs it
-                handle.left = self.core.cluster is not None
+                handle.left = self.core.cluster.hands_over
                 handle.cancel("interrupt", SHUTDOWN_REASON)
         with trio.move_on_after(grace):
             await self._all_finished()

@@ -27,9 +27,10 @@ from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from triograph.core.engine.cluster import ClusterLink
+from triograph.core.engine.cluster import LocalLink
 from triograph.core.engine.emitters import StreamModeRegistry
 from triograph.core.engine.multitask import MultitaskRegistry
+from triograph.core.engine.shared_cluster import SharedLink
 from triograph.core.engine.supervisor import RunSupervisor
 from triograph.core.engine.thread_streams import ThreadStreams
 from triograph.core.http.custom_app import CustomApp, load_custom_app
@@ -127,13 +128,14 @@ async def _lifetime(
                 f"--workers {settings.workers}: the storage {storage.name!r} is not shared by "
                 "processes; use a Postgres one (--storage postgresql://...)"
             )
-        core.cluster = ClusterLink(core, storage.cluster) if storage.cluster is not None else None
+        core.cluster = (
+            SharedLink(core, storage.cluster) if storage.cluster is not None else LocalLink(core)
+        )
         core.graphs.attach(storage.checkpointer, storage.store)
         await core.assistants.sync_system_assistants()
         async with trio.open_nursery() as nursery:
             await nursery.start(core.supervisor.serve)
-            if core.cluster is not None:
-                await core.supervisor.start_service(core.cluster.serve)
+            await core.supervisor.start_service(core.cluster.serve)
             await core.runs.recover()
             await core.supervisor.start_service(core.crons.serve)
             await core.supervisor.start_service(core.threads.sweep_expired)

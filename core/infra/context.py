@@ -49,5 +49,6 @@ class Core:
     crons: CronService = attrs.field(default=None)
     store: StoreService = attrs.field(default=None)
     thread_streams: ThreadStreams = attrs.field(default=None)
-    #: set when the storage is shared with other processes (``storage.cluster``)
-    cluster: ClusterLink | None = None
+    #: how this process coordinates with the others on its storage (a local link when none
+    #: share it); set with the storage
+    cluster: ClusterLink = attrs.field(default=None)

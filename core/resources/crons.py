@@ -22,7 +22,6 @@ import attrs
 import trio
 from croniter import CroniterError, croniter
 
-from triograph.core.engine.cluster import leads
 from triograph.core.infra.errors import BadRequest, InvalidRequest, NotFound, TriographError
 from triograph.core.infra.models import (
     JSON,
@@ -331,7 +330,7 @@ class CronService:
         """
         task_status.started()
         while True:
-            if self.core.supervisor.accepting and leads(self.core):
+            if self.core.supervisor.accepting and self.core.cluster.leader:
                 try:
                     await self.fire_due()
                 except Exception:  # storage failed: try again at the next poll

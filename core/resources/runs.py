@@ -36,8 +36,8 @@ from triograph.core.resources.threads import strip_reserved
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from triograph.core.engine.handles import RunHandle
     from triograph.core.engine.multitask import Admission
-    from triograph.core.engine.supervisor import RunHandle
     from triograph.core.infra.context import Core
     from triograph.core.infra.models import Assistant
 
@@ -136,12 +136,11 @@ class RunService:
     ) -> tuple[Run, RunHandle]:
         """Validate, store and start a run; ``thread_id=None`` makes it stateless.
         ``retain`` keeps it joinable from memory once finished (background runs)."""
-        link = self.core.cluster
-        if link is None or thread_id is None:
+        if thread_id is None:  # a temporary thread: nobody else admits runs on it
             plan = await self.prepare(thread_id, body, request_id=request_id)
             return await self.commit(plan, retain=retain)
         # other processes admit runs on this thread too: decide and insert under its lock
-        async with link.thread_lock(validate_uuid(thread_id, "thread")):
+        async with self.core.cluster.thread_lock(validate_uuid(thread_id, "thread")):
             plan = await self.prepare(thread_id, body, request_id=request_id)
             return await self.commit(plan, retain=retain)
 
@@ -242,21 +241,13 @@ class RunService:
         """The thread's runs pending or running, in submission order: this process's, and
         on a shared backend those of other processes too."""
         runs = [h.run for h in self.core.supervisor.in_flight(thread_id)]
-        if self.core.cluster is not None:
-            local = {run.run_id for run in runs}
-            stored = await self.core.cluster.in_flight(thread_id)
-            runs += [run for run in stored if run.run_id not in local]
-        return runs
+        return runs + await self.core.cluster.in_flight_elsewhere(thread_id)
 
     async def handle(self, run: Run) -> RunHandle | None:
         """The run's handle here: its own if this process executes (or recently executed)
         it; for one stored in flight by another process, a :class:`RemoteRun`."""
         handle = self.core.supervisor.get(run.run_id)
-        if (
-            handle is None
-            and self.core.cluster is not None
-            and run.status in IN_FLIGHT_RUN_STATUSES
-        ):
+        if handle is None and run.status in IN_FLIGHT_RUN_STATUSES:
             return await self.core.cluster.follow(run)
         return handle
 
@@ -266,14 +257,7 @@ class RunService:
         """Cancel the in-flight runs among ``run_ids``, wherever they execute; returns the
         handles cancelled."""
         cancelled = self.core.supervisor.cancel(run_ids, action, reason)
-        if self.core.cluster is not None:
-            local = {h.run.run_id for h in cancelled} | set(self.core.supervisor.handles)
-            for run_id in run_ids:
-                run = None if run_id in local else await self.core.storage.runs.get(run_id)
-                handle = await self.handle(run) if run is not None else None
-                if handle is not None and handle.cancel(action, reason):
-                    cancelled.append(handle)
-        return cancelled
+        return cancelled + await self.core.cluster.cancel_elsewhere(run_ids, action, reason)
 
     async def _store(self, plan: _Plan) -> None:
         """The thread (created, or marked ``busy``), then the run as ``pending``."""
@@ -368,34 +352,14 @@ class RunService:
         """Take over the runs a stopped server left in flight. Called once by the lifespan,
         with the supervisor serving but not yet ``ready``, before anything can create runs.
 
-        A run left ``running`` was cut off: it goes back to ``pending`` with ``attempt``
-        one higher (contract §5.1), and the supervisor retries it from its last checkpoint,
-        or fails it once it is past ``max_attempts``. On a backend shared by processes,
-        only the runs of workers that stopped heartbeating are taken (claimed, see
-        :mod:`triograph.core.engine.cluster`), and only their threads recomputed. Every run is
-        then submitted again as stored: in ``created_at`` order on its thread,
-        ``after_seconds`` included, joinable from memory once finished. Last, every thread
-        the crash may have left ``busy`` is recomputed: ``busy`` while a run of it is in
-        flight, else as §3.7 says.
+        What is taken over, and how, is the cluster link's (:meth:`ClusterLink.adopt
+        <triograph.core.engine.cluster.ClusterLink.adopt>`): on one process every run stored
+        in flight, on a shared backend the runs of workers that stopped heartbeating. A run
+        left ``running`` is retried from its last checkpoint with ``attempt`` one higher.
+        The threads it returns (those runs', and those a crash may have left ``busy``) are
+        recomputed: ``busy`` while a run of it is in flight, else as §3.7 says.
         """
-        core = self.core
-        if core.cluster is not None:  # other processes may be alive: only orphans are ours
-            await self.settle({run.thread_id for run in await core.cluster.adopt()})
-            return
-        runs = await core.storage.runs.search(statuses=IN_FLIGHT_RUN_STATUSES)
-        for run in runs:
-            if run.status == "running":
-                run.status = "pending"
-                run.attempt += 1
-                run.updated_at = now()
-                await core.storage.runs.update(run)
-        for run in runs:
-            await core.supervisor.start(core.supervisor.reserve(run, retain=True))
-        _, count = await core.storage.threads.search(status="busy", limit=0)
-        busy, _ = await core.storage.threads.search(status="busy", limit=count)
-        await self.settle({run.thread_id for run in runs} | {t.thread_id for t in busy})
-        if runs:
-            log.info("recovered %d runs left in flight by a stopped server", len(runs))
+        await self.settle(await self.core.cluster.adopt())
 
     async def settle(self, thread_ids: Iterable[str]) -> None:
         """Recompute each thread's values and status from its head checkpoint and its runs
@@ -507,10 +471,10 @@ class RunService:
         run = await self.core.storage.runs.get(run_id)
         if run is None or run.thread_id != thread_id:
             raise NotFound(f"Run {run_id} not found")
-        if self.core.cluster is not None and run.kwargs.get("resumable"):
-            return run, await self.core.cluster.follow(
-                run
-            )  # its stored events replay, even finished
+        if run.kwargs.get("resumable"):  # stored events replay, even a finished run's
+            remote = await self.core.cluster.follow(run)
+            if remote is not None:
+                return run, remote
         return run, await self.handle(run)
 
     async def result(self, run: Run, handle: RunHandle | None) -> bytes:

@@ -226,11 +226,10 @@ class ThreadStates:
         thread's values, interrupts and status follow the *new* head (§13.7)."""
         _check_values(values, "$.values")
         thread = await self.core.threads.get(thread_id)
-        link = self.core.cluster
         async with self.core.supervisor.holding(thread.thread_id):
             # on a shared backend, the runs of other processes count too (a run another
             # process admits during the write is not held back by it, unlike one of ours)
-            if link is not None and (runs := await link.in_flight(thread.thread_id)):
+            if runs := await self.core.cluster.in_flight_elsewhere(thread.thread_id):
                 ids = [run.run_id for run in runs]
                 raise Conflict(f"Thread {thread.thread_id} has in-flight runs: {ids}")
             graph, config = await self._writer(thread)

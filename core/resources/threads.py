@@ -10,14 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
 
-from triograph.core.engine.cluster import leads
 from triograph.core.engine.snapshots import pending_interrupts
 from triograph.core.infra import encoding
 from triograph.core.infra.errors import Conflict, InvalidRequest, NotFound
@@ -129,9 +128,7 @@ class ThreadService:
         """Hold the thread's record lock; on a backend shared by processes, its cluster lock
         first (run admission holds that one too, so a status is never decided from the runs
         in flight while another process is admitting one)."""
-        link = self.core.cluster
-        cluster_lock = link.thread_lock(thread_id) if link is not None else nullcontext()
-        async with cluster_lock, self.record_lock(thread_id):
+        async with self.core.cluster.thread_lock(thread_id), self.record_lock(thread_id):
             yield
 
     # -- records ------------------------------------------------------------------------------
@@ -300,13 +297,12 @@ class ThreadService:
         task_status.started()
         while True:
             await trio.sleep(TTL_SWEEP_INTERVAL)
-            if not leads(self.core):  # another process of the shared backend sweeps
+            if not self.core.cluster.leader:  # another process of the shared backend sweeps
                 continue
             try:
                 await self.expire_due()
-                if self.core.cluster is not None:
-                    kept = dt.timedelta(seconds=self.core.settings.resumable_ttl)
-                    await self.core.cluster.cluster.prune_events(now() - kept)
+                kept = dt.timedelta(seconds=self.core.settings.resumable_ttl)
+                await self.core.cluster.prune_events(now() - kept)
             except Exception:  # storage down: try again next time, never kill the nursery
                 log.exception("thread TTL sweep failed")
 

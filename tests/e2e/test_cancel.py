@@ -441,7 +441,7 @@ async def test_shutdown_lets_running_runs_finish_and_starts_no_queued_run(
         finished = {rid: await storage.runs.get(rid) for rid in (running, queued, delayed)}
         threads = {tid: await storage.threads.get(tid) for tid in (first, second)}
     # on a storage shared by processes, runs that did not start stay for the other workers
-    left = "pending" if server.core.cluster is not None else "interrupted"
+    left = "pending" if server.core.storage.cluster is not None else "interrupted"
     assert {rid: run.status for rid, run in finished.items() if run} == {
         running: "success",
         queued: left,
@@ -451,10 +451,10 @@ async def test_shutdown_lets_running_runs_finish_and_starts_no_queued_run(
         checkpointer = server.core.storage.checkpointer
         written = {c.metadata.get("run_id") for c in checkpointer.list(None)}
         assert written == {running}
-    status = "busy" if server.core.cluster is not None else "idle"
+    status = "busy" if server.core.storage.cluster is not None else "idle"
     assert {tid: t.status for tid, t in threads.items() if t} == {first: status, second: status}
     assert threads[second] is not None
-    if server.core.cluster is None:
+    if server.core.storage.cluster is None:
         assert threads[second].error == user_interrupt("server shutting down")
     await quiet(server)
 

@@ -1,4 +1,4 @@
-"""Several servers on one Postgres database (DESIGN §6): every request works whichever
+"""Several servers on one Postgres database (docs/architecture.md): every request works whichever
 server it reaches, and one run of a thread executes at a time across them.
 
 Two in-process servers, ``a`` and ``b``, share a fresh database (``tests/pg.py``) with a
@@ -201,7 +201,7 @@ async def test_a_stopped_servers_runs_are_taken_over(
 async def test_crons_fire_once_across_servers(nursery: trio.Nursery, database: str) -> None:
     nodes = [await boot(nursery, database, cron_interval=0.05) for _ in range(2)]
     a, b = (node.server for node in nodes)
-    assert [s.core.cluster is not None and s.core.cluster.cluster.leader for s in (a, b)] in (
+    assert [s.core.cluster.leader for s in (a, b)] in (
         [True, False],
         [False, True],
     )

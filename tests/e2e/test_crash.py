@@ -1,4 +1,4 @@
-"""Crash recovery for real (DESIGN §2, §5-6): ``triograph serve`` on a durable backend as a
+"""Crash recovery for real (docs/architecture.md): ``triograph serve`` on a durable backend as a
 subprocess, runs in flight, ``SIGKILL``, a restart on the same storage, and then every run's
 final status and every thread's state, over raw HTTP. On the file backend the restart takes
 the runs over at start-up; on Postgres (when ``TRIOGRAPH_TEST_POSTGRES`` is set) once the

@@ -40,7 +40,7 @@ async def test_shutdown_interrupts_and_records_runs_in_flight(server: Server) ->
     assert second is not None
     assert stored_thread is not None
     assert stored_thread.error == {"error": "UserInterrupt", "message": "server shutting down"}
-    if server.core.cluster is not None:  # shared storage: the queued run is left to others
+    if server.core.storage.cluster is not None:  # shared storage: the queued run is left to others
         assert second.status == "pending"
         assert stored_thread.status == "busy"
     else:

@@ -1,4 +1,4 @@
-"""Crash recovery in one process (DESIGN §2, §5-6): runs a server left in flight when it
+"""Crash recovery in one process (docs/architecture.md): runs a server left in flight when it
 stopped are taken over by the next server on the same storage.
 
 The memory backend loses everything at exit, so each test keeps one ``MemoryStorage`` (its

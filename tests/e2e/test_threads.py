@@ -21,8 +21,8 @@ from langgraph_sdk.errors import (
 
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server, poll
-from triograph.core.resources import threads as threads_module
 from triograph.core.infra.hookspecs import hookimpl
+from triograph.core.resources import threads as threads_module
 
 T = TypeVar("T")
 

@@ -39,7 +39,7 @@ from triograph.core.infra.models import (
 from triograph.core.resources.runs import RUN_FIELDS
 
 if TYPE_CHECKING:
-    from triograph.core.engine.supervisor import RunHandle
+    from triograph.core.engine.handles import RunHandle
     from triograph.core.infra.models import CancelAction, Run
 
 bp = Blueprint("runs", __name__)
