@@ -35,6 +35,7 @@ from triograph.core.engine.supervisor import RunSupervisor
 from triograph.core.engine.thread_streams import ThreadStreams
 from triograph.core.http.custom_app import CustomApp, load_custom_app
 from triograph.core.http.routes import assistants, crons, meta, runs, store, threads
+from triograph.core.http.transport import Transport
 from triograph.core.infra import encoding
 from triograph.core.infra.context import Core
 from triograph.core.infra.errors import ConfigError, TriographError
@@ -170,8 +171,8 @@ def create_app(settings: Settings) -> QuartTrio:
     app.config.update(
         TRIOGRAPH_CORE=core,
         RESPONSE_TIMEOUT=None,
-        BODY_TIMEOUT=None,
-        MAX_CONTENT_LENGTH=300 * 1024 * 1024,
+        BODY_TIMEOUT=settings.limits.body_timeout,
+        MAX_CONTENT_LENGTH=settings.limits.max_body_bytes,
         PROVIDE_AUTOMATIC_OPTIONS=True,
     )
     app.url_map.strict_slashes = False
@@ -185,6 +186,12 @@ def create_app(settings: Settings) -> QuartTrio:
     if user_app is not None:
         custom = CustomApp(user_app, cast("ASGIApp", app.asgi_app), app.url_map, core.bridge)
         app.asgi_app = custom  # type: ignore[method-assign,assignment]
+    transport = Transport(
+        cast("ASGIApp", app.asgi_app),
+        max_body_bytes=settings.limits.max_body_bytes,
+        drain_timeout=settings.limits.body_timeout,
+    )
+    app.asgi_app = transport  # type: ignore[method-assign,assignment]
     stop = trio.Event()
     done = trio.Event()
 
@@ -209,9 +216,13 @@ def create_app(settings: Settings) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
-        response = _error(
-            exc.name if exc.code in (404, 405) else str(exc.description), exc.code or 500
-        )
+        if exc.code == 413:
+            detail = f"Request body too large (limit: {settings.limits.max_body_bytes} bytes)"
+        elif exc.code in (404, 405):
+            detail = exc.name
+        else:
+            detail = str(exc.description)
+        response = _error(detail, exc.code or 500)
         for key, value in exc.get_headers():
             if key.lower() == "allow":
                 response.headers["Allow"] = value
@@ -312,7 +323,7 @@ async def serve_app(
     config.accesslog = None
     config.include_server_header = False
     config.graceful_timeout = 2.0
-    config.keep_alive_timeout = 75.0
+    config.keep_alive_timeout = settings.limits.keep_alive_timeout
 
     async def trigger() -> None:
         await wait_for_stop()

@@ -5,7 +5,8 @@
 (paths put on ``sys.path``, relative to the file), ``env`` (a dict, or the path of a
 ``.env`` file), ``store`` (``index`` for semantic search, ``ttl``), ``http`` (``app``: a
 custom ASGI app mounted beside the API) and our own section ``"triograph": {"plugins":
-[...], "disable_plugins": [...], "max_attempts": n, "lease": seconds}``. Keys that belong to
+[...], "disable_plugins": [...], "max_attempts": n, "lease": seconds, "limits": {...}}``
+(:mod:`triograph.core.infra.limits`). Keys that belong to
 other tools are ignored. System assistants take per-graph config defaults from
 ``LANGGRAPH_CONFIG`` (a JSON object of graph id -> config), as the official server does.
 """
@@ -23,6 +24,7 @@ import attrs
 import orjson
 
 from triograph.core.infra.errors import ConfigError
+from triograph.core.infra.limits import Limits, load_limits
 
 
 @attrs.frozen(kw_only=True)
@@ -75,6 +77,8 @@ class Settings:
     #: processes serving together (``triograph serve --workers N``); more than one needs a
     #: backend shared by processes
     workers: int = 1
+    #: request and connection limits (``"triograph": {"limits": {...}}``)
+    limits: Limits = attrs.field(factory=Limits)
 
 
 def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Settings:
@@ -110,6 +114,7 @@ def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Sett
         values["max_attempts"] = _max_attempts(own["max_attempts"])
     if "lease" in own:
         values["lease"] = _lease(own["lease"])
+    values["limits"] = load_limits(own.get("limits"))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
 

@@ -1,0 +1,134 @@
+"""The ASGI layer between Hypercorn and the app: how each HTTP exchange ends.
+
+:class:`Transport` wraps the whole app (the custom ``http.app`` included) and does three
+things per HTTP request:
+
+**It lets Hypercorn finish the exchange.** Hypercorn 0.18's HTTP/1.1 protocol
+(``H11Protocol._maybe_recycle``) runs from inside the app's last ``send``: it first tells the
+app ``http.disconnect``, and then, in the same task, restarts the connection's keep-alive
+timer (a lock and a ``nursery.start``) or, when the response went out before the request
+body was in, closes the socket (``TCPServer._close``: ``send_eof``, ``aclose``). Quart-Trio
+cancels the request's nursery on ``http.disconnect``, so that bookkeeping is cancelled at its
+first checkpoint and the cancellation is swallowed with the request: the keep-alive timer is
+never restarted (idle connections are never reaped) and an early response (a 404, 405, 413
+or a 422 for a bad path id sent before the body arrived) leaves the socket open with nobody
+reading it (the next request on it hangs). The fault is Hypercorn's (``protocol_send``
+shields ``RawData`` writes but not the ``Closed`` path) and needs any app that reacts to
+``http.disconnect`` by cancelling; the fix belongs upstream, and until a release has it, the
+final ``http.response.body`` message is sent here in a shielded, time-bounded scope, so
+Hypercorn's bookkeeping inside it runs to the end.
+
+**It reads the rest of the body after an early response.** A response that goes out
+before the request body is in (a 404, 405 or 422 that needs no body) is finished only once
+the body has been read (Quart-Trio goes on receiving it), so the connection serves the next
+request; a body that does not arrive within ``limits.body_timeout`` gets the connection
+closed. A body over the limit is never read: its 413 says ``Connection: close``.
+
+**It bounds the request body** (``limits.max_body_bytes``): Quart refuses a declared
+``Content-Length`` above it with 413 before reading; a chunked body is cut off where it goes
+over, and handed to Quart as complete, which then answers 413 too (without the rest ever
+being buffered).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from triograph.core.infra.graph_bridge import ASGIApp
+
+#: seconds Hypercorn's end-of-exchange bookkeeping may take inside the shielded send (it
+#: writes nothing large: the body was sent by the messages before)
+FINISH_TIMEOUT = 10.0
+_HTTP1 = frozenset({"1.0", "1.1"})
+#: responses after which the rest of the body is not read: the connection closes
+_NOT_READ = frozenset({408, 413})
+
+
+class Transport:
+    """ASGI middleware around ``app``; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, drain_timeout: float) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.drain_timeout = drain_timeout
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exchange = _Exchange(scope, receive, send, self.max_body_bytes, self.drain_timeout)
+        await self.app(scope, exchange.receive, exchange.send)
+
+
+class _Exchange:
+    """One request/response: what has been received, and the wrapped channels."""
+
+    def __init__(
+        self, scope: dict[str, Any], receive: Any, send: Any, most: int, drain_timeout: float
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self._most = most
+        self._drain_timeout = drain_timeout
+        self._received = 0
+        self._http1 = scope.get("http_version") in _HTTP1
+        declared = _declared_length(scope["headers"])
+        #: the body is over the limit: it is not read, the connection closes after the 413
+        self._refused = declared is not None and declared > most
+        #: set once the whole body is in (Hypercorn's parser has seen its end), or when
+        #: there is none, or the client left
+        self.body_done = trio.Event()
+        if declared == 0:
+            self.body_done.set()
+
+    async def receive(self) -> dict[str, Any]:
+        while True:
+            message: dict[str, Any] = await self._receive()
+            if message["type"] != "http.request":
+                self.body_done.set()  # http.disconnect: nothing more will come
+                return message
+            if not message.get("more_body", False):
+                self.body_done.set()
+            if self._refused:
+                continue  # cut off already: the app has been told the body ended
+            self._received += len(message.get("body", b""))
+            if self._received > self._most:
+                # hand Quart a "complete" body over its limit: it answers 413 at once
+                self._refused = True
+                return {**message, "more_body": False}
+            return message
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and message["status"] in _NOT_READ:
+            self._refused = True  # the body will not come (408) or is not wanted (413)
+        if kind == "http.response.start" and self._refused and self._http1:
+            headers = [*message.get("headers", ()), (b"connection", b"close")]
+            message = {**message, "headers": headers}
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            if not self._refused:
+                # an early response: the app (Quart keeps receiving) reads the rest of the
+                # body, so the connection can serve the next request; a body that does not
+                # come in time gets the connection closed instead
+                with trio.move_on_after(self._drain_timeout):
+                    await self.body_done.wait()
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + FINISH_TIMEOUT):
+                await self._send(message)
+            return
+        await self._send(message)
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The body length the head declares: 0 without a body, None when chunked."""
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            return None
+        if lower == b"content-length":
+            try:
+                return int(value)
+            except ValueError:  # h11 has refused such a request already
+                return 0
+    return 0
