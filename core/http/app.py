@@ -13,6 +13,7 @@ and turns SIGINT/SIGTERM into a graceful shutdown: stop taking runs, give runs i
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import pathlib
@@ -108,6 +109,17 @@ def build_core(settings: Settings) -> Core:
     return core
 
 
+class _App(QuartTrio):
+    """Quart-Trio, but a start-up refused with a :class:`TriographError` (a storage that
+    cannot be opened, say) is not logged with a traceback: the command line says it in one
+    line (``Core.startup_failure``)."""
+
+    def log_exception(self, ctx: Any, exception_info: Any) -> None:
+        if isinstance(exception_info[1], TriographError):
+            return
+        super().log_exception(ctx, exception_info)
+
+
 async def _lifetime(
     core: Core,
     stop: trio.Event,
@@ -167,7 +179,7 @@ def create_app(settings: Settings) -> QuartTrio:
     core = build_core(settings)
     here = str(pathlib.Path(__file__).parent)
     # explicit paths: Flask's package lookup fails under namespace packages and import hooks
-    app = QuartTrio("triograph.core", root_path=here, instance_path=here, static_folder=None)
+    app = _App("triograph.core", root_path=here, instance_path=here, static_folder=None)
     app.config.update(
         TRIOGRAPH_CORE=core,
         RESPONSE_TIMEOUT=None,
@@ -203,7 +215,14 @@ def create_app(settings: Settings) -> QuartTrio:
             finally:
                 done.set()
 
-        await app.nursery.start(lifetime)
+        try:
+            await app.nursery.start(lifetime)
+        except TriographError as exc:
+            core.startup_failure = exc.message
+            raise
+        except Exception as exc:
+            core.startup_failure = f"start-up failed: {exc!r}"
+            raise
 
     @app.after_serving
     async def shutdown() -> None:
@@ -260,13 +279,20 @@ def _disabled(http: dict[str, Any]) -> set[str]:
     return out
 
 
-def _reuse_port_listener(host: str, port: int) -> socket.socket:
+def _listener(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A listening socket on ``host:port`` (with ``SO_REUSEPORT`` beside the other workers
+    of ``serve --workers``); a port in use or an address not ours is a ConfigError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    listener.bind((host, port))
-    listener.listen(2048)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as exc:
+        listener.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return listener
 
 
@@ -310,16 +336,11 @@ async def serve_app(
     from hypercorn.config import Config
     from hypercorn.trio import serve as hypercorn_serve
 
-    settings = app_core(app).settings
+    core = app_core(app)
+    settings = core.settings
     config = Config()
-    listener = _reuse_port_listener(host, port) if reuse_port else None
-    config.bind = [
-        f"fd://{listener.fileno()}"
-        if listener is not None
-        else f"[{host}]:{port}"
-        if ":" in host
-        else f"{host}:{port}"
-    ]
+    # bound here, before the lifespan opens anything: a port in use is one ConfigError
+    config.bind = [f"fd://{_listener(host, port, reuse_port=reuse_port).detach()}"]
     config.accesslog = None
     config.include_server_header = False
     config.graceful_timeout = 2.0
@@ -331,9 +352,19 @@ async def serve_app(
         await app_core(app).supervisor.shutdown(settings.shutdown_grace)
         app_core(app).thread_streams.close()  # thread streams never end by themselves
 
+    async def run_hypercorn() -> None:
+        # Hypercorn says it serves once the lifespan has ended its start-up, failed or not;
+        # only a start-up that worked is reported (a failed one is raised just after)
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(
+                functools.partial(hypercorn_serve, app, config, shutdown_trigger=trigger)
+            )
+            if core.startup_failure is None:
+                task_status.started(urls)
+
     if shutdown_trigger is not None:
         wait_for_stop = shutdown_trigger
-        await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)
+        await run_hypercorn()
         return
     # the signals are ours before the server says it serves: a SIGTERM right after is graceful
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -342,4 +373,4 @@ async def serve_app(
             async for _ in signals:
                 return
 
-        await hypercorn_serve(app, config, shutdown_trigger=trigger, task_status=task_status)
+        await run_hypercorn()

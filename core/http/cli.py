@@ -68,9 +68,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # Hypercorn's "Running on ..." comes before the start-up is known to have worked; the
+    # "triograph serving ..." line below comes after
+    logging.getLogger("hypercorn.error").addFilter(_not_running_on)
     from hypercorn.utils import LifespanFailureError
 
-    from triograph.core.http.app import create_app, serve_app
+    from triograph.core.http.app import app_core, create_app, serve_app
     from triograph.core.infra.settings import load_settings
 
     workers = getattr(args, "workers", 1)
@@ -114,10 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     refused: list[str] = []
     try:
         trio.run(run)
+    except* TriographError as group:  # refused before serving: the port is in use, ...
+        refused = [exc.message for exc in _leaves(group) if isinstance(exc, TriographError)]
     except* LifespanFailureError as group:  # start-up failed after all: storage would not open
-        refused = [str(exc) for exc in _leaves(group)]
+        failure = app_core(app).startup_failure
+        refused = [failure] if failure else [str(exc) for exc in _leaves(group)]
     if refused:
-        print(f"triograph: {'; '.join(refused)}", file=sys.stderr)
+        # one line, whatever the driver said (psycopg's messages span several)
+        print(f"triograph: {' '.join('; '.join(refused).split())}", file=sys.stderr)
         return 2
     return 0
 
@@ -163,6 +170,10 @@ def _supervise_workers(argv: list[str], args: argparse.Namespace) -> int:
             stop(signal.SIGTERM)
         time.sleep(0.2)
     return max(abs(int(worker.returncode)) for worker in workers)
+
+
+def _not_running_on(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Running on ")
 
 
 def _leaves(group: BaseExceptionGroup[Exception]) -> list[Exception]:

@@ -21,6 +21,7 @@ from quart import Response, current_app, request
 from triograph.core.engine.streams import HEARTBEAT
 from triograph.core.infra import encoding
 from triograph.core.infra.errors import InvalidRequest
+from triograph.core.infra.limits import check_body
 from triograph.core.infra.models import structure
 
 if TYPE_CHECKING:
@@ -44,16 +45,19 @@ def core() -> Core:
 
 
 async def body_json(*, default: Any = ...) -> Any:
-    """The decoded JSON body; empty or malformed -> 422 ``Invalid JSON in request body``."""
-    raw = await request.get_data(cache=False)
+    """The decoded JSON body; empty or malformed -> 422 ``Invalid JSON in request body``;
+    too deep, or with a field over its size limit -> 422 naming it (``limits``)."""
+    raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
     if not raw.strip():
         if default is not ...:
             return default
         raise InvalidRequest("Invalid JSON in request body")
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise InvalidRequest("Invalid JSON in request body") from None
+    check_body(data, raw, core().settings.limits)
+    return data
 
 
 async def body_as(cls: type[T], *, default: Any = ...) -> T:

@@ -40,6 +40,9 @@ class Core:
     multitask: MultitaskRegistry
     graphs: GraphRegistry
     bridge: GraphBridge
+    #: why the lifespan could not start (the storage would not open, ...), for the one line
+    #: the command line prints; None while starting and once started
+    startup_failure: str | None = None
     # set when the lifespan opens storage and starts the supervisor
     storage: Storage = attrs.field(default=None)
     supervisor: RunSupervisor = attrs.field(default=None)

@@ -75,16 +75,16 @@ def load_limits(section: Any) -> Limits:
     return Limits(**values)
 
 
-def check_body(data: Any, size: int, raw: bytes, limits: Limits) -> None:
-    """Raise :class:`InvalidRequest` if the decoded body ``data`` (``size`` bytes of JSON,
-    ``raw``) nests deeper than allowed, or one of its fields is too large.
+def check_body(data: Any, raw: bytes, limits: Limits) -> None:
+    """Raise :class:`InvalidRequest` if the decoded body ``data`` (decoded from ``raw``)
+    nests deeper than allowed, or one of its fields is too large.
 
     The common case costs next to nothing: a body with fewer brackets than the depth limit
     cannot be too deep, and a body smaller than a size limit cannot hold a field above it.
     """
     if raw.count(b"[") + raw.count(b"{") > limits.max_json_depth:
         _check_depth(data, limits.max_json_depth)
-    if size <= min(limits.max_metadata_bytes, limits.max_value_bytes):
+    if len(raw) <= min(limits.max_metadata_bytes, limits.max_value_bytes):
         return
     bodies = enumerate(data) if isinstance(data, list) else [(None, data)]
     for index, body in bodies:

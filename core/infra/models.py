@@ -52,6 +52,37 @@ def new_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+#: the largest ``offset`` of any page: an int32, storable and comparable by every backend
+MAX_OFFSET = 2**31 - 1
+#: the longest a run may wait to start (``after_seconds``): a week; its thread is busy meanwhile
+MAX_AFTER_SECONDS = 7 * 24 * 3600
+#: the longest TTL of a thread or store item, in minutes: 100 years (later would overflow dates)
+MAX_TTL_MINUTES = 100 * 365 * 24 * 60
+
+
+def check_range(field: str, value: float, least: float, most: float) -> None:
+    """A 422 naming ``field`` and the allowed range unless ``least <= value <= most``."""
+    if not least <= value <= most:
+        raise InvalidRequest(f"{field}: {value!r} is not between {least} and {most}")
+
+
+def bounded(default: Any, least: float, most: float, *, exclusive_minimum: bool = False) -> Any:
+    """An attrs field holding a number in ``least..most`` (above ``least`` with
+    ``exclusive_minimum``), or None: anything else is a 422 naming the field and the range
+    when the body is structured, and the OpenAPI document declares the range (read from the
+    field's metadata)."""
+
+    def check(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        if exclusive_minimum and value <= least:
+            raise InvalidRequest(f"$.{attribute.name}: {value!r} is not above {least}")
+        check_range(f"$.{attribute.name}", value, least, most)
+
+    low = "exclusiveMinimum" if exclusive_minimum else "minimum"
+    return attrs.field(default=default, validator=check, metadata={low: least, "maximum": most})
+
+
 # -- stored records ---------------------------------------------------------------------------
 
 
@@ -187,7 +218,7 @@ class RunCreate:
     if_not_exists: IfNotExists | None = None
     on_disconnect: OnDisconnect | None = None
     on_completion: OnCompletion | None = None
-    after_seconds: float | None = None
+    after_seconds: float | None = bounded(None, 0, MAX_AFTER_SECONDS)
     langsmith_tracer: dict[str, JSON] | None = None
 
 
@@ -204,8 +235,8 @@ class AssistantSearch:
     metadata: dict[str, JSON] | None = None
     graph_id: str | None = None
     name: str | None = None
-    limit: int = 10
-    offset: int = 0
+    limit: int = bounded(10, 1, 1000)
+    offset: int = bounded(0, 0, MAX_OFFSET)
     sort_by: Literal["assistant_id", "created_at", "updated_at", "name", "graph_id"] | None = None
     sort_order: Literal["asc", "desc"] | None = None
     select: list[str] | None = None
@@ -340,6 +371,9 @@ def _format_errors(exc: BaseException, path: str = "$") -> list[str]:
     if isinstance(exc, cattrs.ClassValidationError | cattrs.IterableValidationError):
         out: list[str] = []
         for sub in exc.exceptions:
+            if isinstance(sub, InvalidRequest):  # a field validator's: "$.field: ..." here
+                out.append(path + sub.message.removeprefix("$"))
+                continue
             note = getattr(sub, "__notes__", [""])
             detail = getattr(note[0] if note else "", "name", None)
             if detail is None:
@@ -380,11 +414,10 @@ def _hidden_fields(cls: type) -> tuple[str, ...]:
 
 
 def check_page(limit: int, offset: int, *, most: int = 1000) -> None:
-    """``limit`` in 1..``most`` and ``offset`` at least 0, else a 422 naming the field."""
-    if not 1 <= limit <= most:
-        raise InvalidRequest(f"$.limit: {limit} is not between 1 and {most}")
-    if offset < 0:
-        raise InvalidRequest(f"$.offset: {offset} is less than 0")
+    """``limit`` in 1..``most`` and ``offset`` in 0..``MAX_OFFSET``, else a 422 naming the
+    field."""
+    check_range("$.limit", limit, 1, most)
+    check_range("$.offset", offset, 0, MAX_OFFSET)
 
 
 def check_select(select: list[str] | None, allowed: tuple[str, ...]) -> None:

@@ -29,10 +29,12 @@ from triograph.core.infra.errors import (
 from triograph.core.infra.graphs import system_assistant_id
 from triograph.core.infra.models import (
     JSON,
+    MAX_OFFSET,
     Assistant,
     AssistantSearch,
     AssistantVersion,
     IfExists,
+    bounded,
     check_page,
     check_select,
     now,
@@ -113,8 +115,8 @@ class AssistantCount:
 @attrs.frozen(kw_only=True)
 class VersionSearch:
     metadata: dict[str, JSON] | None = None
-    limit: int = 10
-    offset: int = 0
+    limit: int = bounded(10, 1, 1000)
+    offset: int = bounded(0, 0, MAX_OFFSET)
 
 
 @attrs.frozen(kw_only=True)

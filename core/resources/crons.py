@@ -25,9 +25,11 @@ from croniter import CroniterError, croniter
 from triograph.core.infra.errors import BadRequest, InvalidRequest, NotFound, TriographError
 from triograph.core.infra.models import (
     JSON,
+    MAX_OFFSET,
     Cron,
     OnCompletion,
     RunCreate,
+    bounded,
     check_page,
     check_select,
     new_id,
@@ -107,8 +109,8 @@ class CronSearch:
     thread_id: str | None = None
     enabled: bool | None = None
     metadata: dict[str, JSON] | None = None
-    limit: int = 10
-    offset: int = 0
+    limit: int = bounded(10, 1, 1000)
+    offset: int = bounded(0, 0, MAX_OFFSET)
     sort_by: (
         Literal[
             "cron_id",

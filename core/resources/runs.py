@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from triograph.core.infra import encoding
-from triograph.core.infra.errors import BadRequest, InvalidRequest, NotFound
+from triograph.core.infra.errors import BadRequest, Conflict, InvalidRequest, NotFound
 from triograph.core.infra.models import (
     IN_FLIGHT_RUN_STATUSES,
     RUN_STATUSES,
@@ -82,16 +82,34 @@ BOTH_CONFIGURABLE_AND_CONTEXT = (
 )
 
 
+#: the largest ``config.recursion_limit`` (LangGraph's default is 25)
+MAX_RECURSION_LIMIT = 2**31 - 1
 #: the typed keys of a request's ``config``: what is allowed, and the check
 CONFIG_KEYS: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "tags": (
         "a list of strings",
         lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
     ),
-    "recursion_limit": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "recursion_limit": (
+        f"an integer from 1 to {MAX_RECURSION_LIMIT}",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_RECURSION_LIMIT,
+    ),
     "configurable": ("an object", lambda v: isinstance(v, dict)),
     "metadata": ("an object", lambda v: isinstance(v, dict)),
 }
+
+
+def _check_resumable(thread: Thread, in_flight: list[Run], *, at_checkpoint: bool) -> None:
+    """``command.resume`` needs an interrupted thread (or a run in flight that may interrupt
+    it before this one starts, or a checkpoint named to resume from): a 409 otherwise (the
+    request conflicts with the thread's state), before the run exists (the official server
+    creates the run, which fails)."""
+    if at_checkpoint or in_flight or thread.status in ("interrupted", "busy"):
+        return
+    raise Conflict(
+        f"$.command.resume: thread {thread.thread_id} is not interrupted (its status is "
+        f"{thread.status!r}), so there is nothing to resume"
+    )
 
 
 def check_config(config: dict[str, Any] | None, field: str = "$.config") -> None:
@@ -172,9 +190,6 @@ class RunService:
             raise BadRequest(BOTH_CONFIGURABLE_AND_CONTEXT)
         if body.webhook is not None:
             self.webhook_policy.check(body.webhook)
-        after = body.after_seconds or 0
-        if after < 0:
-            raise InvalidRequest("$.after_seconds: must be 0 or more")
         assistant = await core.assistants.resolve(assistant_id)
 
         temporary = stateless and (body.on_completion or "delete") == "delete"
@@ -192,6 +207,8 @@ class RunService:
         if strategy is not None:
             run.multitask_strategy = strategy_name
         in_flight = await self.in_flight(thread.thread_id) if strategy else []
+        if body.command is not None and body.command.resume is not None and not stateless:
+            _check_resumable(thread, in_flight, at_checkpoint=bool(checkpoint.get("checkpoint_id")))
         admission = strategy.admit(run, in_flight) if strategy and in_flight else None
         thread_metadata = {}
         if created:

@@ -19,7 +19,13 @@ import attrs
 from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError
 
 from triograph.core.infra.errors import BadRequest, InvalidRequest
-from triograph.core.infra.models import JSON, check_page
+from triograph.core.infra.models import (
+    JSON,
+    MAX_OFFSET,
+    MAX_TTL_MINUTES,
+    bounded,
+    check_page,
+)
 
 if TYPE_CHECKING:
     from langgraph.store.base import BaseStore, NotProvided
@@ -43,7 +49,7 @@ class StorePut:
     #: ``False`` (do not index), a list of field paths, or None (the index's ``fields``)
     index: JSON = None
     #: minutes; absent means the store's ``default_ttl``, null means no expiry
-    ttl: float | None = None
+    ttl: float | None = bounded(None, 0, MAX_TTL_MINUTES, exclusive_minimum=True)
 
 
 @attrs.frozen(kw_only=True)
@@ -56,8 +62,8 @@ class StoreDelete:
 class StoreSearch:
     namespace_prefix: list[str] | None = None
     filter: dict[str, JSON] | None = None
-    limit: int = 10
-    offset: int = 0
+    limit: int = bounded(10, 1, 1000)
+    offset: int = bounded(0, 0, MAX_OFFSET)
     query: str | None = None
     refresh_ttl: bool | None = None
 
@@ -66,9 +72,9 @@ class StoreSearch:
 class StoreNamespaces:
     prefix: list[str] | None = None
     suffix: list[str] | None = None
-    max_depth: int | None = None
-    limit: int = 100
-    offset: int = 0
+    max_depth: int | None = bounded(None, 1, 1000)
+    limit: int = bounded(100, 1, 1000)
+    offset: int = bounded(0, 0, MAX_OFFSET)
 
 
 # -- the service ------------------------------------------------------------------------------

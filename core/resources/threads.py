@@ -20,7 +20,16 @@ import trio
 from triograph.core.engine.snapshots import pending_interrupts
 from triograph.core.infra import encoding
 from triograph.core.infra.errors import Conflict, InvalidRequest, NotFound
-from triograph.core.infra.models import Thread, ThreadCreate, check_page, new_id, now, validate_uuid
+from triograph.core.infra.models import (
+    MAX_TTL_MINUTES,
+    Thread,
+    ThreadCreate,
+    check_page,
+    check_range,
+    new_id,
+    now,
+    validate_uuid,
+)
 from triograph.core.resources.state import Superstep, ThreadStates
 
 if TYPE_CHECKING:
@@ -78,6 +87,7 @@ def _ttl(spec: dict[str, Any] | None) -> dict[str, Any] | None:
     minutes = spec.get("ttl")
     if isinstance(minutes, bool) or not isinstance(minutes, int | float) or minutes <= 0:
         raise InvalidRequest(f"$.ttl.ttl: expected a number of minutes above 0, got {minutes!r}")
+    check_range("$.ttl.ttl", minutes, 0, MAX_TTL_MINUTES)
     return {"strategy": strategy, "ttl_minutes": minutes, "expires_at": _expiry(minutes)}
 
 

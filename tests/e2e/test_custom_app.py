@@ -18,6 +18,7 @@ from tests.sdk import Server
 from triograph.core.http.app import CustomApp, create_app
 from triograph.core.infra.errors import ConfigError
 from triograph.core.infra.graph_bridge import GraphBridge
+from triograph.core.infra.limits import Limits
 from triograph.core.infra.settings import Settings, load_settings
 
 CONFIG = EXAMPLES / "custom_app" / "langgraph.json"
@@ -165,7 +166,9 @@ async def test_a_failing_custom_route_is_a_500_and_the_server_goes_on(custom: Se
 
 async def test_a_body_read_before_a_404_is_replayed_to_the_api(nursery: trio.Nursery) -> None:
     LIFESPAN_LOG.clear()
-    async for server in start_server(nursery, with_app(f"{THIS}:greedy")):
+    # a body of several reads (100 KB of metadata: over the default metadata limit)
+    settings = attrs.evolve(with_app(f"{THIS}:greedy"), limits=Limits(max_metadata_bytes=2**20))
+    async for server in start_server(nursery, settings):
         assert LIFESPAN_LOG == ["lifespan.startup"]
         thread = await server.sync(lambda c: c.threads.create(metadata={"big": "x" * 100_000}))
         assert len(thread["metadata"]["big"]) == 100_000

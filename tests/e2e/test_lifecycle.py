@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -111,3 +112,27 @@ async def test_cli_reports_a_missing_config() -> None:
     out, _ = await trio.to_thread.run_sync(proc.communicate)
     assert proc.returncode == 2
     assert "not found" in out
+
+
+async def test_cli_says_in_one_line_that_the_port_is_in_use() -> None:
+    """It used to print a 50-line exception group and exit 1, after opening the storage."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = str(EXAMPLES / "langgraph.json")
+        proc = _start_cli("dev", "--config", config, "--port", str(port))
+        out, _ = await trio.to_thread.run_sync(proc.communicate)
+    assert proc.returncode == 2
+    assert out == f"triograph: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+async def test_cli_says_in_one_line_that_the_storage_cannot_be_opened() -> None:
+    """No traceback, and no "serving" line before the refusal (there used to be both)."""
+    spec = "postgresql://nobody@127.0.0.1:1/nowhere"  # nothing listens on port 1
+    config = str(EXAMPLES / "langgraph.json")
+    proc = _start_cli("serve", "--config", config, "--port", "0", "--storage", spec)
+    out, _ = await trio.to_thread.run_sync(proc.communicate)
+    assert proc.returncode == 2
+    assert out.count("\n") == 1, out
+    assert out.startswith(f"triograph: storage {spec!r}: connection failed: "), out

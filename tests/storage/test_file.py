@@ -94,7 +94,10 @@ async def test_serve_exits_2_naming_a_file_it_cannot_open(tmp_path: pathlib.Path
     proc = cli("serve", "--config", config, "--port", "0", "--storage", spec, cwd=tmp_path)
     out, _ = await trio.to_thread.run_sync(proc.communicate)
     assert proc.returncode == 2, out
-    assert f"triograph: Lifespan failure in startup. 'storage {spec!r}: cannot open" in out
+    path = tmp_path / "missing" / "db.sqlite"
+    assert out == (
+        f"triograph: storage {spec!r}: cannot open {str(path)!r}: unable to open database file\n"
+    )
 
 
 class Log(TypedDict):

@@ -29,10 +29,12 @@ from triograph.core.http.wire import (
 from triograph.core.infra.errors import InvalidRequest
 from triograph.core.infra.models import (
     JSON,
+    MAX_OFFSET,
     CheckpointRef,
     Thread,
     ThreadCreate,
     ThreadStatus,
+    bounded,
     check_select,
     structure,
     validate_uuid,
@@ -79,8 +81,8 @@ class ThreadSearch(ThreadFilters):
         Literal["thread_id", "status", "created_at", "updated_at", "state_updated_at"] | None
     ) = None
     sort_order: Literal["asc", "desc"] | None = None
-    limit: int = 10
-    offset: int = 0
+    limit: int = bounded(10, 1, 1000)
+    offset: int = bounded(0, 0, MAX_OFFSET)
     select: list[str] | None = None
     extract: dict[str, JSON] | None = None
 
@@ -107,7 +109,7 @@ class StateAt:
 
 @attrs.frozen(kw_only=True)
 class HistoryQuery:
-    limit: int = 1
+    limit: int = bounded(1, 1, 1000)
     before: JSON = None
     metadata: dict[str, JSON] | None = None
     checkpoint: CheckpointRef | None = None
