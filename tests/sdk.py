@@ -40,16 +40,20 @@ class Server:
         with trio.fail_after(30):
             await self.stopped.wait()
 
-    async def sync(self, fn: Callable[[SyncLangGraphClient], T]) -> T:
+    async def sync(
+        self, fn: Callable[[SyncLangGraphClient], T], *, headers: dict[str, str] | None = None
+    ) -> T:
         def call() -> T:
-            with get_sync_client(url=self.url, api_key=None) as client:
+            with get_sync_client(url=self.url, api_key=None, headers=headers) as client:
                 return fn(client)
 
         return await trio.to_thread.run_sync(call)
 
-    async def aio(self, fn: Callable[[LangGraphClient], Awaitable[T]]) -> T:
+    async def aio(
+        self, fn: Callable[[LangGraphClient], Awaitable[T]], *, headers: dict[str, str] | None = None
+    ) -> T:
         async def main() -> T:
-            async with get_client(url=self.url, api_key=None) as client:
+            async with get_client(url=self.url, api_key=None, headers=headers) as client:
                 return await fn(client)
 
         return await trio.to_thread.run_sync(asyncio.run, main())

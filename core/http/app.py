@@ -34,17 +34,22 @@ from triograph.core.engine.multitask import MultitaskRegistry
 from triograph.core.engine.shared_cluster import SharedLink
 from triograph.core.engine.supervisor import RunSupervisor
 from triograph.core.engine.thread_streams import ThreadStreams
+from triograph.core.http.auth import Authentication
+from triograph.core.http.cors import Cors
 from triograph.core.http.custom_app import CustomApp, load_custom_app
 from triograph.core.http.routes import assistants, crons, meta, runs, store, threads
 from triograph.core.http.transport import Transport
 from triograph.core.infra import encoding
+from triograph.core.infra.auth import Access
 from triograph.core.infra.context import Core
 from triograph.core.infra.errors import ConfigError, TriographError
 from triograph.core.infra.graph_bridge import ASGIApp, GraphBridge
 from triograph.core.infra.graphs import GraphRegistry
 from triograph.core.infra.plugin_manager import (
+    AUTH_ADAPTER,
     Hooks,
     PluginServices,
+    configure,
     fill_registry,
     make_plugin_manager,
 )
@@ -58,15 +63,6 @@ from triograph.core.resources.threads import ThreadService
 
 log = logging.getLogger("triograph")
 
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT",
-    "Access-Control-Allow-Headers": "*",
-    "Access-Control-Expose-Headers": "*",
-    "Access-Control-Max-Age": "600",
-    "Access-Control-Allow-Private-Network": "true",
-    "Vary": "Origin",
-}
 #: ``http.disable_<name>`` (the official names) -> the blueprints it leaves out. ``/ok`` stays.
 BLUEPRINTS: tuple[tuple[str, Blueprint], ...] = (
     ("meta", meta.bp),
@@ -80,23 +76,33 @@ BLUEPRINTS: tuple[tuple[str, Blueprint], ...] = (
 
 def build_core(settings: Settings) -> Core:
     """Plugins, registries and graphs; storage and supervisor come with the lifespan."""
-    pm = make_plugin_manager(
-        extra_plugins=settings.plugins, disable_plugins=settings.disable_plugins
-    )
+    extra = (*settings.plugins, AUTH_ADAPTER) if settings.auth else settings.plugins
+    pm = make_plugin_manager(extra_plugins=extra, disable_plugins=settings.disable_plugins)
     storages, stream_modes, multitask = StorageRegistry(), StreamModeRegistry(), MultitaskRegistry()
     fill_registry(pm, "triograph_register_storage", storages)
     fill_registry(pm, "triograph_register_stream_modes", stream_modes)
     fill_registry(pm, "triograph_register_multitask", multitask)
     storages.for_spec(settings.storage)  # fail before serving if the backend is not here
+    bridge = GraphBridge()
+    configure(pm, settings, bridge)
+    hooks = Hooks(pm)
+    access = Access(hooks)
+    access.check()
+    if settings.auth and not access.enabled:
+        raise ConfigError(
+            f"langgraph.json has 'auth', but no plugin authenticates requests (is "
+            f"{AUTH_ADAPTER.partition(':')[0]!r} among the disabled plugins?)"
+        )
     core = Core(
         settings=settings,
         pm=pm,
-        hooks=Hooks(pm),
+        hooks=hooks,
+        access=access,
         storages=storages,
         stream_modes=stream_modes,
         multitask=multitask,
         graphs=GraphRegistry(settings),
-        bridge=GraphBridge(),
+        bridge=bridge,
     )
     core.assistants = AssistantService(core)
     core.assistants.check_system_configs()
@@ -198,6 +204,18 @@ def create_app(settings: Settings) -> QuartTrio:
     if user_app is not None:
         custom = CustomApp(user_app, cast("ASGIApp", app.asgi_app), app.url_map, core.bridge)
         app.asgi_app = custom  # type: ignore[method-assign,assignment]
+    if core.access.enabled:
+        app.asgi_app = Authentication(  # type: ignore[method-assign,assignment]
+            cast("ASGIApp", app.asgi_app),
+            core.access,
+            app.url_map,
+            app.view_functions,
+            custom_app=custom is not None,
+            custom_route_auth=Authentication.custom_route_auth(settings.http),
+        )
+    app.asgi_app = Cors.from_settings(  # type: ignore[method-assign,assignment]
+        cast("ASGIApp", app.asgi_app), settings.http
+    )
     transport = Transport(
         cast("ASGIApp", app.asgi_app),
         max_body_bytes=settings.limits.max_body_bytes,
@@ -231,7 +249,9 @@ def create_app(settings: Settings) -> QuartTrio:
 
     @app.errorhandler(TriographError)
     async def domain_error(exc: TriographError) -> Response:
-        return _error(exc.message, exc.status_code)
+        response = _error(exc.message, exc.status_code)
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
@@ -251,12 +271,6 @@ def create_app(settings: Settings) -> QuartTrio:
     async def unexpected(exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
         return Response("Internal Server Error", status=500, content_type="text/plain")
-
-    @app.after_request
-    async def cors(response: Response) -> Response:
-        if "origin" in request.headers:  # only browsers need them
-            response.headers.update(CORS_HEADERS)
-        return response
 
     return app
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from triograph.core.engine.multitask import MultitaskRegistry
     from triograph.core.engine.supervisor import RunSupervisor
     from triograph.core.engine.thread_streams import ThreadStreams
+    from triograph.core.infra.auth import Access
     from triograph.core.infra.graph_bridge import GraphBridge
     from triograph.core.infra.graphs import GraphRegistry
     from triograph.core.infra.plugin_manager import Hooks
@@ -35,6 +36,8 @@ class Core:
     settings: Settings
     pm: pluggy.PluginManager
     hooks: Hooks
+    #: asks the auth plugins (authenticate a request, authorize an action)
+    access: Access
     storages: StorageRegistry
     stream_modes: StreamModeRegistry
     multitask: MultitaskRegistry

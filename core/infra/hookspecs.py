@@ -8,8 +8,12 @@ Three families, all named ``triograph_*``:
   returns): react to runs, threads and the server. Each implementation is called on its
   own, so one that raises is logged with its plugin name and the others still run; a
   lifecycle hook never fails a run or a request;
-* decision hooks (``firstresult``, plain functions only: an ``async def`` would return a
-  coroutine, which is never None and would always win).
+* configuration (``triograph_configure``): plain, once per app before it serves;
+* decision hooks: the server asks them and acts on the answer. Those pluggy calls itself
+  (``firstresult``) must be plain functions: an ``async def`` would return a coroutine,
+  which is never None and would always win. The auth hooks are called by the server's own
+  loop instead (``Hooks.decide``, ``Hooks.collect``), which awaits each answer, so they may
+  be ``async def``; they are the one kind of hook whose exceptions reach the client.
 
 Write a plugin as a module or object with functions decorated ``@hookimpl`` and enable it
 through the ``triograph`` entry-point group or by module name (``--plugin``).
@@ -24,6 +28,8 @@ import pluggy
 if TYPE_CHECKING:
     from triograph.core.engine.emitters import StreamModeRegistry
     from triograph.core.engine.multitask import MultitaskRegistry
+    from triograph.core.infra.auth import AuthContext, AuthRequest
+    from triograph.core.infra.graph_bridge import GraphBridge
     from triograph.core.infra.models import Run, Thread
     from triograph.core.infra.plugin_manager import PluginServices
     from triograph.core.infra.settings import Settings
@@ -70,6 +76,74 @@ def triograph_register_multitask(registry: MultitaskRegistry) -> None:
         valid ``multitask_strategy`` value.
 
     Called once per app at start-up; plain function; raising stops start-up.
+    """
+
+
+# -- configuration ----------------------------------------------------------------------------
+
+
+@hookspec
+def triograph_configure(settings: Settings, bridge: GraphBridge) -> None:
+    """Read this plugin's configuration, before the app serves.
+
+    :param settings: the frozen settings the app is built with (``langgraph.json`` sections
+        such as ``auth`` included).
+    :param bridge: the graph loop's bridge: ``await bridge.call(coro_fn)`` runs asyncio code
+        (a library written for asyncio) from the Trio hooks this plugin implements. It is
+        open from the first request to shutdown, not yet during this call.
+
+    Called once per app, in ``create_app`` (so by ``triograph serve`` before it binds),
+    after every plugin is registered. Must be a plain function. Raising ``ConfigError``
+    stops start-up with its message (exit status 2); any other exception does too, naming
+    the plugin.
+    """
+
+
+# -- decisions: authentication and authorization ----------------------------------------------
+
+
+@hookspec(firstresult=True)
+def triograph_authenticate(request: AuthRequest) -> Any:
+    """Who makes this request: return a ``triograph.core.User``, or None to leave it to the
+    other plugins.
+
+    :param request: the request (method, path, path parameters, query, headers,
+        ``authorization``, ``await request.body()``, the ASGI scope).
+
+    Authentication is on as soon as one plugin implements this hook, and then every request
+    must pass it except ``/ok``, ``/``, ``/docs``, ``/openapi.json`` and CORS preflights
+    (and the custom ``http.app``'s own routes unless ``http.enable_custom_route_auth``).
+    Called in the request's Trio task, before the request reaches the API; may be
+    ``async def`` (awaited; do blocking work in ``trio.to_thread``, asyncio work through the
+    bridge of ``triograph_configure``). Stops at the first non-None result. When every
+    plugin returns None the request is refused with 401. Raising ``AccessDenied`` (or
+    ``Forbidden``) refuses it with that error's status, message and headers; raising
+    anything else is logged and answered with a plain 401 that does not carry its message.
+    The user is then current for the whole request (``current_user()``): runs it creates
+    carry it in ``config.configurable`` (``langgraph_auth_user``...).
+    """
+
+
+@hookspec
+def triograph_authorize(context: AuthContext, value: dict[str, Any]) -> Any:
+    """May ``context.user`` do ``context.action`` on ``context.resource``?
+
+    :param context: the user, the resource (``assistants``, ``threads``, ``crons``,
+        ``store``; runs are authorized as ``threads``: ``create_run`` to create one,
+        ``read`` / ``update`` / ``delete`` to read, cancel or delete one) and the action.
+    :param value: what the request asks for, as ``langgraph_sdk.Auth.types`` describes it
+        for that action (``{"thread_id", "metadata", ...}``). The implementation may edit
+        it in place, and the edit is applied: stamp ``value["metadata"]["owner"]`` on a
+        create, rewrite a store ``namespace``.
+
+    Called in the request's Trio task (or the cron scheduler's, as the cron's creator)
+    before the resource is read or written, only while a user is current. May be
+    ``async def``. Every implementation is asked: ``True`` or None allows, ``False``
+    refuses (403), and a dict is a filter on the resource's metadata (see
+    ``triograph.core.infra.auth``) that every plugin's filter must also pass: a resource
+    it excludes does not exist for this request (404; searches and counts skip it). Raising
+    ``AccessDenied`` or ``Forbidden`` answers with its status; any other exception is a
+    500, logged.
     """
 
 

@@ -4,7 +4,8 @@
 ``"package.module:attr"``, or ``{"path": ..., "description": ...}``), ``dependencies``
 (paths put on ``sys.path``, relative to the file), ``env`` (a dict, or the path of a
 ``.env`` file), ``store`` (``index`` for semantic search, ``ttl``), ``http`` (``app``: a
-custom ASGI app mounted beside the API) and our own section ``"triograph": {"plugins":
+custom ASGI app mounted beside the API), ``auth`` (``path`` of a ``langgraph_sdk.Auth``,
+checked here, loaded by its plugin) and our own section ``"triograph": {"plugins":
 [...], "disable_plugins": [...], "max_attempts": n, "lease": seconds, "limits": {...}}``
 (:mod:`triograph.core.infra.limits`). Keys that belong to
 other tools are ignored. System assistants take per-graph config defaults from
@@ -59,6 +60,8 @@ class Settings:
     store: dict[str, Any] = attrs.field(factory=dict)
     #: the ``http`` section of langgraph.json: ``app`` (a custom ASGI app), ``disable_*``
     http: dict[str, Any] = attrs.field(factory=dict)
+    #: the ``auth`` section of langgraph.json (:data:`AUTH_KEYS`); empty: no custom auth
+    auth: dict[str, Any] = attrs.field(factory=dict)
     #: per-graph defaults for system assistants: graph id -> config (may hold ``context``),
     #: from the ``LANGGRAPH_CONFIG`` environment variable (a JSON object)
     graph_configs: dict[str, Any] = attrs.field(factory=dict)
@@ -108,6 +111,7 @@ def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Sett
         "store": _section(raw, "store"),
         "http": _section(raw, "http"),
         "webhooks": _section(raw, "webhooks"),
+        "auth": _auth(raw.get("auth")),
         "graph_configs": _graph_configs(),
     }
     if "max_attempts" in own:
@@ -168,6 +172,57 @@ def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
     value = raw.get(key) or {}
     if not isinstance(value, dict):
         raise ConfigError(f"'{key}' must be an object")
+    return value
+
+
+#: the keys of the ``auth`` section, and what each must be
+AUTH_KEYS: dict[str, str] = {
+    "path": "'./file.py:attr' or 'module:attr' naming a langgraph_sdk.Auth",
+    "disable_studio_auth": "true or false",
+    "allow_langsmith_api_keys": "false (LangSmith API keys need LangSmith)",
+    "openapi": "an object with 'securitySchemes' and/or 'security'",
+    "cache": "an object: 'cache_keys' (header names), 'ttl_seconds', 'max_size'",
+}
+
+
+def _auth(value: Any) -> dict[str, Any]:
+    """The ``auth`` section, checked key by key: nothing is ignored silently."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError("'auth' must be an object with at least 'path'")
+    for key in value:
+        if key not in AUTH_KEYS:
+            raise ConfigError(f"auth.{key}: unknown key; allowed: {', '.join(AUTH_KEYS)}")
+
+    def bad(key: str) -> ConfigError:
+        return ConfigError(f"auth.{key}: expected {AUTH_KEYS[key]}, got {value[key]!r}")
+
+    if not isinstance(value.get("path"), str) or ":" not in value["path"]:
+        raise ConfigError(f"auth.path: expected {AUTH_KEYS['path']}, got {value.get('path')!r}")
+    if not isinstance(value.get("disable_studio_auth", False), bool):
+        raise bad("disable_studio_auth")
+    if value.get("allow_langsmith_api_keys", False) is not False:
+        raise bad("allow_langsmith_api_keys")
+    openapi = value.get("openapi", {})
+    if not isinstance(openapi, dict) or set(openapi) - {"securitySchemes", "security"}:
+        raise bad("openapi")
+    cache = value.get("cache") or {}
+    if not isinstance(cache, dict) or set(cache) - {"cache_keys", "ttl_seconds", "max_size"}:
+        raise bad("cache")
+    keys = cache.get("cache_keys", [])
+    ttl, size = cache.get("ttl_seconds", 60), cache.get("max_size", 1000)
+    if (
+        not isinstance(keys, list)
+        or not all(isinstance(k, str) for k in keys)
+        or isinstance(ttl, bool)
+        or not isinstance(ttl, int | float)
+        or ttl <= 0
+        or isinstance(size, bool)
+        or not isinstance(size, int)
+        or size < 1
+    ):
+        raise bad("cache")
     return value
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from quart import Blueprint, Response, current_app
 
 from triograph.core.http import openapi
+from triograph.core.http.auth import public
 from triograph.core.http.wire import core, json_response
 
 health = Blueprint("health", __name__)
@@ -42,6 +43,7 @@ def _version(dist: str) -> str | None:
 
 @health.get("/ok")
 @health.get("/")
+@public
 async def ok() -> Response:
     """Health check."""
     return json_response({"ok": True, "services": {"storage": "healthy"}})
@@ -86,22 +88,31 @@ def _document() -> dict[str, Any]:
     """Built on first use (the routes are final once the app serves), then kept."""
     config = current_app.config
     if "TRIOGRAPH_OPENAPI" not in config:
-        config["TRIOGRAPH_OPENAPI"] = openapi.document(
+        document = openapi.document(
             current_app.url_map,
             current_app.view_functions,
             version=_version("triograph") or "0",
             graph_ids=list(core().graphs.graphs),
         )
+        # ``auth.openapi``: how clients authenticate, as the official server merges it
+        security = core().settings.auth.get("openapi") or {}
+        if "securitySchemes" in security:
+            document.setdefault("components", {})["securitySchemes"] = security["securitySchemes"]
+        if "security" in security:
+            document["security"] = security["security"]
+        config["TRIOGRAPH_OPENAPI"] = document
     return config["TRIOGRAPH_OPENAPI"]  # type: ignore[no-any-return]
 
 
 @bp.get("/openapi.json")
+@public
 async def openapi_json() -> Response:
     """The OpenAPI 3.1 document of this server's routes."""
     return json_response(_document())
 
 
 @bp.get("/docs")
+@public
 async def docs() -> Response:
     """An API reference page (Scalar) for ``/openapi.json``."""
     return Response(DOCS_HTML, content_type="text/html; charset=utf-8")
