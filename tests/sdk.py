@@ -50,7 +50,10 @@ class Server:
         return await trio.to_thread.run_sync(call)
 
     async def aio(
-        self, fn: Callable[[LangGraphClient], Awaitable[T]], *, headers: dict[str, str] | None = None
+        self,
+        fn: Callable[[LangGraphClient], Awaitable[T]],
+        *,
+        headers: dict[str, str] | None = None,
     ) -> T:
         async def main() -> T:
             async with get_client(url=self.url, api_key=None, headers=headers) as client:

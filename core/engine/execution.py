@@ -15,6 +15,7 @@ import attrs
 
 from triograph.core.engine.emitters import RunInfo, StreamEmitter
 from triograph.core.infra import encoding
+from triograph.core.infra.auth import User
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -110,6 +111,9 @@ def command_from(command: dict[str, Any]) -> Any:
 def graph_config(run: Run) -> dict[str, Any]:
     config: dict[str, Any] = dict(run.kwargs.get("config") or {})
     config["configurable"] = dict(config.get("configurable") or {})
+    user = config["configurable"].get("langgraph_auth_user")
+    if isinstance(user, dict):  # stored as its fields: the graph gets the user object back
+        config["configurable"]["langgraph_auth_user"] = User.from_dict(user)
     config["metadata"] = {
         **(config.get("metadata") or {}),
         **run.metadata,

@@ -37,6 +37,7 @@ from triograph.core.engine.thread_streams import ThreadStreams
 from triograph.core.http.auth import Authentication
 from triograph.core.http.cors import Cors
 from triograph.core.http.custom_app import CustomApp, load_custom_app
+from triograph.core.http.headers import ConfigurableHeaders
 from triograph.core.http.routes import assistants, crons, meta, runs, store, threads
 from triograph.core.http.transport import Transport
 from triograph.core.infra import encoding
@@ -188,6 +189,7 @@ def create_app(settings: Settings) -> QuartTrio:
     app = _App("triograph.core", root_path=here, instance_path=here, static_folder=None)
     app.config.update(
         TRIOGRAPH_CORE=core,
+        TRIOGRAPH_RUN_HEADERS=ConfigurableHeaders.from_settings(settings.http),
         RESPONSE_TIMEOUT=None,
         BODY_TIMEOUT=settings.limits.body_timeout,
         MAX_CONTENT_LENGTH=settings.limits.max_body_bytes,

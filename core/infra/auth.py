@@ -264,6 +264,12 @@ def all_of(*filters: Filters | None) -> Filters | None:
     return {"$and": present}
 
 
+def scoped(filters: Filters | None) -> dict[str, Any]:
+    """The keyword arguments that restrict a repository call to ``filters``: none without
+    one, so a call on behalf of nobody in particular stays the plain call."""
+    return {"filters": filters} if filters else {}
+
+
 class Access:
     """Asks the auth plugins; one per app (``core.access``).
 

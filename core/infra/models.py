@@ -167,6 +167,8 @@ class Cron:
     enabled: bool = True
     created_at: dt.datetime = attrs.Factory(now)
     updated_at: dt.datetime = attrs.Factory(now)
+    #: the user who created it (``User.dict()``), whom its firings act as; not on the wire
+    user: dict[str, JSON] | None = attrs.field(default=None, metadata={"wire": False})
 
 
 # -- request bodies ---------------------------------------------------------------------------

@@ -14,10 +14,12 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from triograph.core.infra.auth import Filters, scoped
 from triograph.core.infra.errors import (
     BadRequest,
     ConfigError,
@@ -260,23 +262,42 @@ class AssistantService:
     # -- lookup -------------------------------------------------------------------------------
 
     async def _visible(
-        self, assistant_id: str, missing: str = "Assistant {} not found"
+        self,
+        assistant_id: str,
+        missing: str = "Assistant {} not found",
+        *,
+        action: str = "read",
+        allowed: Filters | EllipsisType | None = ...,
     ) -> Assistant:
-        """By UUID only; an assistant whose graph is not served here does not exist."""
+        """By UUID only, if the user may do ``action`` on it (``assistants.<action>``; or
+        with the filter ``allowed`` already decided); an assistant whose graph is not served
+        here, or that the user may not see, does not exist."""
         assistant_id = validate_uuid(assistant_id, "assistant")
-        assistant = await self.core.storage.assistants.get(assistant_id)
+        if allowed is ...:
+            allowed = await self.authorize(action, assistant_id=assistant_id)
+        assistant = await self.core.storage.assistants.get(assistant_id, **scoped(allowed))
         if assistant is None or assistant.graph_id not in self.core.graphs.graphs:
             raise NotFound(missing.format(assistant_id))
         return assistant
+
+    async def authorize(self, verb: str, **value: Any) -> Filters | None:
+        """The filter the current user's ``assistants.<verb>`` leaves (403 if refused)."""
+        return await self.core.access.authorize("assistants", verb, value)
 
     async def get(self, assistant_id: str) -> Assistant:
         """``GET /assistants/{id}``: by UUID only."""
         return await self._visible(assistant_id, "Not Found")
 
     async def resolve(self, value: str) -> Assistant:
-        """A run's ``assistant_id``: a graph id or a UUID (contract §2.1)."""
+        """A run's ``assistant_id``: a graph id or a UUID (contract §2.1). A graph's own
+        assistant is everyone's, as on the official server; any other needs
+        ``assistants.read``."""
         assistant_id = self.core.graphs.resolve_assistant_id(value)
         assistant = await self.core.storage.assistants.get(assistant_id)
+        if assistant is not None and assistant.metadata.get("created_by") != "system":
+            allowed = await self.authorize("read", assistant_id=assistant_id)
+            if allowed is not None:
+                assistant = await self.core.storage.assistants.get(assistant_id, **scoped(allowed))
         if assistant is None or assistant.graph_id not in self.core.graphs.graphs:
             raise NotFound("Thread or assistant not found.")
         return assistant
@@ -292,13 +313,23 @@ class AssistantService:
         check_config(body.config)
         config, context = _settled(body.config or {}, _context_of(body.config, body.context, {}))
         self.core.graphs.get(body.graph_id)
+        value: dict[str, Any] = {
+            "assistant_id": assistant_id,
+            "graph_id": body.graph_id,
+            "config": config,
+            "context": context,
+            "metadata": strip_reserved(body.metadata),
+            "if_exists": body.if_exists or "raise",
+            "name": body.name or "Untitled",
+        }
+        allowed = await self.authorize("create", **value)
         stamp = now()
         assistant = Assistant(
             assistant_id=assistant_id,
             graph_id=body.graph_id,
             config=config,
             context=context,
-            metadata=strip_reserved(body.metadata),
+            metadata=strip_reserved(value.get("metadata")),
             name=body.name or "Untitled",
             description=body.description,
             created_at=stamp,
@@ -307,7 +338,7 @@ class AssistantService:
         repo = self.core.storage.assistants
         if await repo.create(assistant):
             return assistant
-        existing = await repo.get(assistant_id)
+        existing = await repo.get(assistant_id, **scoped(allowed))  # another's: a conflict
         if existing is not None and (body.if_exists or "raise") == "do_nothing":
             return existing
         raise Conflict(f"Assistant {assistant_id} already exists")
@@ -318,7 +349,16 @@ class AssistantService:
         check_config(body.config)
         if body.graph_id is not None:
             self.core.graphs.get(body.graph_id)
-        current = await self._visible(assistant_id)
+        value: dict[str, Any] = {
+            "assistant_id": validate_uuid(assistant_id, "assistant"),
+            "graph_id": body.graph_id,
+            "config": body.config or {},
+            "context": body.context,
+            "metadata": strip_reserved(body.metadata),
+            "name": body.name,
+        }
+        allowed = await self.authorize("update", **value)
+        current = await self._visible(assistant_id, allowed=allowed)
         context = _context_of(body.config, body.context, current.context)
         config, context = _settled(current.config if body.config is None else body.config, context)
         changed = attrs.evolve(
@@ -326,7 +366,7 @@ class AssistantService:
             graph_id=body.graph_id or current.graph_id,
             config=config,
             context=context,
-            metadata={**current.metadata, **strip_reserved(body.metadata)},
+            metadata={**current.metadata, **strip_reserved(value.get("metadata"))},
             name=current.name if body.name is None else body.name,
             description=current.description if body.description is None else body.description,
             updated_at=now(),
@@ -337,16 +377,19 @@ class AssistantService:
         """Interrupt the assistant's runs in flight, delete its threads if asked (those whose
         ``metadata.assistant_id`` is this one), then the assistant with its versions and
         crons (the repository cascades)."""
-        assistant = await self._visible(assistant_id, "Assistant with ID {} not found")
+        assistant = await self._visible(
+            assistant_id, "Assistant with ID {} not found", action="delete"
+        )
         assistant_id = assistant.assistant_id
         for handle in self.core.supervisor.all_in_flight():
             if handle.run.assistant_id == assistant_id:
                 handle.cancel("interrupt", f"assistant {assistant_id} was deleted")
-        if delete_threads:
+        if delete_threads:  # those the user may delete
             threads = self.core.storage.threads
             owned = {"assistant_id": assistant_id}
-            _, total = await threads.search(metadata=owned, limit=0)
-            rows, _ = await threads.search(metadata=owned, limit=total)
+            mine = scoped(await self.core.threads.authorize("delete", metadata=owned))
+            _, total = await threads.search(metadata=owned, limit=0, **mine)
+            rows, _ = await threads.search(metadata=owned, limit=total, **mine)
             for thread in rows:
                 with contextlib.suppress(NotFound):  # deleted meanwhile
                     await self.core.threads.delete(thread.thread_id)
@@ -365,7 +408,10 @@ class AssistantService:
     async def set_latest(self, assistant_id: str, version: int) -> Assistant:
         """Point the assistant at ``version``, restoring everything that version holds
         (graph and context too: contract §13.8). The next patch numbers on from the highest."""
-        assistant = await self._visible(assistant_id)
+        allowed = await self.authorize(
+            "update", assistant_id=validate_uuid(assistant_id, "assistant"), version=version
+        )
+        assistant = await self._visible(assistant_id, allowed=allowed)
         row = await self.core.storage.assistants.get_version(assistant.assistant_id, version)
         if row is None:
             raise NotFound(f"Version {version} not found for assistant {assistant.assistant_id}")
@@ -397,9 +443,12 @@ class AssistantService:
         """One page, as wire dicts cut down to ``select``, and the number of matches."""
         check_page(query.limit, query.offset)
         check_select(query.select, ASSISTANT_FIELDS)
+        graph_ids = self._graph_ids(query.graph_id)
+        metadata, allowed = await self._search(query.graph_id, query.metadata, query)
         rows, total = await self.core.storage.assistants.search(
-            graph_ids=self._graph_ids(query.graph_id),
-            metadata=query.metadata,
+            graph_ids=graph_ids,
+            metadata=metadata,
+            **scoped(allowed),
             name=query.name,
             sort_by=query.sort_by or "created_at",
             sort_order=query.sort_order or "desc",
@@ -409,13 +458,26 @@ class AssistantService:
         return selected([to_wire(a) for a in rows], query.select), total
 
     async def count(self, query: AssistantCount) -> int:
+        graph_ids = self._graph_ids(query.graph_id)
+        metadata, allowed = await self._search(query.graph_id, query.metadata, None)
         _, total = await self.core.storage.assistants.search(
-            graph_ids=self._graph_ids(query.graph_id),
-            metadata=query.metadata,
-            name=query.name,
-            limit=0,
+            graph_ids=graph_ids, metadata=metadata, name=query.name, limit=0, **scoped(allowed)
         )
         return total
+
+    async def _search(
+        self, graph_id: str | None, metadata: dict[str, Any] | None, page: AssistantSearch | None
+    ) -> tuple[dict[str, Any] | None, Filters | None]:
+        """``assistants.search``: the ``metadata`` criterion as the handlers left it, and
+        the filter."""
+        value: dict[str, Any] = {
+            "graph_id": graph_id,
+            "metadata": dict(metadata or {}),
+            "limit": page.limit if page is not None else 0,
+            "offset": page.offset if page is not None else 0,
+        }
+        allowed = await self.authorize("search", **value)
+        return value.get("metadata") or None, allowed
 
     # -- the graph behind an assistant --------------------------------------------------------
 

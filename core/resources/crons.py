@@ -8,7 +8,8 @@ a bad payload is a 422 when it is given, not a silent failure when the cron fire
 The scheduler (:meth:`CronService.serve`) polls ``storage.crons.due`` every
 ``settings.cron_interval`` seconds and fires each due cron through ``core.runs.create``,
 exactly as ``POST /runs`` (a new thread per firing) or ``POST /threads/{id}/runs`` would,
-then advances ``next_run_date``. Everything lives in storage; the service keeps no state.
+acting as the user who created the cron (authorized as them, the run carries them), then
+advances ``next_run_date``. Everything lives in storage; the service keeps no state.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import attrs
 import trio
 from croniter import CroniterError, croniter
 
+from triograph.core.infra import encoding
+from triograph.core.infra.auth import Filters, User, acting_as, current_user, scoped
 from triograph.core.infra.errors import BadRequest, InvalidRequest, NotFound, TriographError
 from triograph.core.infra.models import (
     JSON,
@@ -201,16 +204,31 @@ class CronService:
     async def create(self, thread_id: str | None, raw: Any) -> Cron:
         """A cron from a create body; ``thread_id`` None makes each firing a new thread."""
         fields = structure(raw, CronCreate)
+        cron_id = new_id()
+        user = current_user()
+        value = {
+            "payload": raw,
+            "schedule": fields.schedule,
+            "cron_id": cron_id,
+            "thread_id": None if thread_id is None else validate_uuid(thread_id, "thread"),
+            "user_id": None if user is None else user.identity,
+            "end_time": fields.end_time,
+            "metadata": strip_reserved(fields.metadata),
+        }
+        await self.core.access.authorize("crons", "create", value)
+        if isinstance(value["payload"], dict):
+            raw = value["payload"]
         if thread_id is not None:
             thread_id = validate_uuid(thread_id, "thread")
-            if await self.core.storage.threads.get(thread_id) is None:
+            try:
+                await self.core.threads.visible(thread_id, "read")
+            except NotFound:
                 raise NotFound(
                     f"Thread with ID '{thread_id}' not found. Please verify the thread ID is "
                     "correct."
-                )
+                ) from None
         assistant = await self._assistant(fields.assistant_id)
         at = now()
-        cron_id = new_id()
         cron = Cron(
             cron_id=cron_id,
             assistant_id=assistant.assistant_id,
@@ -220,18 +238,23 @@ class CronService:
             end_time=_utc(fields.end_time),
             payload=_with_cron_id({**raw, "assistant_id": assistant.assistant_id}, cron_id),
             next_run_date=next_run_date(fields.schedule, fields.timezone, at),
-            metadata=strip_reserved(fields.metadata),
+            metadata=strip_reserved(value.get("metadata")),
             on_run_completed=None if thread_id else (fields.on_run_completed or "delete"),
             enabled=fields.enabled,
             created_at=at,
             updated_at=at,
+            user_id="" if user is None else user.identity,
+            user=None if user is None else encoding.jsonable(user.dict()),
         )
         await self._check_payload(cron)
         await self.core.storage.crons.create(cron)
         return cron
 
-    async def get(self, cron_id: str) -> Cron:
-        cron = await self.core.storage.crons.get(validate_uuid(cron_id, "cron"))
+    async def get(self, cron_id: str, action: str = "read", **value: Any) -> Cron:
+        """The cron, if the user may do ``action`` on it (``crons.<action>``); else 404."""
+        cron_id = validate_uuid(cron_id, "cron")
+        allowed = await self.core.access.authorize("crons", action, {"cron_id": cron_id, **value})
+        cron = await self.core.storage.crons.get(cron_id, **scoped(allowed))
         if cron is None:
             raise NotFound("Not Found")
         return cron
@@ -241,7 +264,8 @@ class CronService:
         if raw == {}:
             raise BadRequest("Request body cannot be empty")
         fields = structure(raw, CronPatch)
-        cron = await self.get(cron_id)
+        payload = {k: raw[k] for k in PATCHABLE_RUN_FIELDS if k in raw}
+        cron = await self.get(cron_id, "update", payload=payload, schedule=fields.schedule)
         if fields.on_run_completed is not None and cron.thread_id is not None:
             raise InvalidRequest(
                 "$.on_run_completed: only a cron without a thread has one (its thread is kept)"
@@ -272,15 +296,19 @@ class CronService:
         return cron
 
     async def delete(self, cron_id: str) -> None:
-        if not await self.core.storage.crons.delete(validate_uuid(cron_id, "cron")):
+        cron = await self.get(cron_id, "delete")
+        if not await self.core.storage.crons.delete(cron.cron_id):
             raise NotFound("Not Found")
 
     async def search(self, query: CronSearch) -> tuple[list[dict[str, Any]], int]:
         """One page of crons as wire dicts (``select`` applied) and the number of matches."""
         check_page(query.limit, query.offset)
         check_select(query.select, CRON_FIELDS)
+        criteria = self._filters(query)
+        allowed = await self._search(criteria, query.limit, query.offset)
         rows, total = await self.core.storage.crons.search(
-            **self._filters(query),
+            **criteria,
+            **scoped(allowed),
             sort_by=query.sort_by or "created_at",
             sort_order=query.sort_order or "desc",
             limit=query.limit,
@@ -289,7 +317,19 @@ class CronService:
         return selected([to_wire(c) for c in rows], query.select), total
 
     async def count(self, query: CronSearch) -> int:
-        return (await self.core.storage.crons.search(**self._filters(query), limit=0))[1]
+        criteria = self._filters(query)
+        allowed = await self._search(criteria, 0, 0)
+        return (await self.core.storage.crons.search(**criteria, **scoped(allowed), limit=0))[1]
+
+    async def _search(self, criteria: dict[str, Any], limit: int, offset: int) -> Filters | None:
+        """``crons.search``: its filter."""
+        value = {
+            "assistant_id": criteria["assistant_id"],
+            "thread_id": criteria["thread_id"],
+            "limit": limit,
+            "offset": offset,
+        }
+        return await self.core.access.authorize("crons", "search", value)
 
     def _filters(self, query: CronSearch) -> dict[str, Any]:
         return {
@@ -361,7 +401,8 @@ class CronService:
             log.info("cron %s ended at %s; disabled", cron.cron_id, cron.end_time.isoformat())
             return
         try:
-            run, _ = await self.core.runs.create(cron.thread_id, run_body(cron))
+            with acting_as(User.from_dict(cron.user) if cron.user else None):
+                run, _ = await self.core.runs.create(cron.thread_id, run_body(cron))
             log.info("cron %s fired run %s", cron.cron_id, run.run_id)
         except TriographError as exc:
             log.warning("cron %s did not fire: %s", cron.cron_id, exc.message)

@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from triograph.core.infra import encoding
+from triograph.core.infra.auth import Filters, current_user, scoped
 from triograph.core.infra.errors import BadRequest, Conflict, InvalidRequest, NotFound
 from triograph.core.infra.models import (
     IN_FLIGHT_RUN_STATUSES,
@@ -151,21 +152,29 @@ class RunService:
         *,
         request_id: str | None = None,
         retain: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> tuple[Run, RunHandle]:
         """Validate, store and start a run; ``thread_id=None`` makes it stateless.
-        ``retain`` keeps it joinable from memory once finished (background runs)."""
+        ``retain`` keeps it joinable from memory once finished (background runs);
+        ``headers`` go into ``config.configurable`` (``http.configurable_headers``)."""
         if thread_id is None:  # a temporary thread: nobody else admits runs on it
-            plan = await self.prepare(thread_id, body, request_id=request_id)
+            plan = await self.prepare(thread_id, body, request_id=request_id, headers=headers)
             return await self.commit(plan, retain=retain)
         # other processes admit runs on this thread too: decide and insert under its lock
         async with self.core.cluster.thread_lock(validate_uuid(thread_id, "thread")):
-            plan = await self.prepare(thread_id, body, request_id=request_id)
+            plan = await self.prepare(thread_id, body, request_id=request_id, headers=headers)
             return await self.commit(plan, retain=retain)
 
     async def prepare(
-        self, thread_id: str | None, body: RunCreate, *, request_id: str | None = None
+        self,
+        thread_id: str | None,
+        body: RunCreate,
+        *,
+        request_id: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> _Plan:
-        """Every check of a run creation, and the records to write; writes nothing."""
+        """Every check of a run creation, and the records to write; writes nothing.
+        ``headers``: request headers to copy into ``config.configurable``."""
         core = self.core
         stateless = thread_id is None
         modes = core.stream_modes.validate(body.stream_mode)
@@ -193,29 +202,41 @@ class RunService:
         assistant = await core.assistants.resolve(assistant_id)
 
         temporary = stateless and (body.on_completion or "delete") == "delete"
-        if stateless:
-            thread = Thread(thread_id=new_id())
-            created = True
-        else:
-            assert thread_id is not None
-            existing = await core.storage.threads.get(thread_id)
-            created = existing is None
-            if existing is None and (body.if_not_exists or "reject") != "create":
-                raise NotFound("Thread or assistant not found.")
-            thread = existing or Thread(thread_id=thread_id)
-        run = self._build_run(body, assistant, thread, modes, checkpoint, temporary, request_id)
+        thread_id = new_id() if thread_id is None else thread_id
+        run = self._build_run(
+            body, assistant, thread_id, modes, checkpoint, temporary, request_id, headers
+        )
         if strategy is not None:
             run.multitask_strategy = strategy_name
+        request_metadata, allowed = await self._authorize(run, body, stateless)
+        if stateless:
+            thread = Thread(thread_id=thread_id)
+            created = True
+        else:
+            existing = await core.storage.threads.get(thread_id, **scoped(allowed))
+            created = existing is None
+            if existing is None and (
+                (body.if_not_exists or "reject") != "create"
+                or (allowed and await core.storage.threads.get(thread_id) is not None)
+            ):  # absent; or another user's, which a create must not touch either
+                raise NotFound("Thread or assistant not found.")
+            thread = existing or Thread(thread_id=thread_id)
+        config_metadata = strip_reserved((body.config or {}).get("metadata"))
+        run.metadata = {
+            **assistant.metadata,
+            **thread.metadata,
+            **config_metadata,
+            **request_metadata,
+            "graph_id": assistant.graph_id,
+            "assistant_id": assistant.assistant_id,
+        }
+        if isinstance(run.kwargs.get("config"), dict):
+            run.kwargs["config"]["metadata"] = run.metadata
         in_flight = await self.in_flight(thread.thread_id) if strategy else []
         if body.command is not None and body.command.resume is not None and not stateless:
             _check_resumable(thread, in_flight, at_checkpoint=bool(checkpoint.get("checkpoint_id")))
         admission = strategy.admit(run, in_flight) if strategy and in_flight else None
-        thread_metadata = {}
-        if created:
-            thread_metadata = {
-                **strip_reserved(run_config.get("metadata")),
-                **strip_reserved(body.metadata),
-            }
+        thread_metadata = {**config_metadata, **request_metadata} if created else {}
         return _Plan(
             run=run,
             thread=thread,
@@ -286,16 +307,43 @@ class RunService:
             await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
         await core.storage.runs.create(plan.run)
 
+    async def _authorize(
+        self, run: Run, body: RunCreate, stateless: bool
+    ) -> tuple[dict[str, Any], Filters | None]:
+        """``threads.create_run``: the request's metadata as the handlers left it (the run
+        and a thread it creates get it), and the filter the thread must pass. The
+        handlers see ``run.kwargs`` itself, so what they change there is what runs."""
+        value: dict[str, Any] = {
+            "thread_id": None if stateless else run.thread_id,
+            "assistant_id": run.assistant_id,
+            "run_id": run.run_id,
+            "status": "pending",
+            "metadata": strip_reserved(body.metadata),
+            "prevent_insert_if_inflight": True,
+            "multitask_strategy": None if stateless else run.multitask_strategy,
+            "if_not_exists": body.if_not_exists or "reject",
+            "after_seconds": body.after_seconds or 0,
+            "kwargs": run.kwargs,
+            "action": None,
+        }
+        allowed = await self.core.access.authorize("threads", "create_run", value)
+        if value["kwargs"] is not run.kwargs and isinstance(value["kwargs"], dict):
+            run.kwargs = value["kwargs"]
+        return strip_reserved(value.get("metadata")), allowed
+
     def _build_run(
         self,
         body: RunCreate,
         assistant: Assistant,
-        thread: Thread,
+        thread_id: str,
         modes: list[str],
         checkpoint: dict[str, Any],
         temporary: bool,
         request_id: str | None,
+        headers: dict[str, str] | None,
     ) -> Run:
+        """The run's record; its ``metadata`` is the caller's to complete (the thread's is
+        not known yet)."""
         run_id = new_id()
         run_config = dict(body.config or {})
         config: dict[str, Any] = {**assistant.config, **run_config}
@@ -312,36 +360,36 @@ class RunService:
             **clean_configurable(body.context),
         }
         configurable.update(clean_configurable(body.context))
-        metadata = {
-            **assistant.metadata,
-            **thread.metadata,
-            **strip_reserved(run_config.get("metadata")),
-            **strip_reserved(body.metadata),
-            "graph_id": assistant.graph_id,
-            "assistant_id": assistant.assistant_id,
-        }
         configurable.update(
             {
                 "run_id": run_id,
-                "thread_id": thread.thread_id,
+                "thread_id": thread_id,
                 "graph_id": assistant.graph_id,
                 "assistant_id": assistant.assistant_id,
                 "user_id": "",
                 "langgraph_request_id": request_id or str(uuid.uuid4()),
                 "__after_seconds__": body.after_seconds or 0,
                 **{k: v for k, v in checkpoint.items() if v is not None and k != "thread_id"},
+                **(headers or {}),
             }
         )
+        user = current_user()
+        if user is not None:  # the run acts for the user who made it (contract of the SDK)
+            configurable.update(
+                {
+                    "langgraph_auth_user": encoding.jsonable(user.dict()),
+                    "langgraph_auth_user_id": user.identity,
+                    "langgraph_auth_permissions": user.permissions,
+                }
+            )
         config["configurable"] = configurable
-        config["metadata"] = metadata
         durability = body.durability or ("exit" if body.checkpoint_during is False else "async")
         command = attrs.asdict(body.command) if body.command is not None else None
         created_at = now() + dt.timedelta(seconds=body.after_seconds or 0)
         return Run(
             run_id=run_id,
-            thread_id=thread.thread_id,
+            thread_id=thread_id,
             assistant_id=assistant.assistant_id,
-            metadata=metadata,
             multitask_strategy=body.multitask_strategy or "enqueue",
             created_at=created_at,
             updated_at=created_at,
@@ -392,14 +440,33 @@ class RunService:
 
     # -- queries ------------------------------------------------------------------------------
 
-    async def get(self, thread_id: str, run_id: str) -> Run:
+    async def get(self, thread_id: str, run_id: str, action: str = "read") -> Run:
+        """A run of a thread the user may do ``action`` on (``threads.<action>``)."""
         thread_id = validate_uuid(thread_id, "thread")
         run_id = validate_uuid(run_id, "run")
-        await self.core.threads.get(thread_id)
+        await self.core.threads.visible(thread_id, action, run_id=run_id)
         run = await self.core.storage.runs.get(run_id)
         if run is None or run.thread_id != thread_id:
             raise NotFound("Not Found")
         return run
+
+    async def stateless(self, run_id: str) -> Run:
+        """A run by id alone (a stateless run's thread is temporary), if the user may read
+        its thread."""
+        run = await self.core.storage.runs.get(run_id)
+        if run is not None:
+            await self._check_thread(run.thread_id, "read", "Not Found", run_id=run_id)
+            return run
+        raise NotFound("Not Found")
+
+    async def stateless_handle(self, run_id: str) -> RunHandle:
+        """The live handle of a run by id alone, if the user may read its thread."""
+        handle = self.core.supervisor.get(run_id)
+        if handle is None:
+            raise NotFound(f"Run {run_id} not found")
+        thread_id = handle.run.thread_id
+        await self._check_thread(thread_id, "read", f"Run {run_id} not found", run_id=run_id)
+        return handle
 
     async def for_thread(
         self, thread_id: str, *, limit: int, offset: int, status: str | None
@@ -418,7 +485,7 @@ class RunService:
         checkpoints, thread status recomputed), as the official server deletes what the
         run wrote; a finished run's checkpoints stay: later runs were built on them."""
         try:
-            run = await self.get(thread_id, run_id)
+            run = await self.get(thread_id, run_id, "delete")
         except NotFound as exc:
             if exc.message != "Not Found":  # the thread is unknown: say so
                 raise
@@ -438,9 +505,25 @@ class RunService:
 
     # -- cancel and join ----------------------------------------------------------------------
 
+    async def _check_thread(self, thread_id: str, verb: str, missing: str, **value: Any) -> None:
+        """404 ``missing`` unless the user may do ``verb`` on the thread (``threads.<verb>``).
+        Without a filter there is nothing to check here: the caller's run lookup finds an
+        absent thread."""
+        allowed = await self.core.threads.authorize(verb, thread_id=thread_id, **value)
+        if allowed is not None:
+            try:
+                await self.core.threads.lookup(thread_id, allowed)
+            except NotFound:
+                raise NotFound(missing) from None
+
     async def cancel(self, thread_id: str, run_id: str, action: CancelAction) -> RunHandle:
-        run = await self.core.storage.runs.get(validate_uuid(run_id, "run"))
-        thread_id = validate_uuid(thread_id, "thread")
+        """Cancel a run of a thread the user may update (``threads.update``)."""
+        run_id, thread_id = validate_uuid(run_id, "run"), validate_uuid(thread_id, "thread")
+        metadata = {"run_ids": [run_id], "status": None}
+        await self._check_thread(
+            thread_id, "update", "No runs found to cancel.", action=action, metadata=metadata
+        )
+        run = await self.core.storage.runs.get(run_id)
         if run is None or run.thread_id != thread_id:
             raise NotFound("No runs found to cancel.")
         handle = await self.handle(run)
@@ -460,17 +543,26 @@ class RunService:
         run_ids: list[str] | None,
         action: CancelAction,
     ) -> int:
+        """Cancel runs by status, or by id on one thread: only runs of threads the user may
+        update (``threads.update``)."""
         if (status is None) == (thread_id is None and run_ids is None):
             raise InvalidRequest("give exactly one of: status, or thread_id with run_ids")
+        if status is None and (thread_id is None or not run_ids):
+            raise InvalidRequest("thread_id and run_ids go together")
+        ids = [validate_uuid(r, "run") for r in run_ids or ()] or None
+        thread_id = None if thread_id is None else validate_uuid(thread_id, "thread")
+        value = {
+            "thread_id": thread_id,
+            "action": action,
+            "metadata": {"run_ids": ids, "status": status},
+        }
+        allowed = await self.core.access.authorize("threads", "update", value)
         if status is not None:
             statuses = IN_FLIGHT_RUN_STATUSES if status == "all" else (status,)
-            runs = await self.core.storage.runs.search(statuses=statuses)
+            runs = await self.core.storage.runs.search(statuses=statuses, **scoped(allowed))
         else:
-            if thread_id is None or not run_ids:
-                raise InvalidRequest("thread_id and run_ids go together")
-            ids = [validate_uuid(r, "run") for r in run_ids]
             runs = await self.core.storage.runs.search(
-                thread_id=validate_uuid(thread_id, "thread"), run_ids=ids
+                thread_id=thread_id, run_ids=ids, **scoped(allowed)
             )
         reason = "cancelled via POST /runs/cancel"
         cancelled = await self._cancel([r.run_id for r in runs], action, reason)
@@ -479,9 +571,11 @@ class RunService:
         return len(cancelled)
 
     async def join_target(self, thread_id: str, run_id: str) -> tuple[Run | None, RunHandle | None]:
-        """The run and its live (or recently finished) handle, for join and join stream."""
+        """The run and its live (or recently finished) handle, for join and join stream, if
+        the user may read its thread (``threads.read``)."""
         thread_id = validate_uuid(thread_id, "thread")
         run_id = validate_uuid(run_id, "run")
+        await self._check_thread(thread_id, "read", f"Run {run_id} not found", run_id=run_id)
         handle = self.core.supervisor.get(run_id)
         if handle is not None and handle.run.thread_id == thread_id:
             return handle.run, handle

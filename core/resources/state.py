@@ -225,7 +225,7 @@ class ThreadStates:
         """Apply ``values`` as ``as_node`` at the head, or fork from ``checkpoint``; the
         thread's values, interrupts and status follow the *new* head (§13.7)."""
         _check_values(values, "$.values")
-        thread = await self.core.threads.get(thread_id)
+        thread = await self.core.threads.visible(thread_id, "read", "update")
         async with self.core.supervisor.holding(thread.thread_id):
             # on a shared backend, the runs of other processes count too (a run another
             # process admits during the write is not held back by it, unlike one of ours)

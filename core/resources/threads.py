@@ -19,6 +19,7 @@ import trio
 
 from triograph.core.engine.snapshots import pending_interrupts
 from triograph.core.infra import encoding
+from triograph.core.infra.auth import Filters, all_of, scoped
 from triograph.core.infra.errors import Conflict, InvalidRequest, NotFound
 from triograph.core.infra.models import (
     MAX_TTL_MINUTES,
@@ -145,16 +146,25 @@ class ThreadService:
 
     async def create(self, body: ThreadCreate, supersteps: list[Superstep] | None = None) -> Thread:
         """Store a thread; with ``supersteps``, replay them as its first checkpoints. A
-        failing replay answers 4xx and leaves nothing behind (§13.16)."""
+        failing replay answers 4xx and leaves nothing behind (§13.16). An existing thread
+        the user may not see is a conflict all the same, never returned."""
         thread_id = validate_uuid(body.thread_id, "thread") if body.thread_id else new_id()
+        value: dict[str, Any] = {
+            "thread_id": thread_id,
+            "metadata": strip_reserved(body.metadata),
+            "if_exists": body.if_exists or "raise",
+            "ttl": body.ttl,
+        }
+        allowed = await self.core.access.authorize("threads", "create", value)
         thread = Thread(
-            thread_id=thread_id, metadata=strip_reserved(body.metadata), ttl=_ttl(body.ttl)
+            thread_id=thread_id, metadata=strip_reserved(value["metadata"]), ttl=_ttl(body.ttl)
         )
         if supersteps:
             self.states.check_supersteps(thread, supersteps)
         if not await self.core.storage.threads.create(thread):
-            if (body.if_exists or "raise") == "do_nothing":
-                return await self.get(thread_id)
+            existing = await self.core.storage.threads.get(thread_id, **scoped(allowed))
+            if existing is not None and (body.if_exists or "raise") == "do_nothing":
+                return existing
             raise Conflict(f"Thread with ID {thread_id} already exists")
         if supersteps:
             replayed = False
@@ -169,9 +179,24 @@ class ThreadService:
         await self.core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
         return thread
 
+    async def authorize(self, verb: str, **value: Any) -> Filters | None:
+        """The filter the current user's ``threads.<verb>`` leaves (403 if refused)."""
+        return await self.core.access.authorize("threads", verb, value)
+
     async def get(self, thread_id: str) -> Thread:
+        """``threads.read`` of a thread (404 if absent or not the user's to read)."""
+        return await self.visible(thread_id, "read")
+
+    async def visible(self, thread_id: str, *actions: str, **value: Any) -> Thread:
+        """The thread, if the current user may do each of ``actions`` on it (``value`` adds
+        to ``{"thread_id"}``, what the handlers are asked); else 404, as if absent."""
         thread_id = validate_uuid(thread_id, "thread")
-        thread = await self.core.storage.threads.get(thread_id)
+        allowed = all_of(*[await self.authorize(a, thread_id=thread_id, **value) for a in actions])
+        return await self.lookup(thread_id, allowed)
+
+    async def lookup(self, thread_id: str, allowed: Filters | None) -> Thread:
+        """The thread if ``allowed`` lets it through, else 404 (checks nothing else)."""
+        thread = await self.core.storage.threads.get(thread_id, **scoped(allowed))
         if thread is None:
             raise NotFound(f"Thread with ID {thread_id} not found")
         return thread
@@ -182,9 +207,11 @@ class ThreadService:
         """Merge ``metadata`` shallowly, replace ``ttl`` (re-armed from now)."""
         stored_ttl = _ttl(ttl)
         thread_id = validate_uuid(thread_id, "thread")
+        value: dict[str, Any] = {"thread_id": thread_id, "metadata": strip_reserved(metadata)}
+        allowed = await self.core.access.authorize("threads", "update", value)
         async with self.locked(thread_id):
-            thread = await self.get(thread_id)
-            thread.metadata.update(strip_reserved(metadata))
+            thread = await self.lookup(thread_id, allowed)
+            thread.metadata.update(strip_reserved(value["metadata"]))
             if stored_ttl is not None:
                 thread.ttl = stored_ttl
             thread.updated_at = now()
@@ -196,6 +223,7 @@ class ThreadService:
     ) -> None:
         """Delete a thread, its runs and checkpoints. Runs in flight are interrupted first
         and awaited, so none writes a checkpoint after the thread is gone."""
+        await self.visible(thread_id, "delete")
         if cancel_runs:
             runs = self.core.runs
             handles = [h for r in await runs.in_flight(thread_id) if (h := await runs.handle(r))]
@@ -222,42 +250,72 @@ class ThreadService:
         offset: int = 0,
         sort_by: str = "updated_at",
         sort_order: str = "desc",
-        **filters: Any,
+        **criteria: Any,
     ) -> tuple[list[Thread], int]:
-        """One page of threads and the total; ``filters`` as :meth:`count` takes them."""
+        """One page of the threads the user may search, and their total; ``criteria`` as
+        :meth:`count` takes them."""
         check_page(limit, offset)
+        query, allowed = await self._query(limit=limit, offset=offset, **criteria)
         return await self.core.storage.threads.search(
-            **self._filters(**filters),
+            **query,
+            **scoped(allowed),
             sort_by=sort_by,
             sort_order=sort_order,
             limit=limit,
             offset=offset,
         )
 
-    async def count(self, **filters: Any) -> int:
-        return (await self.core.storage.threads.search(**self._filters(**filters), limit=0))[1]
+    async def count(self, **criteria: Any) -> int:
+        query, allowed = await self._query(limit=0, offset=0, **criteria)
+        return (await self.core.storage.threads.search(**query, **scoped(allowed), limit=0))[1]
 
-    @staticmethod
-    def _filters(
+    async def _query(
+        self,
         *,
+        limit: int,
+        offset: int,
         ids: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
         values: dict[str, Any] | None = None,
         status: str | None = None,
-    ) -> dict[str, Any]:
-        """Thread filters: ``metadata``/``values`` containment (a thread without values never
-        matches a ``values`` filter), ``status``, ``ids``."""
+    ) -> tuple[dict[str, Any], Filters | None]:
+        """The search criteria (``metadata``/``values`` containment: a thread without values
+        never matches a ``values`` filter; ``status``; ``ids``) as ``threads.search`` leaves
+        them, and its filter."""
         if ids is not None:
             ids = [validate_uuid(i, "thread") for i in ids]
-        return {"ids": ids, "metadata": metadata, "values": values, "status": status}
+        value: dict[str, Any] = {
+            "metadata": metadata or {},
+            "values": values or {},
+            "status": status,
+            "limit": limit,
+            "offset": offset,
+            "ids": ids,
+        }
+        allowed = await self.core.access.authorize("threads", "search", value)
+        query = {
+            "ids": value.get("ids"),
+            "metadata": value.get("metadata") or None,
+            "values": value.get("values") or None,
+            "status": value.get("status"),
+        }
+        return query, allowed
 
     async def copy(self, thread_id: str) -> Thread:
         """A new thread with the source's metadata, config and every checkpoint (same ids);
-        runs are not copied, the status comes from the copied head."""
+        runs are not copied, the status comes from the copied head. Reading the source is
+        ``threads.read``; the copy is a ``threads.create`` whose handlers see (and may
+        edit) the metadata it gets, so the copy belongs to whoever made it."""
         source = await self.get(thread_id)
+        value: dict[str, Any] = {
+            "thread_id": new_id(),
+            "metadata": dict(source.metadata),
+            "if_exists": "raise",
+        }
+        await self.core.access.authorize("threads", "create", value)
         target = Thread(
-            thread_id=new_id(),
-            metadata=dict(source.metadata),
+            thread_id=value["thread_id"],
+            metadata=strip_reserved(value["metadata"]),
             config=dict(source.config),
             values=source.values,
             interrupts=dict(source.interrupts),
@@ -276,6 +334,11 @@ class ThreadService:
         latest checkpoint (threads with runs in flight are skipped). Unknown ids are
         skipped; returns how many threads were pruned."""
         ids = dict.fromkeys(validate_uuid(t, "thread") for t in thread_ids)
+        allowed = await self.authorize("delete", thread_ids=list(ids))
+        if allowed is not None:  # the official answer: all of them may be pruned, or none
+            for thread_id in ids:
+                if await self.core.storage.threads.get(thread_id, **scoped(allowed)) is None:
+                    raise NotFound("At least one thread not found or not authorized")
         pruned = 0
         for thread_id in ids:
             if await self.core.storage.threads.get(thread_id) is None:

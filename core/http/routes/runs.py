@@ -6,10 +6,11 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, current_app, request
 
 from triograph.core.engine.streams import parse_event_id
 from triograph.core.engine.thread_streams import mode_filter, parse_last_event_id
+from triograph.core.http.headers import ConfigurableHeaders
 from triograph.core.http.openapi import request_body
 from triograph.core.http.wire import (
     SSE_HEADERS,
@@ -27,7 +28,7 @@ from triograph.core.http.wire import (
     waiting_json_response,
     with_absolute_webhook,
 )
-from triograph.core.infra.errors import InvalidRequest, NotFound
+from triograph.core.infra.errors import InvalidRequest
 from triograph.core.infra.models import (
     CancelMany,
     RunCreate,
@@ -47,6 +48,12 @@ bp = Blueprint("runs", __name__)
 DISCONNECT_REASON = "client disconnected from the run stream (on_disconnect=cancel)"
 
 
+def run_headers_of() -> dict[str, str]:
+    """The request headers ``http.configurable_headers`` copies into a run's configurable."""
+    chosen: ConfigurableHeaders = current_app.config["TRIOGRAPH_RUN_HEADERS"]
+    return chosen.select(list(request.headers.items()))
+
+
 def _canceller(handle: RunHandle, enabled: bool) -> Any:
     if not enabled:
         return None
@@ -60,7 +67,7 @@ async def _create(
     for a while after it finished (nobody was streaming or waiting for it)."""
     body = with_absolute_webhook(await body_as(RunCreate))
     run, handle = await core().runs.create(
-        thread_id, body, request_id=request_id(), retain=background
+        thread_id, body, request_id=request_id(), retain=background, headers=run_headers_of()
     )
     return body, run, handle
 
@@ -245,7 +252,11 @@ async def batch() -> Response:
     bodies = [with_absolute_webhook(structure(item, RunCreate)) for item in items]
     runs_service = core().runs
     # every item is validated before anything is stored: a bad item creates nothing
-    plans = [await runs_service.prepare(None, body, request_id=request_id()) for body in bodies]
+    headers = run_headers_of()
+    plans = [
+        await runs_service.prepare(None, body, request_id=request_id(), headers=headers)
+        for body in bodies
+    ]
     created = [await runs_service.commit(plan, retain=True) for plan in plans]
     return json_response([to_wire(run) for run, _ in created])
 
@@ -262,16 +273,11 @@ async def cancel_many() -> Response:
 @bp.get("/runs/<uuid:run_id>")
 async def get_stateless(run_id: uuid.UUID) -> Response:
     """A stateless run by id alone (its temporary thread is resolved here)."""
-    stored = await core().storage.runs.get(str(run_id))
-    if stored is None:
-        raise NotFound("Not Found")
-    return json_response(to_wire(stored))
+    return json_response(to_wire(await core().runs.stateless(str(run_id))))
 
 
 @bp.get("/runs/<uuid:run_id>/stream")
 async def join_stateless_stream(run_id: uuid.UUID) -> Response:
-    handle = core().supervisor.get(str(run_id))
-    if handle is None:
-        raise NotFound(f"Run {run_id} not found")
+    handle = await core().runs.stateless_handle(str(run_id))
     base = f"/runs/{run_id}"
     return await _join_stream(handle, {"Location": base + "/stream", "Content-Location": base})
