@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError
+from langgraph.store.base import NOT_PROVIDED, InvalidNamespaceError, NotProvided
 
+from triograph.core.infra.auth import Filters
 from triograph.core.infra.errors import BadRequest, InvalidRequest
 from triograph.core.infra.models import (
     JSON,
@@ -28,7 +29,7 @@ from triograph.core.infra.models import (
 )
 
 if TYPE_CHECKING:
-    from langgraph.store.base import BaseStore, NotProvided
+    from langgraph.store.base import BaseStore
 
     from triograph.core.infra.context import Core
 
@@ -103,6 +104,28 @@ def _check_filter(value: dict[str, Any], path: str = "$.filter") -> None:
             _check_filter(want, f"{path}.{key}")
 
 
+def _both(request: dict[str, Any] | None, allowed: Filters | None) -> dict[str, Any] | None:
+    """One store filter holding when both ``request`` and the handlers' ``allowed`` hold
+    (LangGraph's stores take a dict of field conditions, no ``$and``); None if that cannot
+    be written, two different conditions of one kind on a field: nothing can match both."""
+    out: dict[str, Any] = dict(request or {})
+    for key, want in (allowed or {}).items():
+        if key not in out or out[key] == want:
+            out[key] = want
+            continue
+        mine, theirs = (c if _is_operators(c) else {"$eq": c} for c in (out[key], want))
+        for op, operand in theirs.items():
+            if op in mine and mine[op] != operand:
+                return None
+            mine[op] = operand
+        out[key] = mine
+    return out
+
+
+def _is_operators(condition: Any) -> bool:
+    return isinstance(condition, dict) and any(k.startswith("$") for k in condition)
+
+
 class StoreService:
     """The store API (contract §8) over ``core.storage.store``."""
 
@@ -117,9 +140,30 @@ class StoreService:
         except InvalidNamespaceError as exc:
             raise InvalidRequest(str(exc)) from None
 
+    async def _authorize(self, action: str, value: dict[str, Any]) -> Filters | None:
+        """``store.<action>``: handlers may rewrite ``value`` (a namespace under the user's
+        own, say); a namespace they leave must still be one (422 naming it)."""
+        allowed = await self.core.access.authorize("store", action, value)
+        for key in ("namespace", "suffix"):
+            ns = value.get(key)
+            if ns is not None and (
+                not isinstance(ns, list | tuple) or not all(isinstance(p, str) for p in ns)
+            ):
+                raise InvalidRequest(f"store.{action}: {key} must be a list of strings: {ns!r}")
+        return allowed
+
     async def put(self, body: StorePut, *, ttl: float | NotProvided | None = NOT_PROVIDED) -> None:
         """Store an item; ``ttl`` is ``body.ttl`` when the request named it."""
-        namespace = _check_namespace(body.namespace)
+        value: dict[str, Any] = {
+            "namespace": _check_namespace(body.namespace),
+            "key": body.key,
+            "value": body.value,
+            "index": body.index,
+            "ttl": None if isinstance(ttl, NotProvided) else ttl,
+        }
+        await self._authorize("put", value)
+        namespace = _check_namespace(list(value["namespace"]))
+        body = attrs.evolve(body, key=value["key"], value=value["value"], index=value["index"])
         index = body.index
         if not (
             index is None
@@ -137,12 +181,18 @@ class StoreService:
     async def get(
         self, namespace: tuple[str, ...], key: str, *, refresh_ttl: bool | None
     ) -> dict[str, Any] | None:
-        item = await self._call(lambda s: s.aget(namespace, key, refresh_ttl=refresh_ttl))
+        value: dict[str, Any] = {"namespace": namespace, "key": key, "refresh_ttl": refresh_ttl}
+        await self._authorize("get", value)
+        where, name = _check_namespace(list(value["namespace"])), str(value["key"])
+        refresh = value["refresh_ttl"]
+        item = await self._call(lambda s: s.aget(where, name, refresh_ttl=refresh))
         return None if item is None else item.dict()
 
     async def delete(self, body: StoreDelete) -> None:
-        namespace = _check_namespace(body.namespace)
-        await self._call(lambda s: s.adelete(namespace, body.key))
+        value: dict[str, Any] = {"namespace": _check_namespace(body.namespace), "key": body.key}
+        await self._authorize("delete", value)
+        where, name = _check_namespace(list(value["namespace"])), str(value["key"])
+        await self._call(lambda s: s.adelete(where, name))
 
     async def search(self, body: StoreSearch) -> list[dict[str, Any]]:
         """Items under ``namespace_prefix`` (absent: everywhere), with ``score`` (null unless
@@ -150,15 +200,27 @@ class StoreService:
         check_page(body.limit, body.offset)
         if body.filter:
             _check_filter(body.filter)
-        prefix = tuple(body.namespace_prefix or ())
+        value: dict[str, Any] = {
+            "namespace": tuple(body.namespace_prefix or ()),
+            "filter": body.filter,
+            "limit": body.limit,
+            "offset": body.offset,
+            "query": body.query,
+            "refresh_ttl": body.refresh_ttl,
+        }
+        allowed = await self._authorize("search", value)
+        prefix = tuple(value["namespace"] or ())
+        wanted = _both(value["filter"], allowed)
+        if wanted is None:  # the request's filter and the handler's contradict each other
+            return []
         items = await self._call(
             lambda s: s.asearch(
                 prefix,
-                query=body.query,
-                filter=body.filter,
-                limit=body.limit,
-                offset=body.offset,
-                refresh_ttl=body.refresh_ttl,
+                query=value["query"],
+                filter=wanted or None,
+                limit=value["limit"],
+                offset=value["offset"],
+                refresh_ttl=value["refresh_ttl"],
             )
         )
         return [item.dict() for item in items]
@@ -167,13 +229,21 @@ class StoreService:
         check_page(body.limit, body.offset)
         if body.max_depth is not None and body.max_depth < 1:
             raise InvalidRequest(f"$.max_depth: {body.max_depth} is less than 1")
+        value: dict[str, Any] = {
+            "namespace": tuple(body.prefix) if body.prefix else None,
+            "suffix": tuple(body.suffix) if body.suffix else None,
+            "max_depth": body.max_depth,
+            "limit": body.limit,
+            "offset": body.offset,
+        }
+        await self._authorize("list_namespaces", value)
         namespaces = await self._call(
             lambda s: s.alist_namespaces(
-                prefix=tuple(body.prefix) if body.prefix else None,
-                suffix=tuple(body.suffix) if body.suffix else None,
-                max_depth=body.max_depth,
-                limit=body.limit,
-                offset=body.offset,
+                prefix=tuple(value["namespace"]) if value["namespace"] else None,
+                suffix=tuple(value["suffix"]) if value["suffix"] else None,
+                max_depth=value["max_depth"],
+                limit=value["limit"],
+                offset=value["offset"],
             )
         )
         return [list(ns) for ns in namespaces]

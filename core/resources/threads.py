@@ -315,7 +315,7 @@ class ThreadService:
         await self.core.access.authorize("threads", "create", value)
         target = Thread(
             thread_id=value["thread_id"],
-            metadata=strip_reserved(value["metadata"]),
+            metadata=dict(value["metadata"] or {}),
             config=dict(source.config),
             values=source.values,
             interrupts=dict(source.interrupts),
