@@ -1,0 +1,210 @@
+"""``langgraph_sdk.Auth`` objects for the auth tests (``"auth": {"path":
+"tests.authapps:<name>"}``), and a graph that reports who it runs for.
+
+Tokens here are not JWTs: ``Bearer user:<identity>`` is a user, anything else is refused,
+so each test says plainly who it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph_sdk import Auth
+from typing_extensions import TypedDict
+
+HTTPException = Auth.exceptions.HTTPException
+
+
+def identity_of(authorization: str | None) -> str:
+    scheme, _, rest = (authorization or "").partition(" ")
+    kind, _, name = rest.partition(":")
+    if scheme != "Bearer" or kind != "user" or not name:
+        raise HTTPException(401, "who are you?", headers={"WWW-Authenticate": "Bearer"})
+    return name
+
+
+# -- recording: every parameter authenticate may take, every authorization asked ----------------
+
+recording = Auth()
+SEEN: list[dict[str, Any]] = []
+ASKED: list[tuple[str, str, dict[str, Any]]] = []
+
+
+@recording.authenticate
+async def _record(
+    request: Any,
+    body: Any,
+    headers: dict[bytes, bytes],
+    authorization: str | None,
+    method: str,
+    path: str,
+    path_params: dict[str, str],
+    query_params: Any,
+    scope: dict[str, Any],
+) -> dict[str, Any]:
+    SEEN.append(
+        {
+            "body": body,
+            "request_body": await request.body(),
+            "request_path": request.url.path,
+            "header": headers.get(b"x-probe"),
+            "authorization": authorization,
+            "method": method,
+            "path": path,
+            "path_params": path_params,
+            "query": query_params.get("q"),
+            "scope_type": scope["type"],
+            "loop": type(asyncio.get_running_loop()).__name__,
+        }
+    )
+    name = identity_of(authorization)
+    return {"identity": name, "permissions": ["read", "write"], "team": "blue"}
+
+
+@recording.on
+async def _ask(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> None:
+    ASKED.append((ctx.resource, ctx.action, dict(value)))
+    assert ctx.user.identity == ctx.user["identity"]
+    assert ctx.permissions == ["read", "write"]
+    assert ctx.user.team == "blue"
+
+
+# -- threads: sync handlers in worker threads, async ones on an asyncio loop -------------------
+
+blocking = Auth()
+#: set to let a blocked ``x-block`` request through
+RELEASE = threading.Event()
+THREADS: list[str] = []
+
+
+@blocking.authenticate  # type: ignore[type-var]  # sync handlers are supported too
+def _blocking(headers: dict[bytes, bytes]) -> str:
+    THREADS.append(threading.current_thread().name)
+    if b"x-block" in headers:
+        RELEASE.wait(30)
+    return "blocker"
+
+
+asyncio_native = Auth()
+_lock: asyncio.Lock | None = None
+
+
+@asyncio_native.authenticate
+async def _asyncio_native(authorization: str | None) -> Auth.types.MinimalUserDict:
+    """Uses asyncio the way handlers written for the official server do."""
+    global _lock
+    _lock = _lock or asyncio.Lock()
+    async with _lock:
+        await asyncio.sleep(0.001)
+        task = asyncio.get_running_loop().create_task(asyncio.sleep(0, result="done"))
+        assert await task == "done"
+    return {"identity": identity_of(authorization), "display_name": "Native"}
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+failing = Auth()
+
+
+@failing.authenticate
+async def _failing(headers: dict[bytes, bytes]) -> Any:
+    how = headers.get(b"x-fail", b"").decode()
+    if how == "crash":
+        raise RuntimeError("the database password is hunter2")
+    if how == "rate":
+        raise HTTPException(429, "slow down", headers={"Retry-After": "7"})
+    if how == "forbidden":
+        raise HTTPException(403, "banned")
+    if how == "nobody":
+        return None
+    if how == "tuple":
+        return (["admin"], {"identity": "tupled", "email": "t@example.com"})
+    if how == "object":
+        return _UserObject()
+    return "someone"
+
+
+class _UserObject:
+    identity = "objecty"
+    is_authenticated = True
+    permissions = ("p1",)
+
+    def shout(self) -> str:
+        return "HI"
+
+    def dict(self) -> dict[str, Any]:
+        return {"identity": self.identity, "level": 3}
+
+
+@failing.on.threads.create
+async def _deny_create(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> Any:
+    metadata = value.get("metadata") or {}
+    if metadata.get("deny") == "false":
+        return False
+    if metadata.get("deny") == "assert":
+        raise AssertionError("not your thread")
+    if metadata.get("deny") == "teapot":
+        raise HTTPException(418, "I'm a teapot")
+    if metadata.get("deny") == "junk":
+        return 42
+    if metadata.get("deny") == "badfilter":
+        return {"$nonsense": 1}
+    assert ctx.user.identity in ("someone", "tupled", "objecty")
+    if ctx.user.identity == "objecty":
+        value["metadata"] = {**metadata, "shouted": ctx.user.shout()}
+    return True
+
+
+# -- not an Auth at all, and an Auth without authenticate ----------------------------------------
+
+not_an_auth = {"path": "nope"}
+no_authenticate = Auth()
+
+
+@no_authenticate.on
+async def _only_on(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> None:
+    return None
+
+
+unsupported_parameter = Auth()
+
+
+@unsupported_parameter.authenticate
+async def _needs_db(db: Any) -> str:
+    return "x"
+
+
+# -- a graph that says who it runs for -----------------------------------------------------------
+
+
+class WhoState(TypedDict, total=False):
+    who: dict[str, Any]
+
+
+def whoami(state: WhoState, config: RunnableConfig, runtime: Runtime[Any]) -> WhoState:
+    configurable = config.get("configurable") or {}
+    user = configurable.get("langgraph_auth_user")
+    server_user = runtime.server_info.user if runtime.server_info else None
+    return {
+        "who": {
+            "identity": user.identity if user is not None else None,
+            "by_key": user["identity"] if user is not None else None,
+            "fields": dict(user) if user is not None else None,
+            "user_id": configurable.get("langgraph_auth_user_id"),
+            "permissions": configurable.get("langgraph_auth_permissions"),
+            "runtime": server_user.identity if server_user is not None else None,
+            "headers": {k: v for k, v in configurable.items() if k.startswith("x-")},
+            "authorization": configurable.get("authorization"),
+            "at": time.time(),
+        }
+    }
+
+
+who_graph = StateGraph(WhoState).add_node(whoami).add_edge(START, "whoami")
+who_graph = who_graph.add_edge("whoami", END).compile()
