@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import inspect
 import logging
+from typing import Any
 
 import pluggy
 import pytest
 
 from triograph.core.engine.emitters import StreamModeRegistry
 from triograph.core.infra import hookspecs
-from triograph.core.infra.errors import PluginError
+from triograph.core.infra.auth import Access, AuthContext, AuthRequest, User, acting_as
+from triograph.core.infra.errors import Forbidden, PluginError
 from triograph.core.infra.plugin_manager import (
     DEFAULT_PLUGINS,
     Hooks,
@@ -38,6 +40,9 @@ def test_there_are_hooks_of_every_family() -> None:
         "triograph_thread_deleted",
         "triograph_server_startup",
         "triograph_server_shutdown",
+        "triograph_configure",
+        "triograph_authenticate",
+        "triograph_authorize",
     } <= names
 
 
@@ -126,3 +131,68 @@ async def test_lifecycle_hooks_are_isolated_and_async_awaited(
         await Hooks(pm).fire("triograph_thread_deleted", thread_id="t1")
     assert seen == ["t1"]
     assert "broken-one" in caplog.text
+
+
+async def test_auth_decisions_await_and_combine() -> None:
+    """``triograph_authenticate``: the first user (async or not) wins, a plugin may pass;
+    ``triograph_authorize``: every plugin is asked, any False denies, filters all hold."""
+    pm = pluggy.PluginManager("triograph")
+    pm.add_hookspecs(hookspecs)
+    asked: list[str] = []
+
+    class Passes:
+        @hookspecs.hookimpl
+        def triograph_authenticate(self, request: AuthRequest) -> None:
+            asked.append("passes")
+
+    class Knows:
+        @hookspecs.hookimpl
+        async def triograph_authenticate(self, request: AuthRequest) -> User:
+            asked.append("knows")
+            return User(request.path.strip("/"))
+
+        @hookspecs.hookimpl
+        async def triograph_authorize(self, context: AuthContext, value: dict[str, Any]) -> Any:
+            value["seen_by"] = context.user.identity
+            return {"owner": context.user.identity}
+
+    class Team:
+        @hookspecs.hookimpl
+        def triograph_authorize(self, context: AuthContext, value: dict[str, Any]) -> Any:
+            return False if value.get("deny") else {"team": "blue"}
+
+    pm.register(Knows(), name="knows")
+    pm.register(Team(), name="team")
+    pm.register(Passes(), name="passes")  # registered last: asked first
+    access = Access(Hooks(pm))
+
+    async def body() -> bytes:
+        return b""
+
+    request = AuthRequest(
+        scope={}, method="GET", path="/ann", path_params={}, query_params={}, headers={}, body=body
+    )
+    user = await access.authenticate(request)
+    assert (user.identity, asked) == ("ann", ["passes", "knows"])
+    value: dict[str, Any] = {}
+    assert await access.authorize("threads", "read", value) is None  # nobody acts: no check
+    with acting_as(user):
+        filters = await access.authorize("threads", "read", value)
+        assert filters == {"$and": [{"team": "blue"}, {"owner": "ann"}]}
+        assert value == {"seen_by": "ann"}
+        with pytest.raises(Forbidden):
+            await access.authorize("threads", "read", {"deny": True})
+
+
+def test_authorizing_without_authenticating_is_refused() -> None:
+    pm = pluggy.PluginManager("triograph")
+    pm.add_hookspecs(hookspecs)
+
+    class OnlyAuthorizes:
+        @hookspecs.hookimpl
+        def triograph_authorize(self, context: AuthContext, value: dict[str, Any]) -> Any:
+            return True
+
+    pm.register(OnlyAuthorizes(), name="lonely")
+    with pytest.raises(PluginError, match="lonely"):
+        Access(Hooks(pm)).check()
