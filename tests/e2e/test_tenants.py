@@ -22,6 +22,7 @@ import httpx
 import pytest
 import trio
 
+from tests import pg
 from tests.auth import auth_server, bearer
 from tests.sdk import poll
 
@@ -367,3 +368,37 @@ async def test_the_owner_streams_every_mode(nursery: trio.Nursery) -> None:
     assert {"values", "updates", "debug", "tasks", "checkpoints", "events", "metadata"} <= set(
         events
     )
+
+
+@FILTERS_PENDING
+@pytest.mark.skipif(pg.ADMIN_DSN is None, reason="needs TRIOGRAPH_TEST_POSTGRES")
+async def test_across_processes(nursery: trio.Nursery) -> None:
+    """Two servers on one Postgres database: a request authorized by one acts on a run
+    executing on the other, and refusals hold whichever server Bob asks."""
+    url = await trio.to_thread.run_sync(pg.fresh_database)
+    try:
+        async with (
+            auth_server(nursery, storage=url, lease=0.6) as one,
+            auth_server(nursery, storage=url, lease=0.6) as two,
+            one.http() as first,
+            two.http() as second,
+        ):
+            tid = (await _json(first, "POST", "/threads", ALICE, json={}))["thread_id"]
+            slow = {"assistant_id": "slow", "input": {"delay": 30}}
+            rid = (await _json(first, "POST", f"/threads/{tid}/runs", ALICE, json=slow))["run_id"]
+            assert one.core.supervisor.get(rid) is not None  # it executes on the first
+            run = f"/threads/{tid}/runs/{rid}"
+            for method, path in [("GET", run), ("GET", f"{run}/join"), ("POST", f"{run}/cancel")]:
+                response = await second.request(method, path, headers=BOB)
+                assert response.status_code == 404, (method, path)
+            async with second.stream("GET", f"{run}/stream", headers=BOB) as stream:
+                assert stream.status_code == 404
+            assert (await second.post(f"{run}/cancel", headers=ALICE)).status_code == 202
+            ended = await poll(
+                lambda: _json(second, "GET", run, ALICE), lambda r: r["status"] != "running"
+            )
+            assert ended["status"] == "interrupted"
+            configurable = ended["kwargs"]["config"]["configurable"]
+            assert configurable["langgraph_auth_user_id"] == "alice"
+    finally:
+        await trio.to_thread.run_sync(pg.drop_database, url)

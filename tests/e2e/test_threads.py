@@ -616,7 +616,7 @@ async def test_status_error_is_cleared_by_a_later_success(server: Server) -> Non
 async def test_status_is_busy_while_a_run_is_in_flight(server: Server) -> None:
     def start(c: Any) -> tuple[str, str]:
         tid = c.threads.create()["thread_id"]
-        return tid, c.runs.create(tid, "slow", input={"delay": 0.2})["run_id"]
+        return tid, c.runs.create(tid, "slow", input={"delay": 1.5})["run_id"]
 
     tid, rid = await server.sync(start)
     assert (await server.sync(lambda c: c.threads.get(tid)))["status"] == "busy"
