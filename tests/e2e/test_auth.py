@@ -5,6 +5,7 @@ user a run carries. (Who may see what is ``test_tenants.py``.)"""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import pathlib
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ import trio
 from tests import authapps
 from tests.auth import SECRET, auth_server, bearer, token
 from tests.conftest import ROOT, example_settings, start_server
+from tests.e2e.test_webhooks import WEBHOOKS, Receiver
 from tests.sdk import Server, poll
 from triograph.core.http import cli
 from triograph.core.infra.models import RUN_STATUSES, Run, now
@@ -377,6 +379,23 @@ async def test_a_cron_fires_as_its_creator(nursery: trio.Nursery) -> None:
     configurable = runs[0].kwargs["config"]["configurable"]
     assert configurable["langgraph_auth_user_id"] == "cronus"
     assert configurable["langgraph_auth_user"]["permissions"] == ["read", "write"]
+
+
+async def test_a_webhook_names_the_user_its_run_acted_for(nursery: trio.Nursery) -> None:
+    receiver = Receiver()
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, receiver.handle, 0, host="127.0.0.1")
+    )
+    receiver.url = f"http://127.0.0.1:{listeners[0].socket.getsockname()[1]}/hook"
+    async with serving(nursery, "recording", webhooks=WEBHOOKS) as server:
+        await whoami(server, user("hooked"), webhook=receiver.url)
+        [delivery] = await receiver.wait_for(1)
+    configurable = delivery.body["kwargs"]["config"]["configurable"]
+    assert (configurable["langgraph_auth_user_id"], delivery.body["status"]) == (
+        "hooked",
+        "success",
+    )
+    assert configurable["langgraph_auth_user"]["team"] == "blue"
 
 
 # -- CORS and custom routes ------------------------------------------------------------------------
