@@ -359,7 +359,12 @@ async def test_a_cron_fires_as_its_creator(nursery: trio.Nursery) -> None:
         cron = (
             await http.post(
                 "/runs/crons",
-                json={"assistant_id": "whoami", "schedule": "0 0 1 1 *", "input": {}},
+                json={
+                    "assistant_id": "whoami",
+                    "schedule": "0 0 1 1 *",
+                    "input": {},
+                    "on_run_completed": "keep",  # the run stays to be looked at
+                },
                 headers=user("cronus"),
             )
         ).json()
