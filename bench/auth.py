@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import jwt
-
 import run as bench
 
 SECRET = "bench-secret-of-at-least-32-bytes-long!!"

@@ -168,6 +168,7 @@ class Authentication:
         try:
             user = await self.access.authenticate(request)
         except AccessDenied as exc:
+            await body.read()  # the whole request, so the connection can serve the next one
             await _refuse(scope, send, exc)
             return
         scope = {**scope, "user": user, "auth": Credentials(user.permissions)}
