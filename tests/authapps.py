@@ -208,3 +208,50 @@ def whoami(state: WhoState, config: RunnableConfig, runtime: Runtime[Any]) -> Wh
 
 who_graph = StateGraph(WhoState).add_node(whoami).add_edge(START, "whoami")
 who_graph = who_graph.add_edge("whoami", END).compile()
+
+
+# -- the official docs' tutorial, in its own shape ----------------------------------------------
+
+tutorial = Auth()
+TUTORIAL_TOKENS = {"user1-token": {"id": "user1", "name": "Alice"}, "user2-token": {"id": "user2"}}
+
+
+@tutorial.authenticate
+async def _get_current_user(authorization: str | None) -> Auth.types.MinimalUserDict:
+    assert authorization
+    scheme, token = authorization.split()
+    assert scheme.lower() == "bearer"
+    if token not in TUTORIAL_TOKENS:
+        raise Auth.exceptions.HTTPException(status_code=401, detail="Invalid token")
+    user_data = TUTORIAL_TOKENS[token]
+    return {"identity": user_data["id"]}
+
+
+@tutorial.on.threads.create
+async def _on_thread_create(
+    ctx: Auth.types.AuthContext,
+    value: Auth.types.on.threads.create.value,  # type: ignore[valid-type]  # the docs spell it so
+) -> None:
+    metadata = value.setdefault("metadata", {})
+    metadata["owner"] = ctx.user.identity
+
+
+@tutorial.on.threads.read
+async def _on_thread_read(
+    ctx: Auth.types.AuthContext,
+    value: Auth.types.on.threads.read.value,  # type: ignore[valid-type]
+) -> Auth.types.FilterType:
+    return {"owner": ctx.user.identity}
+
+
+@tutorial.on.assistants
+async def _on_assistants(ctx: Auth.types.AuthContext, value: Any) -> None:
+    raise Auth.exceptions.HTTPException(
+        status_code=403, detail="User lacks the required permissions."
+    )
+
+
+@tutorial.on.store()
+async def _authorize_store(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> None:
+    namespace: tuple[str, ...] = value["namespace"]
+    assert namespace[0] == ctx.user.identity, "Not authorized"

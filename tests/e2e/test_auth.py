@@ -304,6 +304,35 @@ async def test_users_from_tuples_and_objects(nursery: trio.Nursery) -> None:
     assert made.json()["metadata"]["shouted"] == "HI"  # the handler saw the object's methods
 
 
+async def test_the_docs_tutorial_auth_works_unchanged(nursery: trio.Nursery) -> None:
+    """The shapes of the official tutorial: a token table, scoped handlers, assistants
+    refused with a 403, store namespaces asserted."""
+    one, two = {"Authorization": "Bearer user1-token"}, {"Authorization": "Bearer user2-token"}
+    async with serving(nursery, "tutorial") as server, server.http() as http:
+        assert (await http.post("/threads", json={})).status_code == 401  # assert authorization
+        bad = await http.post("/threads", json={}, headers={"Authorization": "Bearer x"})
+        assert (bad.status_code, bad.json()) == (401, {"detail": "Invalid token"})
+        thread = (await http.post("/threads", json={}, headers=one)).json()
+        assert thread["metadata"] == {"owner": "user1"}
+        refused = await http.post("/assistants/search", json={}, headers=one)
+        assert (refused.status_code, refused.json()) == (
+            403,
+            {"detail": "User lacks the required permissions."},
+        )
+        run = await http.post(
+            "/runs/wait", json={"assistant_id": "agent", "input": {"topic": "t"}}, headers=two
+        )
+        assert run.json()["joke"] == "This is a joke about t and cats"
+        item = {"namespace": ["user1", "prefs"], "key": "k", "value": {"v": 1}}
+        assert (await http.put("/store/items", json=item, headers=one)).status_code == 204
+        theirs = await http.put("/store/items", json=item, headers=two)
+        assert (theirs.status_code, theirs.json()) == (403, {"detail": "Not authorized"})
+        query = {"namespace": "user1.prefs", "key": "k"}
+        assert (await http.get("/store/items", params=query, headers=two)).status_code == 403
+        mine = await http.get("/store/items", params=query, headers=one)
+        assert mine.json()["value"] == {"v": 1}
+
+
 # -- the run's view ------------------------------------------------------------------------------
 
 
