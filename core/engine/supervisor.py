@@ -38,6 +38,7 @@ from triograph.core.engine.execution import Dispatcher, chunk_source
 from triograph.core.engine.handles import RunHandle, ThreadLane, WorkerCrashed
 from triograph.core.engine.streams import RunStream
 from triograph.core.infra import encoding
+from triograph.core.infra.auth import acting_as
 from triograph.core.infra.errors import BadRequest, Conflict
 from triograph.core.infra.models import CancelAction, Run, now
 
@@ -156,7 +157,8 @@ class RunSupervisor:
         """Start the task of a reserved run already stored as ``pending``; returns once it
         exists (and ``triograph_run_created`` has fired)."""
         assert self._nursery is not None, "supervisor is not serving"
-        await self._nursery.start(self._run_task, handle)
+        with acting_as(None):  # the task acts for the server: its user is in its config
+            await self._nursery.start(self._run_task, handle)
 
     def discard(self, handle: RunHandle) -> None:
         """Forget a reserved run that was never started."""

@@ -85,6 +85,7 @@ def build_core(settings: Settings) -> Core:
     fill_registry(pm, "triograph_register_multitask", multitask)
     storages.for_spec(settings.storage)  # fail before serving if the backend is not here
     bridge = GraphBridge()
+    graphs = GraphRegistry(settings)  # first: it applies ``env`` and ``dependencies``
     configure(pm, settings, bridge)
     hooks = Hooks(pm)
     access = Access(hooks)
@@ -102,7 +103,7 @@ def build_core(settings: Settings) -> Core:
         storages=storages,
         stream_modes=stream_modes,
         multitask=multitask,
-        graphs=GraphRegistry(settings),
+        graphs=graphs,
         bridge=bridge,
     )
     core.assistants = AssistantService(core)

@@ -24,8 +24,9 @@ from tests.conftest import ROOT, example_settings, start_server
 from tests.e2e.test_webhooks import WEBHOOKS, Receiver
 from tests.sdk import Server, poll
 from triograph.core.http import cli
+from triograph.core.http.app import app_core, create_app
 from triograph.core.infra.models import RUN_STATUSES, Run, now
-from triograph.core.infra.settings import GraphSpec
+from triograph.core.infra.settings import GraphSpec, load_settings
 
 WHO = GraphSpec(graph_id="whoami", path=f"{ROOT / 'tests' / 'authapps.py'}:who_graph")
 
@@ -89,6 +90,24 @@ def test_a_bad_auth_stops_start_up(
 ) -> None:
     assert cli.main(["dev", "--config", _config(tmp_path, auth, files)]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_auth_sees_the_env_and_dependencies_of_langgraph_json(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "secrets_of_test.py").write_text("PREFIX = 'from-lib'\n")
+    files = {
+        "auth.py": "import os\nimport secrets_of_test\nfrom langgraph_sdk import Auth\n"
+        "auth = Auth()\nSECRET = os.environ['AUTH_TEST_SECRET_X'] + secrets_of_test.PREFIX\n"
+        "@auth.authenticate\nasync def who(authorization: str | None) -> str:\n"
+        "    return SECRET\n"
+    }
+    config = _config(tmp_path, {"path": "./auth.py:auth"}, files)
+    raw = json.loads(pathlib.Path(config).read_text())
+    raw |= {"env": {"AUTH_TEST_SECRET_X": "s3"}, "dependencies": ["./lib"]}
+    pathlib.Path(config).write_text(json.dumps(raw))
+    app = create_app(load_settings(config, storage="memory"))
+    plugin = app_core(app).pm.get_plugin("triograph.plugins.sdk_auth")
+    assert plugin.auth._authenticate_handler.__globals__["SECRET"] == "s3from-lib"
 
 
 def test_auth_configured_but_its_plugin_disabled_stops_start_up(
@@ -355,6 +374,18 @@ async def test_runs_carry_the_user_and_clients_cannot_forge_it(nursery: trio.Nur
             "ann",
             ["read", "write"],
         )
+
+
+async def test_a_run_does_its_own_chores_as_the_server(nursery: trio.Nursery) -> None:
+    """A run's task does not inherit the request's user: deleting a stateless run's
+    temporary thread afterwards is the server's business, not an action of the user's to
+    authorize (the example's handlers would filter it)."""
+    async with auth_server(nursery) as server, server.http() as http:
+        body = {"assistant_id": "agent", "input": {"topic": "t"}}
+        response = await http.post("/runs/wait", json=body, headers=bearer("alice"))
+        assert response.json()["joke"] == "This is a joke about t and cats"
+        threads = server.core.storage.threads
+        await poll(lambda: threads.search(limit=0), lambda found: found[1] == 0)
 
 
 async def test_without_auth_runs_carry_no_user(server: Server) -> None:
