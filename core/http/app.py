@@ -119,13 +119,25 @@ def build_core(settings: Settings) -> Core:
 
 class _App(QuartTrio):
     """Quart-Trio, but a start-up refused with a :class:`TriographError` (a storage that
-    cannot be opened, say) is not logged with a traceback: the command line says it in one
-    line (``Core.startup_failure``)."""
+    cannot be opened, say) is not logged with a traceback (the command line says it in one
+    line: ``Core.startup_failure``), and ``OPTIONS`` answers for the route it matched."""
 
     def log_exception(self, ctx: Any, exception_info: Any) -> None:
         if isinstance(exception_info[1], TriographError):
             return
         super().log_exception(ctx, exception_info)
+
+    async def make_default_options_response(self, ctx: Any) -> Response:
+        """``Allow`` lists the methods of the route the path matched, not of every route
+        whose pattern it fits (``/assistants/search`` also fits ``/assistants/<id>``)."""
+        matched = ctx.request.url_rule
+        methods = {
+            method
+            for rule in self.url_map.iter_rules()
+            if matched is not None and rule.rule == matched.rule
+            for method in rule.methods or ()
+        }
+        return self.response_class("", headers={"Allow": ", ".join(sorted(methods))})
 
 
 async def _lifetime(

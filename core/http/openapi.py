@@ -1,22 +1,25 @@
 """The OpenAPI 3.1 document of the routes this server actually has (``GET /openapi.json``).
 
 It is generated from the app's ``url_map``, so a route is in the document exactly when the
-server has it (``http.disable_*`` and routes added later included): its path (``<param>``
-becomes ``{param}``, typed by its converter), its methods (HEAD and OPTIONS, which every
-route answers, are left out), a summary from the view's docstring, and for a route whose
-body is structured with cattrs, the JSON schema of that body derived from the attrs class
-(:class:`_Schemas`), so the schema cannot drift from what the server accepts.
+server has it (``http.disable_*`` and routes added later included), and each part of an
+operation is read where the code states it, so no table repeats it:
 
-The body class of a route is read where the code names it, so no table repeats it: the
-first ``body_as(Cls)`` or ``structure(data, Cls)`` call in the view, or in a function of the
-same module that the view calls. When the body is not one such class (a list of them, say),
-the view says so with :func:`request_body`.
+- its path (``<param>`` becomes ``{param}``): ids are UUIDs (``assistant_id`` may also be a
+  graph id on the one route that accepts one), typed by their converter otherwise;
+- its methods (HEAD and OPTIONS, which every route answers, are left out);
+- a summary and description from the view's docstring;
+- its query parameters, from the ``qbool``/``qint``/``qstr``/``qlist`` calls of the view (and
+  of the functions of its module it calls), with their bounds and allowed values;
+- its body: the class of the first ``body_as(Cls)`` or ``structure(data, Cls)`` call (or
+  what :func:`request_body` names), required unless the call gives a ``default``; its JSON
+  schema comes from the attrs class (:mod:`triograph.core.http.json_schema`);
+- its responses, declared next to the view with :func:`responds`; every operation may also
+  answer 4xx with ``{"detail": message}``.
 """
 
 from __future__ import annotations
 
 import ast
-import datetime as dt
 import inspect
 import re
 import sys
@@ -24,9 +27,11 @@ import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import attrs
+
+from triograph.core.http.json_schema import UUID, Registered, Schemas
 
 if typing.TYPE_CHECKING:
     from werkzeug.routing import Map, Rule
@@ -34,21 +39,31 @@ if typing.TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _BODY_ATTR = "__triograph_body__"
+_RESPONSES_ATTR = "__triograph_responses__"
 _PARAM = re.compile(r"<(?:(\w+)(?:\(.*?\))?:)?(\w+)>")
-_CONVERTERS = {
-    "uuid": {"type": "string", "format": "uuid"},
+_CONVERTERS: dict[str, dict[str, Any]] = {
+    "uuid": UUID,
     "int": {"type": "integer"},
     "float": {"type": "number"},
 }
-_PRIMITIVES: dict[Any, dict[str, Any]] = {
-    str: {"type": "string"},
-    bool: {"type": "boolean"},
-    int: {"type": "integer"},
-    float: {"type": "number"},
-    type(None): {"type": "null"},
-    dt.datetime: {"type": "string", "format": "date-time"},
-}
+#: path parameters that are ids: UUIDs (contract §11: anything else is a 422)
+_PATH_IDS = frozenset({"thread_id", "run_id", "cron_id", "assistant_id", "checkpoint_id"})
+#: the routes whose ``assistant_id`` may be a graph id too (contract §2.1)
+_GRAPH_ID_ROUTES = frozenset({"/assistants/<assistant_id>/graph"})
 _AUTOMATIC = frozenset({"HEAD", "OPTIONS"})
+#: what every operation may answer besides its own responses
+ERROR = {
+    "type": "object",
+    "properties": {"detail": {"type": "string"}},
+    "required": ["detail"],
+}
+#: response bodies that are not JSON: a stream of server-sent events, a page
+SSE = "text/event-stream"
+HTML = "text/html"
+#: a JSON response whose shape is the graph's (its output, its state...)
+ANY_JSON: dict[str, Any] = {}
+OBJECT = {"type": "object"}
+_QUERY_CALLS = {"qbool", "qint", "qstr", "qlist"}
 
 
 def request_body(tp: Any) -> Callable[[F], F]:
@@ -61,8 +76,26 @@ def request_body(tp: Any) -> Callable[[F], F]:
     return mark
 
 
+def responds(*answers: Any, status: int = 200) -> Callable[[F], F]:
+    """Declare what a view answers: a type (a record, ``list[Record]``, ``int``...) or a JSON
+    schema (a dict) is a ``status`` JSON response; :data:`SSE` an event stream, :data:`HTML`
+    a page; an int alone
+    a status without a body (``responds(204)``). Several are alternatives (``cancel`` answers
+    202, or 200 with the run's output when asked to wait)."""
+
+    def mark(view: F) -> F:
+        setattr(view, _RESPONSES_ATTR, (answers, status))
+        return view
+
+    return mark
+
+
 def document(
-    url_map: Map, views: dict[str, Callable[..., Any]], *, version: str, graph_ids: list[str]
+    url_map: Map,
+    views: dict[str, Callable[..., Any]],
+    *,
+    version: str,
+    registered: Registered,
 ) -> dict[str, Any]:
     """The OpenAPI document of ``url_map`` (whose endpoints ``views`` maps to functions).
 
@@ -70,22 +103,24 @@ def document(
         url_map: the app's routes.
         views: the app's ``view_functions``.
         version: the server's version, for ``info.version``.
-        graph_ids: registered graphs, the ``enum`` of ``graph_id`` in assistant bodies.
+        registered: the graphs, stream modes and strategies some fields are limited to.
     """
-    schemas = _Schemas(graph_ids)
+    schemas = Schemas(registered)
     paths: dict[str, dict[str, Any]] = {}
     operation_ids: set[str] = set()
     for rule in sorted(url_map.iter_rules(), key=lambda r: r.rule):
-        path, parameters = _path(rule)
+        path, parameters = _path(rule, registered)
         view = views[rule.endpoint]
-        body = _body_type(view)
+        body, required = _body_type(view)
+        query = _query_parameters(view)
         for method in sorted((rule.methods or set()) - _AUTOMATIC):
-            operation = _operation(rule, view, parameters, operation_ids)
+            operation = _operation(rule, view, [*parameters, *query], operation_ids)
             if body is not None:
                 operation["requestBody"] = {
-                    "required": True,
+                    "required": required,
                     "content": {"application/json": {"schema": schemas.of(body)}},
                 }
+            operation["responses"] = _responses(view, schemas)
             paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -95,20 +130,19 @@ def document(
             "description": "A self-hosted LangGraph Agent Server on Trio.",
         },
         "paths": paths,
-        "components": {"schemas": schemas.components},
+        "components": {"schemas": {**schemas.components, "Error": ERROR}},
     }
 
 
-def _path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
-    parameters = [
-        {
-            "name": name,
-            "in": "path",
-            "required": True,
-            "schema": _CONVERTERS.get(converter or "", {"type": "string"}),
-        }
-        for converter, name in _PARAM.findall(rule.rule)
-    ]
+def _path(rule: Rule, registered: Registered) -> tuple[str, list[dict[str, Any]]]:
+    parameters = []
+    for converter, name in _PARAM.findall(rule.rule):
+        schema: dict[str, Any] = _CONVERTERS.get(converter or "", {"type": "string"})
+        if name in _PATH_IDS:
+            schema = UUID
+            if rule.rule in _GRAPH_ID_ROUTES and registered.graph_ids:
+                schema = {"anyOf": [UUID, {"type": "string", "enum": registered.graph_ids}]}
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
     return _PARAM.sub(r"{\2}", rule.rule), parameters
 
 
@@ -127,7 +161,6 @@ def _operation(
         "operationId": operation_id,
         "summary": summary.strip() or name.replace("_", " ").capitalize(),
         "tags": [blueprint or "app"],
-        "responses": {"default": {"description": "See the LangGraph Agent Server API"}},
     }
     if description.strip():
         operation["description"] = description.strip()
@@ -136,26 +169,104 @@ def _operation(
     return operation
 
 
-# -- finding a view's body class ----------------------------------------------------------------
+def _responses(view: Callable[..., Any], schemas: Schemas) -> dict[str, Any]:
+    answers, status = getattr(view, _RESPONSES_ATTR, ((), 200))
+    out: dict[str, Any] = {}
+    for answer in answers:
+        if isinstance(answer, int) and not isinstance(answer, bool):
+            out[str(answer)] = {"description": "No content"}
+            continue
+        if answer in (SSE, HTML):
+            media: dict[str, Any] = {answer: {"schema": {"type": "string"}}}
+        else:
+            schema = answer if isinstance(answer, dict) else schemas.of(answer, response=True)
+            media = {"application/json": {"schema": schema}}
+        out.setdefault(str(status), {"description": "OK", "content": {}})["content"].update(media)
+    if not out:  # undeclared (a custom app's route): anything
+        out["default"] = {"description": "See the LangGraph Agent Server API"}
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    out["4XX"] = {"description": "The request was refused; detail says why", "content": error}
+    return out
 
 
-def _body_type(view: Callable[..., Any]) -> Any:
-    if hasattr(view, _BODY_ATTR):
-        return getattr(view, _BODY_ATTR)
+# -- query parameters ------------------------------------------------------------------------------
+
+
+def _query_parameters(view: Callable[..., Any]) -> list[dict[str, Any]]:
+    """The query parameters the view reads through the ``q*`` helpers of ``wire``."""
     fn = inspect.unwrap(view)
     module = sys.modules.get(fn.__module__)
     tree = _tree(fn)
     if module is None or tree is None:
+        return []
+    trees = [tree, *(t for h in _module_functions_called(tree, module, fn) if (t := _tree(h)))]
+    found: dict[str, dict[str, Any]] = {}
+    for t in trees:
+        for call in _calls(t):
+            if not (isinstance(call.func, ast.Name) and call.func.id in _QUERY_CALLS):
+                continue
+            if not call.args or not isinstance(call.args[0], ast.Constant):
+                continue
+            found.setdefault(str(call.args[0].value), _query_parameter(call, module))
+    return list(found.values())
+
+
+def _query_parameter(call: ast.Call, module: types.ModuleType) -> dict[str, Any]:
+    kind = call.func.id  # type: ignore[attr-defined]
+    kwargs = {k.arg: _value(k.value, module) for k in call.keywords if k.arg}
+    allowed = kwargs.get("allowed")
+    schema: dict[str, Any]
+    if kind == "qbool":
+        schema = {"type": "boolean"}
+    elif kind == "qint":
+        schema = {"type": "integer", "minimum": kwargs["least"], "maximum": kwargs["most"]}
+    elif kind == "qlist":
+        item = {"type": "string", "enum": list(allowed)} if allowed else {"type": "string"}
+        schema = {"type": "array", "items": item}
+    else:
+        schema = kwargs.get("schema") or (
+            {"type": "string", "enum": list(allowed)} if allowed else {"type": "string"}
+        )
+    name = call.args[0].value  # type: ignore[attr-defined]
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _value(node: ast.expr, module: types.ModuleType) -> Any:
+    """A keyword argument's value: a literal, or a module-level name."""
+    if isinstance(node, ast.Name):
+        return getattr(module, node.id, None)
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
         return None
-    found = _named_body(tree, module)
-    if found is not None:
-        return found
-    for helper in _module_functions_called(tree, module, fn):
-        helper_tree = _tree(helper)
-        found = None if helper_tree is None else _named_body(helper_tree, module)
+
+
+# -- finding a view's body class ----------------------------------------------------------------
+
+
+def _body_type(view: Callable[..., Any]) -> tuple[Any, bool]:
+    """The view's body type (None: no body), and whether the body is required: it is, unless
+    the view reads it with a ``default`` (``body_json(default={})``)."""
+    fn = inspect.unwrap(view)
+    module = sys.modules.get(fn.__module__)
+    tree = _tree(fn)
+    if module is None or tree is None:
+        return getattr(view, _BODY_ATTR, None), True
+    trees = [tree, *(t for h in _module_functions_called(tree, module, fn) if (t := _tree(h)))]
+    optional = any(
+        isinstance(call.func, ast.Name)
+        and call.func.id in ("body_json", "body_as")
+        and any(k.arg == "default" for k in call.keywords)
+        for t in trees
+        for call in _calls(t)
+    )
+    if hasattr(view, _BODY_ATTR):
+        return getattr(view, _BODY_ATTR), not optional
+    for t in trees:
+        found = _named_body(t, module)
         if found is not None:
-            return found
-    return None
+            return found, not optional
+    return None, True
 
 
 def _tree(fn: Callable[..., Any]) -> ast.AST | None:
@@ -194,82 +305,3 @@ def _module_functions_called(
             fn = getattr(module, call.func.id, None)
             if inspect.isfunction(fn) and fn.__module__ == module.__name__ and fn is not view:
                 yield fn
-
-
-# -- JSON schemas from types ----------------------------------------------------------------------
-
-
-class _Schemas:
-    """JSON schemas of types; attrs classes become ``components/schemas`` entries."""
-
-    def __init__(self, graph_ids: list[str]) -> None:
-        self.graph_ids = graph_ids
-        self.components: dict[str, Any] = {}
-
-    def of(self, tp: Any) -> dict[str, Any]:
-        if tp in _PRIMITIVES:
-            return dict(_PRIMITIVES[tp])
-        if attrs.has(tp):
-            return self._record(tp)
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
-        if origin is Literal:
-            kinds = {type(v) for v in args}
-            typed = _PRIMITIVES.get(kinds.pop(), {}) if len(kinds) == 1 else {}
-            return {**typed, "enum": list(args)}
-        if origin in (typing.Union, types.UnionType):
-            options = [self.of(a) for a in args]
-            return options[0] if len(options) == 1 else {"anyOf": options}
-        if tp is list or origin is list:
-            return {"type": "array", "items": self.of(args[0])} if args else {"type": "array"}
-        if tp is dict or origin is dict:
-            values = self.of(args[1]) if len(args) == 2 else {}
-            if values:
-                return {"type": "object", "additionalProperties": values}
-            return {"type": "object"}
-        return {}  # Any, JSON: no constraint
-
-    def _record(self, cls: type) -> dict[str, Any]:
-        name = cls.__name__
-        if name not in self.components:
-            self.components[name] = {}  # placeholder: a record may refer to itself
-            try:
-                hints = typing.get_type_hints(cls)
-            except Exception:  # a name only imported for type checking: leave fields open
-                hints = {}
-            properties: dict[str, Any] = {}
-            required: list[str] = []
-            for field in attrs.fields(cls):
-                schema = self.of(hints[field.name]) if field.name in hints else {}
-                if field.name == "graph_id" and name.startswith("Assistant") and self.graph_ids:
-                    schema = _with_enum(schema, self.graph_ids)
-                if field.default is attrs.NOTHING:
-                    required.append(field.name)
-                else:
-                    default = _json_default(field.default)
-                    if default is not attrs.NOTHING:
-                        schema = {**schema, "default": default}
-                properties[field.name] = schema
-            record: dict[str, Any] = {"type": "object", "title": name, "properties": properties}
-            if required:
-                record["required"] = required
-            self.components[name] = record
-        return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _with_enum(schema: dict[str, Any], values: list[str]) -> dict[str, Any]:
-    """``schema`` with its string branch limited to ``values`` (official: graph ids)."""
-    if schema.get("type") == "string":
-        return {**schema, "enum": values}
-    if "anyOf" in schema:
-        return {**schema, "anyOf": [_with_enum(s, values) for s in schema["anyOf"]]}
-    return schema
-
-
-def _json_default(default: Any) -> Any:
-    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-        if default.takes_self:
-            return attrs.NOTHING
-        default = default.factory()
-    if default is None or isinstance(default, str | int | float | bool | list | dict):
-        return default
-    return attrs.NOTHING

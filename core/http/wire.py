@@ -96,18 +96,46 @@ def qbool(name: str, default: bool = False) -> bool:
     raise InvalidRequest(f"query parameter {name!r}: {value!r} is not a boolean (1/0/true/false)")
 
 
-def qint(name: str, default: int) -> int:
+def qint(name: str, default: int, *, least: int, most: int) -> int:
+    """An integer query parameter in ``least..most`` (the OpenAPI document declares both)."""
     value = request.args.get(name)
     if value is None:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise InvalidRequest(f"Invalid {name} {value}") from None
+    if not least <= number <= most:
+        raise InvalidRequest(
+            f"query parameter {name!r}: {number} is not between {least} and {most}"
+        )
+    return number
 
 
-def qlist(name: str) -> list[str] | None:
-    """A list query parameter: repeated keys, a JSON array string, or a comma list."""
+def qstr(
+    name: str,
+    default: str | None = None,
+    *,
+    allowed: tuple[str, ...] | None = None,
+    required: bool = False,
+    schema: dict[str, Any] | None = None,
+) -> str | None:
+    """A string query parameter: one of ``allowed`` if given; absent and ``required`` is a 422.
+    ``schema`` is what the OpenAPI document declares instead of a string (it is read from
+    this call in the view's code, :mod:`triograph.core.http.openapi`)."""
+    value = request.args.get(name)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"query parameter {name!r} is required")
+        return default
+    if allowed is not None and value not in allowed:
+        raise InvalidRequest(f"query parameter {name!r}: {value!r} is not one of {list(allowed)}")
+    return value
+
+
+def qlist(name: str, *, allowed: tuple[str, ...] | None = None) -> list[str] | None:
+    """A list query parameter: repeated keys, a JSON array string, or a comma list; each
+    value one of ``allowed`` if given."""
     values = request.args.getlist(name)
     if not values:
         return None
@@ -121,6 +149,11 @@ def qlist(name: str) -> list[str] | None:
             out.extend(str(v) for v in decoded)
         else:
             out.extend(v for v in value.split(",") if v)
+    bad = [v for v in out if allowed is not None and v not in allowed]
+    if bad:
+        raise InvalidRequest(
+            f"query parameter {name!r}: {bad} not allowed; allowed: {list(allowed or ())}"
+        )
     return out
 
 

@@ -11,8 +11,8 @@ from quart_trio import QuartTrio
 
 from tests.conftest import example_settings
 from tests.sdk import Server
-from triograph.core.http import openapi
-from triograph.core.http.app import create_app
+from triograph.core.http import json_schema, openapi
+from triograph.core.http.app import app_core, create_app
 
 AUTOMATIC = {"HEAD", "OPTIONS"}
 
@@ -23,6 +23,10 @@ async def fetch_document(server: Server) -> dict[str, Any]:
     assert r.status_code == 200
     assert r.headers["content-type"] == "application/json"
     return r.json()  # type: ignore[no-any-return]
+
+
+def served_app_modes() -> list[str]:
+    return app_core(served_app()).stream_modes.names()
 
 
 def served_app() -> QuartTrio:
@@ -47,7 +51,8 @@ async def test_every_route_is_documented_with_its_methods(server: Server) -> Non
         for method in rule.methods - AUTOMATIC:
             operation = doc["paths"][path][method.lower()]
             assert operation["summary"], (method, path)
-            assert {p["name"] for p in operation.get("parameters", [])} == params
+            declared = operation.get("parameters", [])
+            assert {p["name"] for p in declared if p["in"] == "path"} == params
             expected += 1
     documented = sum(len(item) for item in doc["paths"].values())
     assert documented == expected  # and nothing that is not a route
@@ -78,9 +83,9 @@ async def test_run_create_body_schema(server: Server) -> None:
     assert run_create["required"] == ["assistant_id"]
     fields = run_create["properties"]
     assert {"stream_mode", "stream_subgraphs", "stream_resumable", "webhook"} <= set(fields)
+    modes = {"type": "string", "enum": served_app_modes()}
     assert fields["stream_mode"] == {
-        "type": "array",
-        "items": {"type": "string"},
+        "anyOf": [modes, {"type": "array", "items": modes}],
         "default": ["values"],
     }
     assert fields["on_disconnect"] == {
@@ -138,7 +143,7 @@ class Outer:
 
 
 def test_schemas_from_attrs_classes() -> None:
-    schemas = openapi._Schemas([])
+    schemas = json_schema.Schemas()
     assert schemas.of(list[Outer]) == {
         "type": "array",
         "items": {"$ref": "#/components/schemas/Outer"},
@@ -163,4 +168,72 @@ def test_request_body_names_a_body_the_code_cannot_show() -> None:
     async def view() -> None:
         """Take many."""
 
-    assert openapi._body_type(view) == list[Inner]
+    assert openapi._body_type(view) == (list[Inner], True)
+
+
+async def test_the_document_declares_what_the_server_enforces(server: Server) -> None:
+    """Issue 15, item 10: UUID path ids, query parameters with their bounds and allowed
+    values, bodies that are required or not, and the ranges of body fields."""
+    doc = await fetch_document(server)
+    paths, schemas = doc["paths"], doc["components"]["schemas"]
+    uuid_schema = {"type": "string", "format": "uuid"}
+    get_run = paths["/threads/{thread_id}/runs/{run_id}"]["get"]
+    assert [p["schema"] for p in get_run["parameters"]] == [uuid_schema, uuid_schema]
+    (assistant,) = paths["/assistants/{assistant_id}"]["get"]["parameters"]
+    assert assistant["schema"] == uuid_schema  # a graph id there is a 422
+    (graph_route,) = paths["/assistants/{assistant_id}/graph"]["get"]["parameters"][:1]
+    assert graph_route["schema"]["anyOf"][0] == uuid_schema  # here a graph id is fine too
+    query = {
+        p["name"]: p["schema"] for p in paths["/threads/{thread_id}/runs"]["get"]["parameters"]
+    }
+    assert query["limit"] == {"type": "integer", "minimum": 1, "maximum": 1000}
+    assert query["offset"] == {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}
+    assert "run_id" in query["select"]["items"]["enum"]
+    assert query["status"]["enum"] == [
+        "pending",
+        "running",
+        "error",
+        "success",
+        "timeout",
+        "interrupted",
+    ]
+    assert paths["/threads"]["post"]["requestBody"]["required"] is False
+    assert paths["/threads/search"]["post"]["requestBody"]["required"] is True
+    search = schemas["ThreadSearch"]["properties"]
+    assert search["limit"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}
+    after = schemas["RunCreate"]["properties"]["after_seconds"]
+    assert after["anyOf"][0] == {"type": "number", "minimum": 0, "maximum": 604800}
+    recursion = schemas["RunCreate"]["properties"]["config"]["anyOf"][0]["properties"]
+    assert recursion["recursion_limit"]["minimum"] == 1
+
+
+async def test_every_operation_declares_its_responses(server: Server) -> None:
+    doc = await fetch_document(server)
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert "default" not in responses, (method, path)
+            assert responses["4XX"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"
+            }
+    thread = doc["paths"]["/threads/{thread_id}"]
+    assert thread["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Thread"
+    }
+    assert set(thread["patch"]["responses"]) == {"200", "204", "4XX"}
+    assert set(thread["delete"]["responses"]) == {"204", "4XX"}
+    stream = doc["paths"]["/runs/stream"]["post"]["responses"]["200"]["content"]
+    assert set(stream) == {"text/event-stream"}
+    assert "required" not in doc["components"]["schemas"]["Thread"]  # a select may omit any
+    assert "attempt" not in doc["components"]["schemas"]["Run"]["properties"]  # never sent
+
+
+async def test_options_allows_the_methods_of_the_route_it_matched(server: Server) -> None:
+    """``/assistants/search`` also fits ``/assistants/{assistant_id}``; its Allow used to
+    list that route's methods too."""
+    async with server.http() as http:
+        search = await http.options("/assistants/search")
+        one = await http.options("/assistants/fe096781-5601-53d2-b2f6-0d3403f7e9ca")
+    assert search.status_code == 200
+    assert search.headers["allow"] == "OPTIONS, POST"
+    assert one.headers["allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH"

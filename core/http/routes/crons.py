@@ -7,7 +7,7 @@ from typing import Any
 
 from quart import Blueprint, Response
 
-from triograph.core.http.openapi import request_body
+from triograph.core.http.openapi import request_body, responds
 from triograph.core.http.wire import (
     absolute_webhook,
     body_as,
@@ -17,7 +17,7 @@ from triograph.core.http.wire import (
     json_response,
     page_response,
 )
-from triograph.core.infra.models import to_wire
+from triograph.core.infra.models import Cron, to_wire
 from triograph.core.resources.crons import CronCreate, CronPatch, CronSearch
 
 bp = Blueprint("crons", __name__)
@@ -34,6 +34,7 @@ def _with_absolute_webhook(raw: Any) -> Any:
 
 @bp.post("/runs/crons")
 @request_body(CronCreate)
+@responds(Cron)
 async def create_cron() -> Response:
     """Create a cron whose every firing runs on a new thread."""
     body = _with_absolute_webhook(await body_json())
@@ -42,6 +43,7 @@ async def create_cron() -> Response:
 
 @bp.post("/threads/<thread_id>/runs/crons")
 @request_body(CronCreate)
+@responds(Cron)
 async def create_thread_cron(thread_id: str) -> Response:
     """Create a cron that runs on this thread."""
     body = _with_absolute_webhook(await body_json())
@@ -49,6 +51,7 @@ async def create_thread_cron(thread_id: str) -> Response:
 
 
 @bp.post("/runs/crons/search")
+@responds(list[Cron])
 async def search_crons() -> Response:
     """Search crons; pagination headers as for assistants and threads."""
     query = await body_as(CronSearch, default={})
@@ -57,12 +60,14 @@ async def search_crons() -> Response:
 
 
 @bp.post("/runs/crons/count")
+@responds(int)
 async def count_crons() -> Response:
     """Count the crons matching the filters."""
     return json_response(await core().crons.count(await body_as(CronSearch, default={})))
 
 
 @bp.get("/runs/crons/<cron_id>")
+@responds(Cron)
 async def get_cron(cron_id: str) -> Response:
     """Get a cron."""
     return json_response(to_wire(await core().crons.get(cron_id)))
@@ -70,6 +75,7 @@ async def get_cron(cron_id: str) -> Response:
 
 @bp.patch("/runs/crons/<cron_id>")
 @request_body(CronPatch)
+@responds(Cron)
 async def patch_cron(cron_id: str) -> Response:
     """Change a cron's schedule or payload; its next run date is recomputed."""
     body = _with_absolute_webhook(await body_json(default={}))
@@ -77,6 +83,7 @@ async def patch_cron(cron_id: str) -> Response:
 
 
 @bp.delete("/runs/crons/<cron_id>")
+@responds(204)
 async def delete_cron(cron_id: str) -> Response:
     """Delete a cron."""
     await core().crons.delete(cron_id)

@@ -14,7 +14,10 @@ from quart import Blueprint, Response, current_app
 
 from triograph.core.http import openapi
 from triograph.core.http.auth import public
+from triograph.core.http.json_schema import Registered
+from triograph.core.http.openapi import HTML, OBJECT, responds
 from triograph.core.http.wire import core, json_response
+from triograph.core.resources.runs import MAX_RECURSION_LIMIT
 
 health = Blueprint("health", __name__)
 bp = Blueprint("meta", __name__)
@@ -44,12 +47,14 @@ def _version(dist: str) -> str | None:
 @health.get("/ok")
 @health.get("/")
 @public
+@responds(OBJECT)
 async def ok() -> Response:
     """Health check."""
     return json_response({"ok": True, "services": {"storage": "healthy"}})
 
 
 @bp.get("/info")
+@responds(OBJECT)
 async def info() -> Response:
     """Server version, feature flags and the plugins that are loaded."""
     c = core()
@@ -86,13 +91,18 @@ async def info() -> Response:
 
 def _document() -> dict[str, Any]:
     """Built on first use (the routes are final once the app serves), then kept."""
-    config = current_app.config
+    config, c = current_app.config, core()
     if "TRIOGRAPH_OPENAPI" not in config:
         document = openapi.document(
             current_app.url_map,
             current_app.view_functions,
             version=_version("triograph") or "0",
-            graph_ids=list(core().graphs.graphs),
+            registered=Registered(
+                graph_ids=list(c.graphs.graphs),
+                stream_modes=c.stream_modes.names(),
+                strategies=c.multitask.names(),
+                recursion_limit=MAX_RECURSION_LIMIT,
+            ),
         )
         # ``auth.openapi``: how clients authenticate, as the official server merges it
         security = core().settings.auth.get("openapi") or {}
@@ -106,6 +116,7 @@ def _document() -> dict[str, Any]:
 
 @bp.get("/openapi.json")
 @public
+@responds(OBJECT)
 async def openapi_json() -> Response:
     """The OpenAPI 3.1 document of this server's routes."""
     return json_response(_document())
@@ -113,6 +124,7 @@ async def openapi_json() -> Response:
 
 @bp.get("/docs")
 @public
+@responds(HTML)
 async def docs() -> Response:
     """An API reference page (Scalar) for ``/openapi.json``."""
     return Response(DOCS_HTML, content_type="text/html; charset=utf-8")

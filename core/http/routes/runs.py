@@ -11,7 +11,7 @@ from quart import Blueprint, Response, current_app, request
 from triograph.core.engine.streams import parse_event_id
 from triograph.core.engine.thread_streams import mode_filter, parse_last_event_id
 from triograph.core.http.headers import ConfigurableHeaders
-from triograph.core.http.openapi import request_body
+from triograph.core.http.openapi import ANY_JSON, SSE, request_body, responds
 from triograph.core.http.wire import (
     SSE_HEADERS,
     body_as,
@@ -22,6 +22,7 @@ from triograph.core.http.wire import (
     qbool,
     qint,
     qlist,
+    qstr,
     request_id,
     run_headers,
     sse_response,
@@ -30,9 +31,11 @@ from triograph.core.http.wire import (
 )
 from triograph.core.infra.errors import InvalidRequest
 from triograph.core.infra.models import (
+    MAX_OFFSET,
+    RUN_STATUSES,
     CancelMany,
+    Run,
     RunCreate,
-    check_select,
     selected,
     structure,
     to_wire,
@@ -110,6 +113,7 @@ def _wait_response(handle: RunHandle, *, cancel_on_disconnect: bool) -> Response
 
 
 @bp.post("/threads/<thread_id>/runs")
+@responds(Run)
 async def create_run(thread_id: str) -> Response:
     _, run, handle = await _create(thread_id, background=True)
     return json_response(
@@ -119,47 +123,52 @@ async def create_run(thread_id: str) -> Response:
 
 
 @bp.post("/threads/<thread_id>/runs/stream")
+@responds(SSE)
 async def stream_run(thread_id: str) -> Response:
     body, _, handle = await _create(thread_id)
     return _stream_response(body, handle, stateless=False)
 
 
 @bp.post("/threads/<thread_id>/runs/wait")
+@responds(ANY_JSON)
 async def wait_run(thread_id: str) -> Response:
     body, _, handle = await _create(thread_id)
     return _wait_response(handle, cancel_on_disconnect=body.on_disconnect == "cancel")
 
 
 @bp.get("/threads/<thread_id>/runs")
+@responds(list[Run])
 async def list_runs(thread_id: str) -> Response:
-    select = qlist("select")
-    check_select(select, RUN_FIELDS)
+    select = qlist("select", allowed=RUN_FIELDS)
     runs = await core().runs.for_thread(
         thread_id,
-        limit=qint("limit", 10),
-        offset=qint("offset", 0),
-        status=request.args.get("status"),
+        limit=qint("limit", 10, least=1, most=1000),
+        offset=qint("offset", 0, least=0, most=MAX_OFFSET),
+        status=qstr("status", allowed=RUN_STATUSES),
     )
     return json_response(selected([to_wire(r) for r in runs], select))
 
 
 @bp.get("/threads/<thread_id>/runs/<run_id>")
+@responds(Run)
 async def get_run(thread_id: str, run_id: str) -> Response:
     return json_response(to_wire(await core().runs.get(thread_id, run_id)))
 
 
 @bp.delete("/threads/<thread_id>/runs/<run_id>")
+@responds(204)
 async def delete_run(thread_id: str, run_id: str) -> Response:
     await core().runs.delete(thread_id, run_id)
     return empty(204)
 
 
 def _action() -> CancelAction:
-    action = request.args.get("action", "interrupt")
+    action = qstr("action", "interrupt", allowed=("interrupt", "rollback"))
     return "rollback" if action == "rollback" else "interrupt"
 
 
 @bp.post("/threads/<thread_id>/runs/<run_id>/cancel")
+@responds(202, ANY_JSON)
 async def cancel_run(thread_id: str, run_id: str) -> Response:
     handle = await core().runs.cancel(thread_id, run_id, _action())
     if not qbool("wait"):
@@ -168,6 +177,7 @@ async def cancel_run(thread_id: str, run_id: str) -> Response:
 
 
 @bp.get("/threads/<thread_id>/runs/<run_id>/join")
+@responds(ANY_JSON)
 async def join_run(thread_id: str, run_id: str) -> Response:
     run, handle = await core().runs.join_target(thread_id, run_id)
     if handle is None:
@@ -199,6 +209,7 @@ async def _join_stream(handle: RunHandle | None, location: dict[str, str]) -> Re
 
 
 @bp.get("/threads/<thread_id>/runs/<run_id>/stream")
+@responds(SSE)
 async def join_stream(thread_id: str, run_id: str) -> Response:
     run, handle = await core().runs.join_target(thread_id, run_id)
     assert run is not None
@@ -206,6 +217,7 @@ async def join_stream(thread_id: str, run_id: str) -> Response:
 
 
 @bp.get("/threads/<thread_id>/stream")
+@responds(SSE)
 async def join_thread_stream(thread_id: str) -> Response:
     """Everything happening on a thread, until the client leaves (contract §6.10).
 
@@ -226,18 +238,21 @@ async def join_thread_stream(thread_id: str) -> Response:
 
 
 @bp.post("/runs")
+@responds(Run)
 async def create_stateless() -> Response:
     _, run, _ = await _create(None, background=True)
     return json_response(to_wire(run), headers={"Content-Location": f"/runs/{run.run_id}"})
 
 
 @bp.post("/runs/stream")
+@responds(SSE)
 async def stream_stateless() -> Response:
     body, _, handle = await _create(None)
     return _stream_response(body, handle, stateless=True)
 
 
 @bp.post("/runs/wait")
+@responds(ANY_JSON)
 async def wait_stateless() -> Response:
     body, _, handle = await _create(None)
     return _wait_response(handle, cancel_on_disconnect=body.on_disconnect == "cancel")
@@ -245,6 +260,7 @@ async def wait_stateless() -> Response:
 
 @bp.post("/runs/batch")
 @request_body(list[RunCreate])
+@responds(list[Run])
 async def batch() -> Response:
     items = await body_json()
     if not isinstance(items, list) or not items:
@@ -262,6 +278,7 @@ async def batch() -> Response:
 
 
 @bp.post("/runs/cancel")
+@responds(204)
 async def cancel_many() -> Response:
     body = await body_as(CancelMany)
     await core().runs.cancel_many(
@@ -271,12 +288,14 @@ async def cancel_many() -> Response:
 
 
 @bp.get("/runs/<uuid:run_id>")
+@responds(Run)
 async def get_stateless(run_id: uuid.UUID) -> Response:
     """A stateless run by id alone (its temporary thread is resolved here)."""
     return json_response(to_wire(await core().runs.stateless(str(run_id))))
 
 
 @bp.get("/runs/<uuid:run_id>/stream")
+@responds(SSE)
 async def join_stateless_stream(run_id: uuid.UUID) -> Response:
     handle = await core().runs.stateless_handle(str(run_id))
     base = f"/runs/{run_id}"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from quart import Blueprint, Response, request
 
-from triograph.core.http.wire import body_json, core, empty, json_response, qbool
+from triograph.core.http.openapi import responds
+from triograph.core.http.wire import body_json, core, empty, json_response, qbool, qstr
 from triograph.core.infra.errors import BadRequest, InvalidRequest
 from triograph.core.infra.models import structure
 from triograph.core.resources.store import StoreDelete, StoreNamespaces, StorePut, StoreSearch
@@ -17,6 +18,7 @@ bp = Blueprint("store", __name__)
 
 
 @bp.put("/store/items")
+@responds(204)
 async def put_item() -> Response:
     raw = await body_json()
     body = structure(raw, StorePut)
@@ -27,12 +29,32 @@ async def put_item() -> Response:
     return empty(204)
 
 
+_LABELS = {"type": "array", "items": {"type": "string"}}
+#: an item as the store returns it (``score`` in search results)
+ITEM = {
+    "type": "object",
+    "properties": {
+        "namespace": _LABELS,
+        "key": {"type": "string"},
+        "value": {"type": "object"},
+        "created_at": {"type": "string", "format": "date-time"},
+        "updated_at": {"type": "string", "format": "date-time"},
+        "score": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+    },
+}
+ITEMS = {"type": "object", "properties": {"items": {"type": "array", "items": ITEM}}}
+NAMESPACES = {"type": "object", "properties": {"namespaces": {"type": "array", "items": _LABELS}}}
+#: ``namespace`` of ``GET /store/items``: the labels joined by ``.``
+NAMESPACE = {"type": "string", "pattern": "^[^.]+(\\.[^.]+)*$"}
+
+
 @bp.get("/store/items")
+@responds(ITEM)
 async def get_item() -> Response:
-    namespace = request.args.get("namespace")
+    namespace = qstr("namespace", schema=NAMESPACE)
     if not namespace:
         raise InvalidRequest("query parameter 'namespace' is required: the labels joined by '.'")
-    key = request.args.get("key")
+    key = qstr("key", schema={"type": "string"})
     if key is None:
         raise BadRequest("Key is required")
     refresh = qbool("refresh_ttl") if "refresh_ttl" in request.args else None
@@ -41,6 +63,7 @@ async def get_item() -> Response:
 
 
 @bp.delete("/store/items")
+@responds(204)
 async def delete_item() -> Response:
     body = structure(await body_json(), StoreDelete)
     await core().store.delete(body)
@@ -48,12 +71,14 @@ async def delete_item() -> Response:
 
 
 @bp.post("/store/items/search")
+@responds(ITEMS)
 async def search_items() -> Response:
     body = structure(await body_json(default={}), StoreSearch)
     return json_response({"items": await core().store.search(body)})
 
 
 @bp.post("/store/namespaces")
+@responds(NAMESPACES)
 async def list_namespaces() -> Response:
     body = structure(await body_json(default={}), StoreNamespaces)
     return json_response({"namespaces": await core().store.list_namespaces(body)})

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import attrs
 from quart import Blueprint, Response, request
 
+from triograph.core.http.openapi import OBJECT, responds
 from triograph.core.http.wire import (
     body_as,
     body_json,
@@ -25,6 +26,7 @@ from triograph.core.http.wire import (
     qbool,
     qint,
     qlist,
+    qstr,
 )
 from triograph.core.infra.errors import InvalidRequest
 from triograph.core.infra.models import (
@@ -44,6 +46,7 @@ from triograph.core.resources.threads import THREAD_FIELDS, thread_wire
 
 bp = Blueprint("threads", __name__)
 
+PRUNED = {"type": "object", "properties": {"pruned_count": {"type": "integer"}}}
 #: ``extract`` paths: a Thread key, then ``.key`` and ``[index]`` steps
 _EXTRACT_PATH = re.compile(r"([a-z_]+)((?:\.[^.\[\]]+|\[-?\d+\])*)")
 _EXTRACT_STEP = re.compile(r"\.([^.\[\]]+)|\[(-?\d+)\]")
@@ -118,11 +121,7 @@ class HistoryQuery:
 def _include_ttl() -> bool:
     """Whether the query says ``include=ttl``; read before anything changes, as a bad
     ``include`` is a 422."""
-    include = qlist("include") or []
-    unknown = [i for i in include if i != "ttl"]
-    if unknown:
-        raise InvalidRequest(f"query parameter 'include': {unknown} unknown; allowed: ['ttl']")
-    return "ttl" in include
+    return "ttl" in (qlist("include", allowed=("ttl",)) or [])
 
 
 def _check_shaping(query: ThreadSearch) -> None:
@@ -176,6 +175,7 @@ def _before(value: Any) -> str | None:
 
 
 @bp.post("/threads")
+@responds(Thread)
 async def create_thread() -> Response:
     ttl = _include_ttl()
     data = await body_json(default={})
@@ -185,6 +185,7 @@ async def create_thread() -> Response:
 
 
 @bp.post("/threads/search")
+@responds(list[Thread])
 async def search_threads() -> Response:
     query = await body_as(ThreadSearch)
     _check_shaping(query)
@@ -200,12 +201,14 @@ async def search_threads() -> Response:
 
 
 @bp.post("/threads/count")
+@responds(int)
 async def count_threads() -> Response:
     query = await body_as(ThreadFilters)
     return json_response(await core().threads.count(**query.filters()))
 
 
 @bp.post("/threads/prune")
+@responds(PRUNED)
 async def prune_threads() -> Response:
     body = await body_as(ThreadPrune)
     pruned = await core().threads.prune(body.thread_ids, body.strategy)
@@ -213,12 +216,14 @@ async def prune_threads() -> Response:
 
 
 @bp.get("/threads/<thread_id>")
+@responds(Thread)
 async def get_thread(thread_id: str) -> Response:
     ttl = _include_ttl()
     return json_response(thread_wire(await core().threads.get(thread_id), ttl=ttl))
 
 
 @bp.patch("/threads/<thread_id>")
+@responds(Thread, 204)
 async def patch_thread(thread_id: str) -> Response:
     ttl = _include_ttl()
     body = await body_as(ThreadPatch)
@@ -229,23 +234,27 @@ async def patch_thread(thread_id: str) -> Response:
 
 
 @bp.delete("/threads/<thread_id>")
+@responds(204)
 async def delete_thread(thread_id: str) -> Response:
     await core().threads.delete(validate_uuid(thread_id, "thread"))
     return empty(204)
 
 
 @bp.post("/threads/<thread_id>/copy")
+@responds(Thread)
 async def copy_thread(thread_id: str) -> Response:
     ttl = _include_ttl()
     return json_response(thread_wire(await core().threads.copy(thread_id), ttl=ttl))
 
 
 @bp.get("/threads/<thread_id>/state")
+@responds(OBJECT)
 async def get_state(thread_id: str) -> Response:
     return json_response(await core().threads.states.get(thread_id, subgraphs=qbool("subgraphs")))
 
 
 @bp.post("/threads/<thread_id>/state")
+@responds(OBJECT)
 async def update_state(thread_id: str) -> Response:
     body = await body_as(StateUpdate)
     checkpoint = body.checkpoint
@@ -258,6 +267,7 @@ async def update_state(thread_id: str) -> Response:
 
 
 @bp.get("/threads/<thread_id>/state/<checkpoint_id>")
+@responds(OBJECT)
 async def get_state_at(thread_id: str, checkpoint_id: str) -> Response:
     checkpoint = CheckpointRef(checkpoint_id=checkpoint_id)
     state = await core().threads.states.get(
@@ -267,6 +277,7 @@ async def get_state_at(thread_id: str, checkpoint_id: str) -> Response:
 
 
 @bp.post("/threads/<thread_id>/state/checkpoint")
+@responds(OBJECT)
 async def post_state_at(thread_id: str) -> Response:
     query = await body_as(StateAt)
     state = await core().threads.states.get(
@@ -276,14 +287,16 @@ async def post_state_at(thread_id: str) -> Response:
 
 
 @bp.get("/threads/<thread_id>/history")
+@responds(list[dict[str, Any]])
 async def get_history(thread_id: str) -> Response:
     rows = await core().threads.states.history(
-        thread_id, limit=qint("limit", 1), before=request.args.get("before")
+        thread_id, limit=qint("limit", 1, least=1, most=1000), before=qstr("before")
     )
     return json_response(rows)
 
 
 @bp.post("/threads/<thread_id>/history")
+@responds(list[dict[str, Any]])
 async def post_history(thread_id: str) -> Response:
     query = await body_as(HistoryQuery, default={})
     rows = await core().threads.states.history(
