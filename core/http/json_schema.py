@@ -9,7 +9,8 @@ checked:
 - fields named for an id (``thread_id``, ``run_ids``...) are UUIDs, ``assistant_id`` is a
   UUID or a registered graph id, ``graph_id`` one of the graphs, ``stream_mode`` and
   ``multitask_strategy`` the registered names, ``config`` the typed keys a run config has;
-- a field declared ``metadata={"wire": False}`` is never sent, so it is not documented.
+- a field declared ``metadata={"wire": False}`` is never sent, so it is not documented;
+- a field declared ``metadata={"json_schema": {...}}`` is documented so.
 
 Response records are documented without ``required`` (a ``select`` may leave any field out).
 """
@@ -114,6 +115,8 @@ class Schemas:
     def _field(self, record: str, field: attrs.Attribute[Any], schema: dict[str, Any]) -> Any:
         """``schema`` with what the server knows about this field beyond its type."""
         reg, name = self.registered, field.name
+        if "json_schema" in field.metadata:  # the field says it better than its type
+            return field.metadata["json_schema"]
         bounds = {k: field.metadata[k] for k in _BOUNDS if k in field.metadata}
         if bounds:
             schema = _narrow(_narrow(schema, "number", bounds), "integer", bounds)
@@ -121,7 +124,9 @@ class Schemas:
             return _narrow(schema, "string", {"format": "uuid"})
         if name in _UUID_LISTS:
             return _narrow(schema, "array", {"items": UUID})
-        if name == "assistant_id" and reg.graph_ids:
+        if name == "assistant_id" and (record.startswith("Assistant") or not reg.graph_ids):
+            return _narrow(schema, "string", {"format": "uuid"})
+        if name == "assistant_id":  # runs and crons take a graph id for its assistant
             return _narrow(schema, "string", {}, replace={"anyOf": [UUID, {"enum": reg.graph_ids}]})
         if name == "graph_id" and record.startswith("Assistant") and reg.graph_ids:
             return _narrow(schema, "string", {"enum": reg.graph_ids})

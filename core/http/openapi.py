@@ -177,7 +177,7 @@ def _responses(view: Callable[..., Any], schemas: Schemas) -> dict[str, Any]:
             out[str(answer)] = {"description": "No content"}
             continue
         if answer in (SSE, HTML):
-            media: dict[str, Any] = {answer: {"schema": {"type": "string"}}}
+            media: dict[str, Any] = {answer: {}}
         else:
             schema = answer if isinstance(answer, dict) else schemas.of(answer, response=True)
             media = {"application/json": {"schema": schema}}
@@ -228,7 +228,8 @@ def _query_parameter(call: ast.Call, module: types.ModuleType) -> dict[str, Any]
             {"type": "string", "enum": list(allowed)} if allowed else {"type": "string"}
         )
     name = call.args[0].value  # type: ignore[attr-defined]
-    return {"name": name, "in": "query", "required": False, "schema": schema}
+    required = bool(kwargs.get("required"))
+    return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
 def _value(node: ast.expr, module: types.ModuleType) -> Any:

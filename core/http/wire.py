@@ -20,7 +20,7 @@ from quart import Response, current_app, request
 
 from triograph.core.engine.streams import HEARTBEAT
 from triograph.core.infra import encoding
-from triograph.core.infra.errors import InvalidRequest
+from triograph.core.infra.errors import BadRequest, InvalidRequest
 from triograph.core.infra.limits import check_body
 from triograph.core.infra.models import structure
 
@@ -120,13 +120,14 @@ def qstr(
     required: bool = False,
     schema: dict[str, Any] | None = None,
 ) -> str | None:
-    """A string query parameter: one of ``allowed`` if given; absent and ``required`` is a 422.
+    """A string query parameter: one of ``allowed`` if given; absent and ``required`` is a 400
+    (``Key is required``, contract §8).
     ``schema`` is what the OpenAPI document declares instead of a string (it is read from
     this call in the view's code, :mod:`triograph.core.http.openapi`)."""
     value = request.args.get(name)
     if value is None:
         if required:
-            raise InvalidRequest(f"query parameter {name!r} is required")
+            raise BadRequest(f"{name.capitalize()} is required")
         return default
     if allowed is not None and value not in allowed:
         raise InvalidRequest(f"query parameter {name!r}: {value!r} is not one of {list(allowed)}")

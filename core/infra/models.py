@@ -83,6 +83,22 @@ def bounded(default: Any, least: float, most: float, *, exclusive_minimum: bool 
     return attrs.field(default=default, validator=check, metadata={low: least, "maximum": most})
 
 
+#: a thread's ``ttl`` in a request (checked by ``triograph.core.resources.threads``)
+THREAD_TTL = {
+    "anyOf": [
+        {
+            "type": "object",
+            "properties": {
+                "strategy": {"enum": ["delete", "keep_latest"]},
+                "ttl": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TTL_MINUTES},
+            },
+            "required": ["ttl"],
+        },
+        {"type": "null"},
+    ]
+}
+
+
 # -- stored records ---------------------------------------------------------------------------
 
 
@@ -229,7 +245,7 @@ class ThreadCreate:
     thread_id: str | None = None
     metadata: dict[str, JSON] | None = None
     if_exists: IfExists | None = None
-    ttl: dict[str, JSON] | None = None
+    ttl: dict[str, JSON] | None = attrs.field(default=None, metadata={"json_schema": THREAD_TTL})
 
 
 @attrs.frozen(kw_only=True)
@@ -262,6 +278,8 @@ def _strict(kind: type, *, name: str) -> typing.Callable[[Any, Any], Any]:
             raise ValueError(f"expected {name}, got a boolean")
         if kind is float and isinstance(value, int):
             return float(value)
+        if kind is int and isinstance(value, float) and value.is_integer():
+            return int(value)  # JSON has one number type: 10.0 is the integer 10
         if not isinstance(value, kind):
             raise ValueError(f"expected {name}, got {type(value).__name__}")
         return value

@@ -42,9 +42,17 @@ FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
 # -- request bodies ---------------------------------------------------------------------------
 
 
+#: a namespace: one label or more, none empty or holding a "." (LangGraph's store rules)
+NAMESPACE_SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "items": {"type": "string", "pattern": "^[^.]+$"},
+}
+
+
 @attrs.frozen(kw_only=True)
 class StorePut:
-    namespace: list[str]
+    namespace: list[str] = attrs.field(metadata={"json_schema": NAMESPACE_SCHEMA})
     key: str
     value: dict[str, JSON]
     #: ``False`` (do not index), a list of field paths, or None (the index's ``fields``)
@@ -55,7 +63,7 @@ class StorePut:
 
 @attrs.frozen(kw_only=True)
 class StoreDelete:
-    namespace: list[str]
+    namespace: list[str] = attrs.field(metadata={"json_schema": NAMESPACE_SCHEMA})
     key: str
 
 

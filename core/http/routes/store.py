@@ -10,7 +10,7 @@ from quart import Blueprint, Response, request
 
 from triograph.core.http.openapi import responds
 from triograph.core.http.wire import body_json, core, empty, json_response, qbool, qstr
-from triograph.core.infra.errors import BadRequest, InvalidRequest
+from triograph.core.infra.errors import InvalidRequest
 from triograph.core.infra.models import structure
 from triograph.core.resources.store import StoreDelete, StoreNamespaces, StorePut, StoreSearch
 
@@ -49,14 +49,13 @@ NAMESPACE = {"type": "string", "pattern": "^[^.]+(\\.[^.]+)*$"}
 
 
 @bp.get("/store/items")
-@responds(ITEM)
+@responds({"anyOf": [ITEM, {"type": "null"}]})  # null: no such item
 async def get_item() -> Response:
-    namespace = qstr("namespace", schema=NAMESPACE)
+    namespace = qstr("namespace", required=True, schema=NAMESPACE)
     if not namespace:
         raise InvalidRequest("query parameter 'namespace' is required: the labels joined by '.'")
-    key = qstr("key", schema={"type": "string"})
-    if key is None:
-        raise BadRequest("Key is required")
+    key = qstr("key", required=True)
+    assert key is not None
     refresh = qbool("refresh_ttl") if "refresh_ttl" in request.args else None
     item = await core().store.get(tuple(namespace.split(".")), key, refresh_ttl=refresh)
     return json_response(item)

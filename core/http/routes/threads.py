@@ -32,6 +32,7 @@ from triograph.core.infra.errors import InvalidRequest
 from triograph.core.infra.models import (
     JSON,
     MAX_OFFSET,
+    THREAD_TTL,
     CheckpointRef,
     Thread,
     ThreadCreate,
@@ -62,7 +63,7 @@ class ThreadSupersteps:
 @attrs.frozen(kw_only=True)
 class ThreadPatch:
     metadata: dict[str, JSON] | None = None
-    ttl: dict[str, JSON] | None = None
+    ttl: dict[str, JSON] | None = attrs.field(default=None, metadata={"json_schema": THREAD_TTL})
 
 
 @attrs.frozen(kw_only=True)
