@@ -228,7 +228,10 @@ def _query_parameter(call: ast.Call, module: types.ModuleType) -> dict[str, Any]
             {"type": "string", "enum": list(allowed)} if allowed else {"type": "string"}
         )
     name = call.args[0].value  # type: ignore[attr-defined]
-    required = bool(kwargs.get("required"))
+    required = any(  # True, or the error raised when it is missing
+        k.arg == "required" and not (isinstance(k.value, ast.Constant) and not k.value.value)
+        for k in call.keywords
+    )
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
 

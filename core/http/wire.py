@@ -20,7 +20,7 @@ from quart import Response, current_app, request
 
 from triograph.core.engine.streams import HEARTBEAT
 from triograph.core.infra import encoding
-from triograph.core.infra.errors import BadRequest, InvalidRequest
+from triograph.core.infra.errors import InvalidRequest, TriographError
 from triograph.core.infra.limits import check_body
 from triograph.core.infra.models import structure
 
@@ -117,17 +117,21 @@ def qstr(
     default: str | None = None,
     *,
     allowed: tuple[str, ...] | None = None,
-    required: bool = False,
+    required: bool | TriographError = False,
     schema: dict[str, Any] | None = None,
 ) -> str | None:
-    """A string query parameter: one of ``allowed`` if given; absent and ``required`` is a 400
-    (``Key is required``, contract §8).
+    """A string query parameter: one of ``allowed`` if given; absent and ``required`` is a 422
+    (or ``required`` itself, when it is the error to raise: ``Key is required`` is a 400).
     ``schema`` is what the OpenAPI document declares instead of a string (it is read from
     this call in the view's code, :mod:`triograph.core.http.openapi`)."""
     value = request.args.get(name)
+    if value is not None and "\x00" in value:  # as in bodies (limits.check_body)
+        raise InvalidRequest(f"query parameter {name!r} contains a NUL character, not stored")
     if value is None:
+        if isinstance(required, TriographError):
+            raise required
         if required:
-            raise BadRequest(f"{name.capitalize()} is required")
+            raise InvalidRequest(f"query parameter {name!r} is required")
         return default
     if allowed is not None and value not in allowed:
         raise InvalidRequest(f"query parameter {name!r}: {value!r} is not one of {list(allowed)}")

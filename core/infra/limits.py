@@ -18,6 +18,9 @@ layer runs before anything is stored:
   between requests, or with a half-sent request head) is kept open.
 - ``body_timeout``: seconds a request body may take to arrive once its head has; then 408
   and the connection is closed.
+
+Not a limit but checked with them: a NUL character in any string or key of a body is a 422
+on every backend (PostgreSQL cannot store one; the others could, and would then disagree).
 """
 
 from __future__ import annotations
@@ -84,6 +87,8 @@ def check_body(data: Any, raw: bytes, limits: Limits) -> None:
     """
     if raw.count(b"[") + raw.count(b"{") > limits.max_json_depth:
         _check_depth(data, limits.max_json_depth)
+    if b"\\u0000" in raw:  # JSON can only carry a NUL escaped
+        _check_nul(data)
     if len(raw) <= min(limits.max_metadata_bytes, limits.max_value_bytes):
         return
     bodies = enumerate(data) if isinstance(data, list) else [(None, data)]
@@ -121,6 +126,26 @@ def _check_depth(data: Any, most: int) -> None:
             stack.extend((v, depth + 1, f"{path}.{k}") for k, v in value.items() if _nests(v))
         elif isinstance(value, list):
             stack.extend((v, depth + 1, f"{path}[{i}]") for i, v in enumerate(value) if _nests(v))
+
+
+def _check_nul(data: Any) -> None:
+    """A NUL character (``\\u0000``) in any string or key is a 422: PostgreSQL cannot store
+    one in text or ``jsonb``, so it is refused on every backend alike rather than kept by
+    some and failing on others."""
+    stack: list[tuple[Any, str]] = [(data, "$")]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidRequest(f"{path}: contains a NUL character (\\u0000), which is not stored")
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if "\x00" in k:
+                    raise InvalidRequest(
+                        f"{path}: a key contains a NUL character (\\u0000), which is not stored"
+                    )
+                stack.append((v, f"{path}.{k}"))
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
 
 
 def _nests(value: Any) -> bool:

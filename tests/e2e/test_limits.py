@@ -243,3 +243,47 @@ def test_limits_are_read_from_langgraph_json_and_checked() -> None:
         with pytest.raises(ConfigError) as caught:
             load_limits(section)
         assert caught.value.message.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/threads", {"metadata": {"a": "x\u0000y"}}, "$.metadata.a"),
+        (
+            "POST",
+            "/runs/wait",
+            {"assistant_id": "agent", "input": {"topic": "\u0000"}},
+            "$.input.topic",
+        ),
+        (
+            "POST",
+            "/runs/wait",
+            {"assistant_id": "agent", "metadata": {"k": ["\u0000"]}},
+            "$.metadata.k[0]",
+        ),
+        ("POST", "/assistants", {"graph_id": "agent", "name": "a\u0000b"}, "$.name"),
+        (
+            "PUT",
+            "/store/items",
+            {"namespace": ["n"], "key": "k", "value": {"x\u0000": 1}},
+            "$.value",
+        ),
+    ],
+)
+async def test_a_nul_character_is_a_422_on_every_backend(
+    server: Server, method: str, path: str, body: dict[str, Any], field: str
+) -> None:
+    """Postgres cannot store one (it answered 500 there, while memory and file kept it):
+    every backend refuses it alike, before anything is written (issue 15, item 6)."""
+    async with server.http() as http:
+        response = await http.request(method, path, json=body)
+        assert response.status_code == 422
+        assert response.json()["detail"].startswith(f"{field}: ")
+        assert "NUL character" in response.json()["detail"]
+        assert (await http.post("/threads/count", json={})).json() == 0
+        assistants = await http.post("/assistants/search", json={"limit": 100})
+        assert all(a["metadata"].get("created_by") == "system" for a in assistants.json())
+        items = await http.post("/store/items/search", json={"namespace_prefix": ["n"]})
+        assert items.json() == {"items": []}
+        escaped = await http.post("/threads", json={"metadata": {"a": "x\\u0000y"}})
+        assert escaped.json()["metadata"] == {"a": "x\\u0000y"}  # a backslash and "u0000"

@@ -10,7 +10,7 @@ from quart import Blueprint, Response, request
 
 from triograph.core.http.openapi import responds
 from triograph.core.http.wire import body_json, core, empty, json_response, qbool, qstr
-from triograph.core.infra.errors import InvalidRequest
+from triograph.core.infra.errors import BadRequest, InvalidRequest
 from triograph.core.infra.models import structure
 from triograph.core.resources.store import StoreDelete, StoreNamespaces, StorePut, StoreSearch
 
@@ -54,7 +54,7 @@ async def get_item() -> Response:
     namespace = qstr("namespace", required=True, schema=NAMESPACE)
     if not namespace:
         raise InvalidRequest("query parameter 'namespace' is required: the labels joined by '.'")
-    key = qstr("key", required=True)
+    key = qstr("key", required=BadRequest("Key is required"))
     assert key is not None
     refresh = qbool("refresh_ttl") if "refresh_ttl" in request.args else None
     item = await core().store.get(tuple(namespace.split(".")), key, refresh_ttl=refresh)
