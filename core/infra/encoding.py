@@ -76,7 +76,29 @@ def default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS)
+    """``obj`` as JSON. An integer beyond 64 bits, which orjson refuses, is written as a
+    float: PostgreSQL's ``jsonb`` hands back a large float (``1e24``) as such an integer, and
+    a stored value must stay readable (every client reads JSON numbers as doubles anyway)."""
+    try:
+        return orjson.dumps(obj, default=default, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as exc:
+        if "64-bit" not in str(exc):
+            raise
+        return orjson.dumps(
+            _wide_ints_as_floats(obj), default=default, option=orjson.OPT_NON_STR_KEYS
+        )
+
+
+def _wide_ints_as_floats(obj: Any) -> Any:
+    if isinstance(obj, int) and not isinstance(obj, bool) and not -(2**63) <= obj < 2**64:
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: _wide_ints_as_floats(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_wide_ints_as_floats(v) for v in obj]
+    if isinstance(obj, set | frozenset):
+        return [_wide_ints_as_floats(v) for v in obj]
+    return obj
 
 
 def loads(data: bytes | str) -> Any:

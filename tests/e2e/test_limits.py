@@ -287,3 +287,16 @@ async def test_a_nul_character_is_a_422_on_every_backend(
         assert items.json() == {"items": []}
         escaped = await http.post("/threads", json={"metadata": {"a": "x\\u0000y"}})
         assert escaped.json()["metadata"] == {"a": "x\\u0000y"}  # a backslash and "u0000"
+
+
+async def test_a_huge_number_stays_readable_on_every_backend(server: Server) -> None:
+    """Found by the fuzz test: Postgres' jsonb gives 2.5e24 back as an integer wider than 64
+    bits, which the encoder refused, so every later store search answered 500."""
+    async with server.http() as http:
+        item = {"namespace": ["big"], "key": "k", "value": {"x": 2.5e24, "y": -1e300}}
+        assert (await http.put("/store/items", json=item)).status_code == 204
+        found = await http.post("/store/items/search", json={})
+        assert found.status_code == 200
+        assert found.json()["items"][0]["value"] == {"x": 2.5e24, "y": -1e300}
+        got = await http.get("/store/items", params={"namespace": "big", "key": "k"})
+        assert got.json()["value"] == {"x": 2.5e24, "y": -1e300}
