@@ -12,6 +12,7 @@ The ``store`` section of ``langgraph.json`` (index, TTL) is read by
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -67,10 +68,22 @@ class StoreDelete:
     key: str
 
 
+#: what a key of a search ``filter`` may be (LangGraph's SQLite store allows no more)
+FILTER_KEY = re.compile(r"[a-zA-Z0-9_.-]+")
+_FILTER_SCHEMA = {
+    "anyOf": [
+        {"type": "object", "propertyNames": {"pattern": f"^{FILTER_KEY.pattern}$"}},
+        {"type": "null"},
+    ]
+}
+
+
 @attrs.frozen(kw_only=True)
 class StoreSearch:
     namespace_prefix: list[str] | None = None
-    filter: dict[str, JSON] | None = None
+    filter: dict[str, JSON] | None = attrs.field(
+        default=None, metadata={"json_schema": _FILTER_SCHEMA}
+    )
     limit: int = bounded(10, 1, 1000)
     offset: int = bounded(0, 0, MAX_OFFSET)
     query: str | None = None
@@ -97,8 +110,13 @@ def _check_namespace(namespace: list[str]) -> tuple[str, ...]:
 
 
 def _check_filter(value: dict[str, Any], path: str = "$.filter") -> None:
-    """Operators the stores do not know would fail deep inside the store: name them here."""
+    """Operators the stores do not know, and keys the SQLite store refuses (a guard against
+    SQL injection there), would fail deep inside the store: name them here, on every backend."""
     for key, want in value.items():
+        if not FILTER_KEY.fullmatch(key):
+            raise InvalidRequest(
+                f"{path}: filter key {key!r} may hold only letters, digits, '_', '.' and '-'"
+            )
         if not isinstance(want, dict):
             continue
         if any(k.startswith("$") for k in want):

@@ -300,3 +300,16 @@ async def test_a_huge_number_stays_readable_on_every_backend(server: Server) -> 
         assert found.json()["items"][0]["value"] == {"x": 2.5e24, "y": -1e300}
         got = await http.get("/store/items", params={"namespace": "big", "key": "k"})
         assert got.json()["value"] == {"x": 2.5e24, "y": -1e300}
+
+
+async def test_a_filter_key_the_file_store_refuses_is_a_422_on_every_backend(
+    server: Server,
+) -> None:
+    """Found by the fuzz test: the SQLite store raised ValueError (a 500) for such a key."""
+    async with server.http() as http:
+        for bad in ({"a b": 1}, {"ok": {"nested;": 1}}):
+            found = await http.post("/store/items/search", json={"filter": bad})
+            assert found.status_code == 422
+            assert "may hold only letters, digits, '_', '.' and '-'" in found.json()["detail"]
+        fine = await http.post("/store/items/search", json={"filter": {"a.b-c_1": 1}})
+        assert fine.status_code == 200
