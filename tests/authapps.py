@@ -255,3 +255,25 @@ async def _on_assistants(ctx: Auth.types.AuthContext, value: Any) -> None:
 async def _authorize_store(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> None:
     namespace: tuple[str, ...] = value["namespace"]
     assert namespace[0] == ctx.user.identity, "Not authorized"
+
+
+# -- a custom http.app route that reads the user, as Starlette apps do -------------------------
+
+
+async def _me(request: Any) -> Any:
+    from starlette.responses import JSONResponse
+
+    user = request.user
+    return JSONResponse(
+        {"identity": user.identity, "display": user.display_name, "scopes": request.auth.scopes}
+    )
+
+
+def _custom_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    return Starlette(routes=[Route("/me", _me)])
+
+
+custom_app = _custom_app()

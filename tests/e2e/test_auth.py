@@ -531,6 +531,51 @@ async def test_custom_routes_are_authenticated_only_when_asked(
     assert api.status_code == 401  # the API behind the custom app is always protected
 
 
+async def test_custom_routes_see_the_user(nursery: trio.Nursery) -> None:
+    http_config = {"app": "tests.authapps:custom_app", "enable_custom_route_auth": True}
+    async with serving(nursery, "recording", http=http_config) as server, server.http() as http:
+        me = await http.get("/me", headers=user("ann"))
+        anonymous = await http.get("/me")
+    assert me.json() == {"identity": "ann", "display": "ann", "scopes": ["read", "write"]}
+    assert anonymous.status_code == 401
+
+
+async def test_the_cache_asks_authenticate_once_per_credentials(nursery: trio.Nursery) -> None:
+    authapps.SEEN.clear()
+    auth = {
+        "path": "tests.authapps:recording",
+        "cache": {"cache_keys": ["Authorization"], "ttl_seconds": 60},
+    }
+    settings = example_settings(auth=auth, shutdown_grace=0.5)
+    async with (
+        asynccontextmanager(start_server)(nursery, settings) as server,
+        server.http() as http,
+    ):
+        for name in ("ann", "ann", "ann", "bo", "ann"):
+            assert (await http.get("/info", headers=user(name))).status_code == 200
+    assert [seen["authorization"] for seen in authapps.SEEN] == [
+        "Bearer user:ann",
+        "Bearer user:bo",
+    ]
+
+
+async def test_auth_openapi_is_merged_into_the_document(nursery: trio.Nursery) -> None:
+    schemes = {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+    auth = {
+        "path": "tests.authapps:recording",
+        "openapi": {"securitySchemes": schemes, "security": [{"bearer": []}]},
+    }
+    settings = example_settings(auth=auth, shutdown_grace=0.5)
+    async with (
+        asynccontextmanager(start_server)(nursery, settings) as server,
+        server.http() as http,
+    ):
+        document = (await http.get("/openapi.json")).json()
+    assert document["components"]["securitySchemes"] == schemes
+    assert document["security"] == [{"bearer": []}]
+    assert document["paths"]  # the rest is still there
+
+
 async def test_the_studio_header_does_not_bypass_auth(nursery: trio.Nursery) -> None:
     settings_auth = {"path": "tests.authapps:recording", "disable_studio_auth": False}
     settings = example_settings(auth=settings_auth, shutdown_grace=0.5)
