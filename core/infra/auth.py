@@ -17,7 +17,7 @@ asked about: without a current user every authorization allows everything.
 
 A filter is matched against a resource's ``metadata``, as on the official server: ``{key:
 value}`` and ``{key: {"$eq": value}}`` mean equality, ``{key: {"$contains": x}}`` that the
-value (a string or a list) contains ``x`` (or every item of the list ``x``), and ``$or`` /
+value is a list holding ``x`` (every item of ``x``, if ``x`` is a list), and ``$or`` /
 ``$and`` take a list of such filters. :func:`check_filters` checks that shape;
 :func:`all_of` combines several.
 """
