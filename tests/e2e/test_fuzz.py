@@ -84,17 +84,20 @@ async def fuzzed(nursery: trio.Nursery) -> AsyncIterator[Server]:
 
 
 def fuzz(url: str, tally: Tally) -> None:
-    """Every operation of the document, ``EXAMPLES`` generated requests each (sync: the
-    schemathesis client is ``requests``; run in a worker thread)."""
-    deadline = time.monotonic() + SECONDS
+    """Every operation of the document, ``EXAMPLES`` generated requests each, or as many as
+    its share of ``SECONDS`` allows (sync: the schemathesis client is ``requests``; run in a
+    worker thread)."""
+    end = time.monotonic() + SECONDS
     schema = schemathesis.openapi.from_dict(
         requests.get(f"{url}/openapi.json", timeout=HUNG).json()
     )
     session = requests.Session()
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        if operation.label in ENDLESS or time.monotonic() > deadline:
-            continue
+    operations = [r.ok() for r in schema.get_all_operations()]
+    operations = [op for op in operations if op.label not in ENDLESS]
+    deadline = [end]  # of the operation being fuzzed
+    for index, operation in enumerate(operations):
+        # a time-bounded run shares what is left evenly among the operations still to go
+        deadline[0] = time.monotonic() + (end - time.monotonic()) / (len(operations) - index)
 
         @settings(
             max_examples=EXAMPLES,
@@ -106,7 +109,7 @@ def fuzz(url: str, tally: Tally) -> None:
         )
         @given(operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
         def call(case: Any) -> None:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline[0]:
                 return
             if isinstance(case.body, dict) and case.body.get("after_seconds"):
                 case.body["after_seconds"] = 0.01  # a run waiting a week is the contract
