@@ -140,7 +140,7 @@ class Schemas:
         return schema
 
     def _config_keys(self) -> dict[str, Any]:
-        """The typed keys of a ``config`` (``triograph.core.resources.runs.CONFIG_KEYS``)."""
+        """The typed keys of a ``config`` (``triograph.core.resources.run_records.CONFIG_KEYS``)."""
         return {
             "tags": {"type": "array", "items": {"type": "string"}},
             "recursion_limit": {

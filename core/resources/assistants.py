@@ -44,7 +44,7 @@ from triograph.core.infra.models import (
     to_wire,
     validate_uuid,
 )
-from triograph.core.resources.runs import (
+from triograph.core.resources.run_records import (
     BOTH_CONFIGURABLE_AND_CONTEXT,
     check_config,
     clean_configurable,

@@ -17,7 +17,7 @@ from triograph.core.http.auth import public
 from triograph.core.http.json_schema import Registered
 from triograph.core.http.openapi import HTML, OBJECT, responds
 from triograph.core.http.wire import core, json_response
-from triograph.core.resources.runs import MAX_RECURSION_LIMIT
+from triograph.core.resources.run_records import MAX_RECURSION_LIMIT
 
 health = Blueprint("health", __name__)
 bp = Blueprint("meta", __name__)
