@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import random
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -67,6 +68,17 @@ class _Delivery:
     run_id: str
     #: everything but ``webhook_sent_at``, which each attempt sets
     payload: dict[str, Any]
+
+    @property
+    def shown(self) -> str:
+        return shown_url(self.url)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as logs show it: without its user info and query string, where a receiver's
+    token may be."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 class WebhookPlugin:
@@ -125,7 +137,7 @@ class WebhookPlugin:
                 "webhook queue full (%d): dropped the webhook of run %s to %s",
                 QUEUE_SIZE,
                 run.run_id,
-                url,
+                shown_url(url),
             )
 
     # -- delivering ---------------------------------------------------------------------------
@@ -191,7 +203,7 @@ class WebhookPlugin:
             finished = True
         except Exception:  # a bug here must never reach the supervisor's nursery
             finished = True
-            log.exception("webhook of run %s to %s failed", delivery.run_id, delivery.url)
+            log.exception("webhook of run %s to %s failed", delivery.run_id, delivery.shown)
         finally:
             if not finished:
                 self._cut.append(delivery)
@@ -206,7 +218,7 @@ class WebhookPlugin:
                 log.debug(
                     "webhook of run %s to %s delivered (attempt %d of %d)",
                     delivery.run_id,
-                    delivery.url,
+                    delivery.shown,
                     attempt,
                     attempts,
                 )
@@ -216,7 +228,7 @@ class WebhookPlugin:
                 log.warning(
                     "webhook of run %s to %s failed (attempt %d of %d, giving up): %s",
                     delivery.run_id,
-                    delivery.url,
+                    delivery.shown,
                     attempt,
                     attempts,
                     reason,
@@ -225,7 +237,7 @@ class WebhookPlugin:
             log.info(
                 "webhook of run %s to %s failed (attempt %d of %d, retrying): %s",
                 delivery.run_id,
-                delivery.url,
+                delivery.shown,
                 attempt,
                 attempts,
                 reason,

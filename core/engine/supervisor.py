@@ -331,8 +331,9 @@ class RunSupervisor:
                 handle.cancel_reason = SHUTDOWN_REASON
         try:
             await self._record(handle, outcome, error)
-        except Exception:
+        except Exception as exc:
             log.exception("run %s: recording its outcome (%s) failed", run.run_id, outcome)
+            self.core.hooks.call("triograph_error", error=exc, where="run")
         finally:
             self.core.cluster.finished(run)
             handle.stream.close()
@@ -347,7 +348,7 @@ class RunSupervisor:
         thread_error = None
         if outcome == "error":
             assert error is not None
-            log.info("run %s failed: %r", run.run_id, error)
+            log.debug("run %s failed: %r", run.run_id, error)  # the run log says it, once
             thread_error = handle.output.error = (
                 error.payload()
                 if isinstance(error, WorkerCrashed)

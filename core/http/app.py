@@ -34,6 +34,8 @@ from triograph.core.engine.multitask import MultitaskRegistry
 from triograph.core.engine.shared_cluster import SharedLink
 from triograph.core.engine.supervisor import RunSupervisor
 from triograph.core.engine.thread_streams import ThreadStreams
+from triograph.core.http import logs
+from triograph.core.http.access import AccessLog, note_route
 from triograph.core.http.auth import Authentication
 from triograph.core.http.cors import Cors
 from triograph.core.http.custom_app import CustomApp, load_custom_app
@@ -214,6 +216,7 @@ def create_app(settings: Settings) -> QuartTrio:
     for group, bp in BLUEPRINTS:
         if group not in disabled:
             app.register_blueprint(bp)
+    app.before_request(note_route)
     custom = None
     user_app = load_custom_app(settings)
     if user_app is not None:
@@ -237,6 +240,7 @@ def create_app(settings: Settings) -> QuartTrio:
         drain_timeout=settings.limits.body_timeout,
     )
     app.asgi_app = transport  # type: ignore[method-assign,assignment]
+    app.asgi_app = AccessLog(cast("ASGIApp", transport), core.hooks)  # type: ignore[method-assign,assignment]
     stop = trio.Event()
     done = trio.Event()
 
@@ -285,6 +289,7 @@ def create_app(settings: Settings) -> QuartTrio:
     @app.errorhandler(Exception)
     async def unexpected(exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+        core.hooks.call("triograph_error", error=exc, where="http")
         return Response("Internal Server Error", status=500, content_type="text/plain")
 
     return app
@@ -370,7 +375,8 @@ async def serve_app(
     config = Config()
     # bound here, before the lifespan opens anything: a port in use is one ConfigError
     config.bind = [f"fd://{_listener(host, port, reuse_port=reuse_port).detach()}"]
-    config.accesslog = None
+    config.accesslog = None  # triograph.core.http.access logs each request, once
+    config.errorlog = logs.hypercorn_logger()
     config.include_server_header = False
     config.graceful_timeout = 2.0
     config.keep_alive_timeout = settings.limits.keep_alive_timeout

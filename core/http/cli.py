@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import attrs
 import trio
 
+from triograph.core.http import logs
+from triograph.core.http.logs import LOG_FORMATS
 from triograph.core.infra.errors import TriographError
 from triograph.core.infra.storage import backend_name
 
@@ -53,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--plugin", action="append", default=[], help="plugin module to load")
         cmd.add_argument("--max-runs", type=int, default=None, help="runs executing at once")
         cmd.add_argument("--log-level", default="INFO")
+        cmd.add_argument(
+            "--log-format",
+            choices=LOG_FORMATS,
+            default="plain",
+            help="one line per record: plain text (default) or a JSON object",
+        )
         if name == "serve":
             cmd.add_argument(
                 "--workers",
@@ -67,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     # Hypercorn's "Running on ..." comes before the start-up is known to have worked; the
     # "triograph serving ..." line below comes after
     logging.getLogger("hypercorn.error").addFilter(_not_running_on)

@@ -245,3 +245,38 @@ def triograph_run_finished(run: Run, outcome: str, error: dict[str, str] | None)
     and before ``on_completion`` deletes a stateless run. May be ``async def``. Raising is
     logged; nothing is undone.
     """
+
+
+@hookspec
+def triograph_http_request(
+    method: str, route: str | None, status: int, seconds: float, disconnected: bool
+) -> None:
+    """An HTTP request was answered (or its client went away first).
+
+    :param method: the request method (``GET``, ``POST``, ...).
+    :param route: the route template that served it, as ``/openapi.json`` spells it
+        (``/threads/{thread_id}/runs``), or None when no route of the API matched (a 404,
+        or a path the custom ``http.app`` served): never the raw path, so a metric label
+        built from it stays low-cardinality.
+    :param status: the status sent, or 0 when the client left before any was sent.
+    :param seconds: from the request's arrival to the end of its response body.
+    :param disconnected: the client left before the response was complete.
+
+    Called once per request, after the last byte, from the request's own task. Called on
+    every request, so keep it cheap; must be a plain function (an ``async def`` would not
+    be awaited). If it raises, the error is logged with the plugin name and the request is
+    unaffected.
+    """
+
+
+@hookspec
+def triograph_error(error: Exception, where: str) -> None:
+    """An unexpected error was logged: a request that failed with a 500, or a run whose
+    outcome could not be recorded.
+
+    :param error: the exception, with its traceback.
+    :param where: ``http`` (a request) or ``run`` (recording a run's outcome).
+
+    Called from the failing task, right after the error is logged; a plain function. If it
+    raises, that is logged too and nothing else happens.
+    """

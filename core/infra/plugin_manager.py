@@ -40,6 +40,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "triograph.plugins.stream_modes",
     "triograph.plugins.multitask",
     "triograph.plugins.webhooks:WebhookPlugin",
+    "triograph.plugins.runlog:RunLog",
 )
 #: the built-in plugin serving ``langgraph.json``'s ``auth`` (a ``langgraph_sdk.Auth``),
 #: registered only when that section is there: without it the server has no auth plugin
@@ -168,5 +169,14 @@ class Hooks:
                 result = impl.function(**args)
                 if inspect.isawaitable(result):
                     await result
+            except Exception:
+                log.exception("plugin %r raised in %s", impl.plugin_name, hook_name)
+
+    def call(self, hook_name: str, **kwargs: Any) -> None:
+        """:meth:`fire` for hooks whose implementations are plain functions (called on hot
+        paths, or where the caller cannot await): no ``await``, errors logged."""
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            try:
+                impl.function(**{name: kwargs[name] for name in impl.argnames})
             except Exception:
                 log.exception("plugin %r raised in %s", impl.plugin_name, hook_name)

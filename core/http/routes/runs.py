@@ -10,6 +10,7 @@ from quart import Blueprint, Response, current_app, request
 
 from triograph.core.engine.streams import parse_event_id
 from triograph.core.engine.thread_streams import mode_filter, parse_last_event_id
+from triograph.core.http.access import note_run
 from triograph.core.http.headers import ConfigurableHeaders
 from triograph.core.http.openapi import ANY_JSON, SSE, request_body, responds
 from triograph.core.http.wire import (
@@ -72,6 +73,7 @@ async def _create(
     run, handle = await core().runs.create(
         thread_id, body, request_id=request_id(), retain=background, headers=run_headers_of()
     )
+    note_run(run.run_id)
     return body, run, handle
 
 
