@@ -179,6 +179,11 @@ class ThreadStreams:
         stream = self._streams.get(thread_id)
         return 0 if stream is None else stream.subscriber_count
 
+    @property
+    def subscribers(self) -> int:
+        """Readers of every thread stream."""
+        return sum(stream.subscriber_count for stream in self._streams.values())
+
     def _forget_idle(self) -> None:
         expired = trio.current_time() - LOG_TTL
         for thread_id, stream in list(self._streams.items()):

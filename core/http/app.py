@@ -24,6 +24,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, cast
 
 import trio
+from prometheus_client import CollectorRegistry
 from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -32,6 +33,7 @@ from triograph.core.engine.cluster import LocalLink
 from triograph.core.engine.emitters import StreamModeRegistry
 from triograph.core.engine.multitask import MultitaskRegistry
 from triograph.core.engine.shared_cluster import SharedLink
+from triograph.core.engine.stats import server_stats
 from triograph.core.engine.supervisor import RunSupervisor
 from triograph.core.engine.thread_streams import ThreadStreams
 from triograph.core.http import logs
@@ -40,7 +42,7 @@ from triograph.core.http.auth import Authentication
 from triograph.core.http.cors import Cors
 from triograph.core.http.custom_app import CustomApp, load_custom_app
 from triograph.core.http.headers import ConfigurableHeaders
-from triograph.core.http.routes import assistants, crons, meta, runs, store, threads
+from triograph.core.http.routes import assistants, crons, meta, metrics, runs, store, threads
 from triograph.core.http.transport import Transport
 from triograph.core.infra import encoding
 from triograph.core.infra.auth import Access
@@ -69,6 +71,7 @@ log = logging.getLogger("triograph")
 #: ``http.disable_<name>`` (the official names) -> the blueprints it leaves out. ``/ok`` stays.
 BLUEPRINTS: tuple[tuple[str, Blueprint], ...] = (
     ("meta", meta.bp),
+    ("meta", metrics.bp),
     ("assistants", assistants.bp),
     ("threads", threads.bp),
     ("runs", runs.bp),
@@ -116,6 +119,7 @@ def build_core(settings: Settings) -> Core:
     core.store = StoreService(core)
     core.thread_streams = ThreadStreams(core)
     core.supervisor = RunSupervisor(core)
+    core.metrics = CollectorRegistry(auto_describe=True)
     return core
 
 
@@ -177,7 +181,12 @@ async def _lifetime(
             await core.supervisor.start_service(core.thread_streams.sweep)
             async with custom_lifespan:
                 services = PluginServices(
-                    settings=settings, storage=storage, start=core.supervisor.start_service
+                    settings=settings,
+                    storage=storage,
+                    start=core.supervisor.start_service,
+                    metrics=core.metrics,
+                    stats=functools.partial(server_stats, core),
+                    bridge=core.bridge,
                 )
                 await core.hooks.fire(
                     "triograph_server_startup", settings=settings, services=services

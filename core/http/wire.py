@@ -194,8 +194,11 @@ def sse_response(
     """An SSE response that drains ``sub`` (None: an empty stream); heartbeats every
     ``heartbeat`` seconds."""
 
+    c = core()  # the body runs outside the app context
+
     async def body() -> AsyncIterator[bytes]:
         finished = False
+        c.open_streams += 1
         try:
             for frame in prelude or ():
                 yield frame
@@ -216,6 +219,7 @@ def sse_response(
                     yield b"".join(e.frame(with_id=with_id) for e in events)
             finished = True
         finally:
+            c.open_streams -= 1
             if sub is not None:
                 sub.close()
             if not finished and on_disconnect is not None:

@@ -12,6 +12,7 @@ import attrs
 
 if TYPE_CHECKING:
     import pluggy
+    from prometheus_client import CollectorRegistry
 
     from triograph.core.engine.cluster import ClusterLink
     from triograph.core.engine.emitters import StreamModeRegistry
@@ -58,3 +59,7 @@ class Core:
     #: how this process coordinates with the others on its storage (a local link when none
     #: share it); set with the storage
     cluster: ClusterLink = attrs.field(default=None)
+    #: what ``GET /metrics`` exposes; plugins register on it (``PluginServices.metrics``)
+    metrics: CollectorRegistry = attrs.field(default=None)
+    #: SSE responses being sent right now
+    open_streams: int = 0

@@ -25,6 +25,8 @@ from triograph.core.infra.errors import ConfigError, PluginError
 from triograph.core.infra.registry import Registry
 
 if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
     from triograph.core.infra.graph_bridge import GraphBridge
     from triograph.core.infra.settings import Settings
     from triograph.core.infra.storage import Storage
@@ -41,6 +43,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "triograph.plugins.multitask",
     "triograph.plugins.webhooks:WebhookPlugin",
     "triograph.plugins.runlog:RunLog",
+    "triograph.plugins.metrics:Metrics",
 )
 #: the built-in plugin serving ``langgraph.json``'s ``auth`` (a ``langgraph_sdk.Auth``),
 #: registered only when that section is there: without it the server has no auth plugin
@@ -57,6 +60,28 @@ class PluginServices:
     #: ``await start(async_fn)``: run ``async_fn(task_status=...)`` in the supervisor's
     #: nursery until it returns or the server shuts down (after the runs' grace period)
     start: Callable[[Callable[..., Awaitable[Any]]], Awaitable[None]]
+    #: the registry ``GET /metrics`` exposes: register collectors on it
+    metrics: CollectorRegistry
+    #: the server's state right now (runs in flight, open streams), see :class:`ServerStats`
+    stats: Callable[[], ServerStats]
+    #: the graph loop: ``await bridge.call(make)`` runs ``make()``'s awaitable on it
+    bridge: GraphBridge
+
+
+@attrs.frozen(kw_only=True)
+class ServerStats:
+    """What this process is doing at one moment (``PluginServices.stats()``)."""
+
+    #: runs stored and waiting here: for their thread, their ``after_seconds``, or a slot
+    runs_pending: int
+    #: runs executing their graph here
+    runs_running: int
+    #: runs that may execute at once here (``--max-runs``)
+    max_runs: int
+    #: SSE responses being sent (run streams, join streams, thread streams)
+    open_streams: int
+    #: live readers of run and thread event streams (SSE, joins and waits)
+    subscribers: int
 
 
 def make_plugin_manager(

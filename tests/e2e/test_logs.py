@@ -182,9 +182,12 @@ def test_cli_json_lines_and_hypercorn_once(tmp_path: Any) -> None:
     lines = [json.loads(line) for line in stderr.read_text().splitlines()]
     assert lines, "nothing logged"
     running = [x for x in lines if x["message"].startswith("Running on http://")]
-    assert len(running) == 1 and running[0]["logger"] == "hypercorn.error"
+    assert len(running) == 1
+    assert running[0]["logger"] == "hypercorn.error"
     ok = next(x for x in lines if x["logger"] == "triograph.access" and x["route"] == "/ok")
-    assert ok["method"] == "GET" and ok["status"] == 200 and ok["level"] == "INFO"
+    assert ok["method"] == "GET"
+    assert ok["status"] == 200
+    assert ok["level"] == "INFO"
     runs = [x for x in lines if x["logger"] == "triograph.runs"]
     assert [x["outcome"] for x in runs] == ["pending", "running", "success"]
     assert all("time" in x and x["run_id"] == runs[0]["run_id"] for x in runs)
