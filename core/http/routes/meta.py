@@ -7,6 +7,8 @@ is what ``http.disable_meta`` turns off, as on the official server.
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 from importlib import metadata
 from typing import Any
 
@@ -18,23 +20,38 @@ from triograph.core.http.json_schema import Registered
 from triograph.core.http.openapi import HTML, OBJECT, responds
 from triograph.core.http.wire import core, json_response
 from triograph.core.resources.run_records import MAX_RECURSION_LIMIT
+from triograph.core.infra.errors import NotFound
 
 health = Blueprint("health", __name__)
 bp = Blueprint("meta", __name__)
 
+#: the reference page: Swagger UI 5 from the ``swagger-ui-py`` package, served by
+#: :func:`docs_asset`, so it works without internet. (Scalar, which the official server
+#: uses, ships in no PyPI package: its Python integrations load it from a CDN.)
 DOCS_HTML = """<!doctype html>
-<html>
+<html lang="en">
   <head>
     <title>triograph API reference</title>
     <meta charset="utf-8" />
     <meta name="viewport" content="width=device-width, initial-scale=1" />
+    <link rel="stylesheet" href="/docs/swagger-ui.css" />
+    <link rel="icon" type="image/png" href="/docs/favicon-32x32.png" />
   </head>
   <body>
-    <script id="api-reference" data-url="/openapi.json"></script>
-    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+    <div id="swagger-ui"></div>
+    <script src="/docs/swagger-ui-bundle.js"></script>
+    <script>
+      window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+    </script>
   </body>
 </html>
 """
+#: the files of Swagger UI the page loads, and their content types
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
 
 
 def _version(dist: str) -> str | None:
@@ -128,5 +145,22 @@ async def openapi_json() -> Response:
 @public
 @responds(HTML)
 async def docs() -> Response:
-    """An API reference page (Scalar) for ``/openapi.json``."""
+    """An API reference page (Swagger UI) for /openapi.json; works offline."""
     return Response(DOCS_HTML, content_type="text/html; charset=utf-8")
+
+
+@bp.get("/docs/<name>")
+async def docs_asset(name: str) -> Response:
+    """A file of the reference page (Swagger UI's script, style sheet and icon)."""
+    if name not in DOCS_ASSETS:
+        raise NotFound(f"no such file: {name!r}")
+    return Response(
+        _asset(name),
+        content_type=DOCS_ASSETS[name],
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    return (importlib.resources.files("swagger_ui") / "static" / name).read_bytes()

@@ -25,7 +25,7 @@ FORMATS = ("prometheus", "json")
 
 @bp.get("/metrics")
 async def metrics() -> Response:
-    """Prometheus metrics (``?format=prometheus``, the default, or ``?format=json``)."""
+    """Prometheus metrics: text by default, JSON with ?format=json."""
     fmt = request.args.get("format", "prometheus")
     if fmt not in FORMATS:
         raise InvalidRequest(f"format: {fmt!r} is not one of {list(FORMATS)}")
