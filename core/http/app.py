@@ -42,7 +42,16 @@ from triograph.core.http.auth import Authentication
 from triograph.core.http.cors import Cors
 from triograph.core.http.custom_app import CustomApp, load_custom_app
 from triograph.core.http.headers import ConfigurableHeaders
-from triograph.core.http.routes import assistants, crons, meta, metrics, runs, store, threads
+from triograph.core.http.routes import (
+    assistants,
+    crons,
+    mcp,
+    meta,
+    metrics,
+    runs,
+    store,
+    threads,
+)
 from triograph.core.http.transport import Transport
 from triograph.core.infra import encoding
 from triograph.core.infra.auth import Access
@@ -77,6 +86,7 @@ BLUEPRINTS: tuple[tuple[str, Blueprint], ...] = (
     ("runs", runs.bp),
     ("runs", crons.bp),  # cron routes live under /runs
     ("store", store.bp),
+    ("mcp", mcp.bp),
 )
 
 
@@ -151,6 +161,7 @@ async def _lifetime(
     stop: trio.Event,
     custom: CustomApp | None,
     *,
+    services: list[Callable[..., Awaitable[Any]]],
     task_status: trio.TaskStatus[None],
 ) -> None:
     settings = core.settings
@@ -179,8 +190,10 @@ async def _lifetime(
             await core.supervisor.start_service(core.crons.serve)
             await core.supervisor.start_service(core.threads.sweep_expired)
             await core.supervisor.start_service(core.thread_streams.sweep)
+            for service in services:  # the routes' own (the MCP transport's task group)
+                await core.supervisor.start_service(service)
             async with custom_lifespan:
-                services = PluginServices(
+                plugin_services = PluginServices(
                     settings=settings,
                     storage=storage,
                     start=core.supervisor.start_service,
@@ -189,7 +202,7 @@ async def _lifetime(
                     bridge=core.bridge,
                 )
                 await core.hooks.fire(
-                    "triograph_server_startup", settings=settings, services=services
+                    "triograph_server_startup", settings=settings, services=plugin_services
                 )
                 core.supervisor.ready()
                 # Everything loaded so far (graphs, libraries) lives as long as the server:
@@ -225,6 +238,10 @@ def create_app(settings: Settings) -> QuartTrio:
     for group, bp in BLUEPRINTS:
         if group not in disabled:
             app.register_blueprint(bp)
+    services: list[Callable[..., Awaitable[Any]]] = []
+    if "mcp" not in disabled:
+        app.config[mcp.CONFIG_KEY] = endpoint = mcp.McpEndpoint(core)
+        services.append(endpoint.serve)
     app.before_request(note_route)
     custom = None
     user_app = load_custom_app(settings)
@@ -257,7 +274,7 @@ def create_app(settings: Settings) -> QuartTrio:
     async def startup() -> None:
         async def lifetime(*, task_status: trio.TaskStatus[None]) -> None:
             try:
-                await _lifetime(core, stop, custom, task_status=task_status)
+                await _lifetime(core, stop, custom, services=services, task_status=task_status)
             finally:
                 done.set()
 

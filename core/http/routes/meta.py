@@ -90,6 +90,7 @@ async def info() -> Response:
                 "custom_app": c.settings.http.get("app") is not None,
                 "store_index": bool(c.settings.store.get("index")),
                 "webhooks": not c.runs.webhook_policy.delivery.disabled,
+                "mcp": "mcp" in blueprints,
                 "metrics": "metrics" in blueprints
                 and c.pm.get_plugin("triograph.plugins.metrics") is not None,
             },
