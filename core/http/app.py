@@ -43,6 +43,7 @@ from triograph.core.http.cors import Cors
 from triograph.core.http.custom_app import CustomApp, load_custom_app
 from triograph.core.http.headers import ConfigurableHeaders
 from triograph.core.http.routes import (
+    a2a,
     assistants,
     crons,
     mcp,
@@ -87,6 +88,7 @@ BLUEPRINTS: tuple[tuple[str, Blueprint], ...] = (
     ("runs", crons.bp),  # cron routes live under /runs
     ("store", store.bp),
     ("mcp", mcp.bp),
+    ("a2a", a2a.bp),
 )
 
 
@@ -242,6 +244,8 @@ def create_app(settings: Settings) -> QuartTrio:
     if "mcp" not in disabled:
         app.config[mcp.CONFIG_KEY] = endpoint = mcp.McpEndpoint(core)
         services.append(endpoint.serve)
+    if "a2a" not in disabled:
+        app.config[a2a.CONFIG_KEY] = a2a.A2AEndpoint(core)
     app.before_request(note_route)
     custom = None
     user_app = load_custom_app(settings)

@@ -91,6 +91,7 @@ async def info() -> Response:
                 "store_index": bool(c.settings.store.get("index")),
                 "webhooks": not c.runs.webhook_policy.delivery.disabled,
                 "mcp": "mcp" in blueprints,
+                "a2a": "a2a" in blueprints,
                 "metrics": "metrics" in blueprints
                 and c.pm.get_plugin("triograph.plugins.metrics") is not None,
             },
