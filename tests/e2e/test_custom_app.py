@@ -221,6 +221,8 @@ def test_disable_flags_leave_out_their_routes() -> None:
         "runs": "/threads/<thread_id>/runs",
         "store": "/store/items",
         "meta": "/openapi.json",
+        "mcp": "/mcp",
+        "a2a": "/a2a/<assistant_id>",
     }
     assert {"/ok", "/info", "/docs", "/runs/crons", *groups.values()} <= everything
     for group, rule in groups.items():
@@ -230,6 +232,7 @@ def test_disable_flags_leave_out_their_routes() -> None:
         assert {"/ok", "/"} <= left, "the health check always stays"
     assert "/runs/crons" not in rules(disable_runs=True)
     assert "/info" not in rules(disable_meta=True)
+    assert "/metrics" not in rules(disable_meta=True)
     assert rules(**{f"disable_{g}": True for g in groups}) == {"/ok", "/"}
     with pytest.raises(ConfigError, match="disable_runs"):
         create_app(example_settings(http={"disable_runs": "yes"}))
