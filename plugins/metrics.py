@@ -127,6 +127,9 @@ class Metrics:
         )
         self._stored: dict[str, float] = {}
         self._stats: Any = None
+        #: (method, route, status) -> its request counter and duration histogram: looking
+        #: children up by label values costs more than the update itself, on every request
+        self._by_request: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     # -- the collector --------------------------------------------------------------------------
 
@@ -186,9 +189,15 @@ class Metrics:
         self, method: str, route: str | None, status: int, seconds: float, disconnected: bool
     ) -> None:
         route = route or "unmatched"
-        method = method if method in _METHODS else "OTHER"
-        self.requests.labels(method, route, str(status)).inc()
-        self.request_seconds.labels(method, route).observe(seconds)
+        key = (method if method in _METHODS else "OTHER", route, status)
+        children = self._by_request.get(key)
+        if children is None:
+            children = self._by_request[key] = (
+                self.requests.labels(key[0], route, str(status)),
+                self.request_seconds.labels(key[0], route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
         if disconnected:
             self.disconnects.labels(route).inc()
 
