@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from a2a.server.context import ServerCallContext
     from a2a.server.events import Event
 
-    from triograph.core.engine.supervisor import RunHandle
+    from triograph.core.engine.handles import RunHandle
     from triograph.core.infra.context import Core
     from triograph.core.infra.models import Assistant, Run, Thread
 
