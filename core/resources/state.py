@@ -294,3 +294,60 @@ class ThreadStates:
         return [
             snapshot_to_state(await self._own_graph(thread, s, subgraphs=False)) for s in snapshots
         ]
+
+    # -- storage ------------------------------------------------------------------------------
+
+    async def storage(self, thread_id: str) -> dict[str, Any]:
+        """The bytes the thread's checkpoints occupy (``GET /threads/{id}/storage``), in the
+        official server's shape: checkpoints (the records without their channel values, with
+        their metadata), channel values (each channel version once, per channel) and pending
+        writes, of every namespace (subgraphs included).
+
+        Sizes are what the checkpointer's serializer makes of each part, measured on the
+        graph loop through the checkpointer's own ``alist``: the same measure on every
+        backend (what a backend adds around it, SQLite pages, Postgres row headers and JSONB,
+        is not counted). Every checkpoint is read, so this costs as much as the history."""
+        thread = await self.core.threads.get(validate_uuid(thread_id, "thread"))
+        checkpointer = self.core.storage.checkpointer
+        serde = checkpointer.serde
+
+        def size(value: Any) -> int:
+            return len(serde.dumps_typed(value)[1])
+
+        async def measure() -> dict[str, Any]:
+            checkpoints = writes = 0
+            checkpoint_bytes = write_bytes = 0
+            seen: set[tuple[str, str, Any]] = set()
+            channels: dict[str, dict[str, int]] = {}
+            config: Any = {"configurable": {"thread_id": thread.thread_id}}
+            async for found in checkpointer.alist(config):
+                checkpoints += 1
+                checkpoint = found.checkpoint
+                checkpoint_bytes += size({**checkpoint, "channel_values": {}})
+                checkpoint_bytes += size(found.metadata)
+                ns = found.config["configurable"].get("checkpoint_ns", "")
+                versions = checkpoint.get("channel_versions", {})
+                for channel, value in checkpoint.get("channel_values", {}).items():
+                    key = (ns, channel, versions.get(channel))
+                    if key not in seen:
+                        seen.add(key)
+                        entry = channels.setdefault(channel, {"versions": 0, "bytes": 0})
+                        entry["versions"] += 1
+                        entry["bytes"] += size(value)
+                for _task, _channel, value in found.pending_writes or ():
+                    writes += 1
+                    write_bytes += size(value)
+            value_bytes = sum(entry["bytes"] for entry in channels.values())
+            return {
+                "thread_id": thread.thread_id,
+                "total_bytes": checkpoint_bytes + value_bytes + write_bytes,
+                "checkpoints": {"count": checkpoints, "bytes": checkpoint_bytes},
+                "channel_values": {
+                    "count": len(seen),
+                    "bytes": value_bytes,
+                    "by_channel": channels,
+                },
+                "pending_writes": {"count": writes, "bytes": write_bytes},
+            }
+
+        return await self.core.bridge.call(measure)

@@ -248,6 +248,12 @@ async def copy_thread(thread_id: str) -> Response:
     return json_response(thread_wire(await core().threads.copy(thread_id), ttl=ttl))
 
 
+@bp.get("/threads/<thread_id>/storage")
+async def thread_storage(thread_id: str) -> Response:
+    """Bytes the thread's checkpoints, channel values and pending writes occupy."""
+    return json_response(await core().threads.states.storage(thread_id))
+
+
 @bp.get("/threads/<thread_id>/state")
 @responds(OBJECT)
 async def get_state(thread_id: str) -> Response:
