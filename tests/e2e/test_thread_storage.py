@@ -70,3 +70,5 @@ async def test_unknown_and_malformed_threads(server: Server) -> None:
     assert "thread" in body["detail"].lower()
     status, body = await get(server, "/openapi.json")
     assert "/threads/{thread_id}/storage" in body["paths"]
+    status, body = await get(server, "/info")
+    assert body["flags"]["thread_storage"] is True

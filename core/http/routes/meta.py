@@ -92,6 +92,7 @@ async def info() -> Response:
                 "webhooks": not c.runs.webhook_policy.delivery.disabled,
                 "mcp": "mcp" in blueprints,
                 "a2a": "a2a" in blueprints,
+                "thread_storage": "threads" in blueprints,
                 "metrics": "metrics" in blueprints
                 and c.pm.get_plugin("triograph.plugins.metrics") is not None,
             },
