@@ -12,7 +12,7 @@ import importlib.resources
 from importlib import metadata
 from typing import Any
 
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response, current_app, request
 
 from triograph.core.http import openapi
 from triograph.core.http.auth import public
@@ -20,7 +20,6 @@ from triograph.core.http.json_schema import Registered
 from triograph.core.http.openapi import HTML, OBJECT, responds
 from triograph.core.http.wire import core, json_response
 from triograph.core.resources.run_records import MAX_RECURSION_LIMIT
-from triograph.core.infra.errors import NotFound
 
 health = Blueprint("health", __name__)
 bp = Blueprint("meta", __name__)
@@ -152,11 +151,13 @@ async def docs() -> Response:
     return Response(DOCS_HTML, content_type="text/html; charset=utf-8")
 
 
-@bp.get("/docs/<name>")
-async def docs_asset(name: str) -> Response:
+@bp.get("/docs/swagger-ui-bundle.js")
+@bp.get("/docs/swagger-ui.css")
+@bp.get("/docs/favicon-32x32.png")
+@public  # the reference page's own files: as public as the page
+async def docs_asset() -> Response:
     """A file of the reference page (Swagger UI's script, style sheet and icon)."""
-    if name not in DOCS_ASSETS:
-        raise NotFound(f"no such file: {name!r}")
+    name = request.path.rpartition("/")[2]  # one of the routes above: a DOCS_ASSETS key
     return Response(
         _asset(name),
         content_type=DOCS_ASSETS[name],
