@@ -76,15 +76,19 @@ def request_body(tp: Any) -> Callable[[F], F]:
     return mark
 
 
-def responds(*answers: Any, status: int = 200) -> Callable[[F], F]:
+def responds(
+    *answers: Any, status: int = 200, errors: dict[str, Any] | None = None
+) -> Callable[[F], F]:
     """Declare what a view answers: a type (a record, ``list[Record]``, ``int``...) or a JSON
     schema (a dict) is a ``status`` JSON response; :data:`SSE` an event stream, :data:`HTML`
-    a page; an int alone
+    a page (any other media type string: a body of that type); an int alone
     a status without a body (``responds(204)``). Several are alternatives (``cancel`` answers
-    202, or 200 with the run's output when asked to wait)."""
+    202, or 200 with the run's output when asked to wait). ``errors``: the ``content`` of
+    its 4XX answers when they are not the usual ``{"detail": ...}`` (a protocol's own error
+    bodies, as MCP's JSON-RPC errors)."""
 
     def mark(view: F) -> F:
-        setattr(view, _RESPONSES_ATTR, (answers, status))
+        setattr(view, _RESPONSES_ATTR, (answers, status, errors))
         return view
 
     return mark
@@ -170,13 +174,13 @@ def _operation(
 
 
 def _responses(view: Callable[..., Any], schemas: Schemas) -> dict[str, Any]:
-    answers, status = getattr(view, _RESPONSES_ATTR, ((), 200))
+    answers, status, errors = getattr(view, _RESPONSES_ATTR, ((), 200, None))
     out: dict[str, Any] = {}
     for answer in answers:
         if isinstance(answer, int) and not isinstance(answer, bool):
             out[str(answer)] = {"description": "No content"}
             continue
-        if answer in (SSE, HTML):
+        if isinstance(answer, str):  # a media type: SSE, HTML, ...
             media: dict[str, Any] = {answer: {}}
         else:
             schema = answer if isinstance(answer, dict) else schemas.of(answer, response=True)
@@ -184,7 +188,7 @@ def _responses(view: Callable[..., Any], schemas: Schemas) -> dict[str, Any]:
         out.setdefault(str(status), {"description": "OK", "content": {}})["content"].update(media)
     if not out:  # undeclared (a custom app's route): anything
         out["default"] = {"description": "See the LangGraph Agent Server API"}
-    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    error = errors or {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     out["4XX"] = {"description": "The request was refused; detail says why", "content": error}
     return out
 

@@ -25,6 +25,7 @@ from sse_starlette.event import ensure_bytes
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request as StarletteRequest
 
+from triograph.core.http.openapi import OBJECT, SSE, responds
 from triograph.core.http.wire import SSE_HEADERS, core, json_response
 from triograph.core.infra.errors import InvalidRequest
 from triograph.core.infra.models import validate_uuid
@@ -82,6 +83,7 @@ class A2AEndpoint:
 
 
 @bp.post("/a2a/<assistant_id>")
+@responds(OBJECT, SSE)
 async def a2a(assistant_id: str) -> Response:
     """A2A JSON-RPC endpoint of an assistant (SendMessage, SendStreamingMessage, GetTask,
     CancelTask and their 0.3 names)."""
@@ -92,12 +94,14 @@ async def a2a(assistant_id: str) -> Response:
 
 @bp.get("/a2a/<assistant_id>/.well-known/agent-card.json")
 @bp.get("/a2a/<assistant_id>/.well-known/agent.json")
+@responds(OBJECT)
 async def assistant_card(assistant_id: str) -> Response:
     """The A2A agent card of an assistant."""
     return await _card(assistant_id)
 
 
 @bp.get("/.well-known/agent-card.json")
+@responds(OBJECT)
 async def card() -> Response:
     """The A2A agent card of the assistant named by ``?assistant_id=``."""
     assistant_id = request.args.get("assistant_id")

@@ -21,6 +21,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from quart import Blueprint, Response, current_app, request
 from werkzeug.datastructures import Headers
 
+from triograph.core.http.openapi import OBJECT, responds
 from triograph.core.http.wire import json_response
 from triograph.core.resources.mcp import mcp_server
 
@@ -30,6 +31,12 @@ if TYPE_CHECKING:
 bp = Blueprint("mcp", __name__)
 
 CONFIG_KEY = "TRIOGRAPH_MCP"
+#: what the SDK's transport refuses with: a JSON-RPC error (or, for a malformed request's
+#: headers, a line of text)
+JSONRPC_ERRORS = {
+    "application/json": {"schema": OBJECT},
+    "text/plain": {"schema": {"type": "string"}},
+}
 
 
 class McpEndpoint:
@@ -66,10 +73,13 @@ class McpEndpoint:
         start = next(m for m in sent if m["type"] == "http.response.start")
         headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in start["headers"]])
         payload = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        if "content-type" not in headers:  # the SDK's header checks answer in bare text
+            headers["Content-Type"] = "text/plain; charset=utf-8"
         return Response(payload, status=start["status"], headers=headers)
 
 
 @bp.route("/mcp", methods=["GET", "POST", "DELETE"])
+@responds(OBJECT, 202, errors=JSONRPC_ERRORS)
 async def mcp() -> Response:
     """Model Context Protocol (Streamable HTTP, stateless): each assistant is a tool."""
     if request.method == "GET":

@@ -155,6 +155,7 @@ async def docs() -> Response:
 @bp.get("/docs/swagger-ui.css")
 @bp.get("/docs/favicon-32x32.png")
 @public  # the reference page's own files: as public as the page
+@responds("text/javascript", "text/css", "image/png")
 async def docs_asset() -> Response:
     """A file of the reference page (Swagger UI's script, style sheet and icon)."""
     name = request.path.rpartition("/")[2]  # one of the routes above: a DOCS_ASSETS key

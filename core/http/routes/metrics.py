@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from quart import Blueprint, Response, request
 
 from triograph.core.engine.stats import server_stats
+from triograph.core.http.openapi import OBJECT, responds
 from triograph.core.http.wire import core, json_response
 from triograph.core.infra.errors import InvalidRequest
 
@@ -24,6 +25,7 @@ FORMATS = ("prometheus", "json")
 
 
 @bp.get("/metrics")
+@responds("text/plain", OBJECT)
 async def metrics() -> Response:
     """Prometheus metrics: text by default, JSON with ?format=json."""
     fmt = request.args.get("format", "prometheus")

@@ -249,6 +249,7 @@ async def copy_thread(thread_id: str) -> Response:
 
 
 @bp.get("/threads/<thread_id>/storage")
+@responds(OBJECT)
 async def thread_storage(thread_id: str) -> Response:
     """Bytes the thread's checkpoints, channel values and pending writes occupy."""
     return json_response(await core().threads.states.storage(thread_id))
