@@ -269,11 +269,17 @@ async def _me(request: Any) -> Any:
     )
 
 
+async def _me_socket(websocket: Any) -> None:
+    await websocket.accept()
+    await websocket.send_text(websocket.user.identity)
+    await websocket.close()
+
+
 def _custom_app() -> Any:
     from starlette.applications import Starlette
-    from starlette.routing import Route
+    from starlette.routing import Route, WebSocketRoute
 
-    return Starlette(routes=[Route("/me", _me)])
+    return Starlette(routes=[Route("/me", _me), WebSocketRoute("/me/socket", _me_socket)])
 
 
 custom_app = _custom_app()

@@ -17,6 +17,8 @@ import httpx
 import jwt
 import pytest
 import trio
+import wsproto
+import wsproto.events
 
 from tests import authapps
 from tests.auth import SECRET, auth_server, bearer, token
@@ -538,6 +540,57 @@ async def test_custom_routes_see_the_user(nursery: trio.Nursery) -> None:
         anonymous = await http.get("/me")
     assert me.json() == {"identity": "ann", "display": "ann", "scopes": ["read", "write"]}
     assert anonymous.status_code == 401
+
+
+async def _handshake(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    """Open a WebSocket on ``url`` (raw, with wsproto): the refusal's HTTP status and body,
+    or 101 and the first text message."""
+    parsed = httpx.URL(url)
+    client = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    stream = await trio.open_tcp_stream(parsed.host, parsed.port)
+    extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    request = wsproto.events.Request(host=parsed.host, target=parsed.path, extra_headers=extra)
+    await stream.send_all(client.send(request))
+    status, text = 0, ""
+    with trio.fail_after(10):
+        while True:
+            data = await stream.receive_some()
+            client.receive_data(data or None)
+            for event in client.events():
+                if isinstance(event, wsproto.events.RejectConnection):
+                    status = event.status_code
+                elif isinstance(event, wsproto.events.RejectData):
+                    text += event.data.decode()
+                    if event.body_finished:
+                        await stream.aclose()
+                        return status, text
+                elif isinstance(event, wsproto.events.AcceptConnection):
+                    status = 101
+                elif isinstance(event, wsproto.events.TextMessage):
+                    await stream.aclose()
+                    return status, event.data
+            if not data:
+                await stream.aclose()
+                return status, text
+
+
+async def test_websocket_handshakes_are_authenticated(nursery: trio.Nursery) -> None:
+    http_config = {"app": "tests.authapps:custom_app", "enable_custom_route_auth": True}
+    async with serving(nursery, "asyncio_native", http=http_config) as server:
+        url = server.url + "/me/socket"
+        accepted = await _handshake(url, user("ann"))
+        status, body = await _handshake(url, {})
+    assert accepted == (101, "ann")
+    assert (status, json.loads(body)) == (401, {"detail": "who are you?"})
+
+
+async def test_a_handler_taking_request_refuses_websockets(nursery: trio.Nursery) -> None:
+    """As on the official server: a WebSocket has no Starlette ``Request`` to give."""
+    http_config = {"app": "tests.authapps:custom_app", "enable_custom_route_auth": True}
+    async with serving(nursery, "recording", http=http_config) as server:
+        status, body = await _handshake(server.url + "/me/socket", user("ann"))
+    assert status == 403
+    assert "'request', which a WebSocket connection does not have" in json.loads(body)["detail"]
 
 
 async def test_the_cache_asks_authenticate_once_per_credentials(nursery: trio.Nursery) -> None:
