@@ -255,13 +255,20 @@ def check_filters(filters: Any, *, depth: int = 0) -> Filters:
 
 
 def all_of(*filters: Filters | None) -> Filters | None:
-    """The filters that hold when each of ``filters`` holds (None: no filter at all)."""
-    present = [f for f in filters if f]
-    if not present:
-        return None
-    if len(present) == 1:
-        return present[0]
-    return {"$and": present}
+    """The filter that holds when each of ``filters`` holds (None: no filter at all). The
+    keys of one filter must all hold already, so filters with no key in common are merged
+    into one (and repeated ones dropped): ``$and`` only where they overlap, keeping the
+    nesting as shallow as storage accepts."""
+    present: list[Filters] = []
+    for f in filters:
+        if f and f not in present:
+            present.append(f)
+    merged: Filters = {}
+    for f in present:
+        if merged.keys() & f.keys():
+            return {"$and": present}
+        merged.update(f)
+    return merged or None
 
 
 def scoped(filters: Filters | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 
 from triograph.core.engine.emitters import StreamModeRegistry
 from triograph.core.infra import hookspecs
-from triograph.core.infra.auth import Access, AuthContext, AuthRequest, User, acting_as
+from triograph.core.infra.auth import Access, AuthContext, AuthRequest, User, acting_as, all_of
 from triograph.core.infra.errors import Forbidden, PluginError
 from triograph.core.infra.plugin_manager import (
     DEFAULT_PLUGINS,
@@ -178,7 +178,7 @@ async def test_auth_decisions_await_and_combine() -> None:
     assert await access.authorize("threads", "read", value) is None  # nobody acts: no check
     with acting_as(user):
         filters = await access.authorize("threads", "read", value)
-        assert filters == {"$and": [{"team": "blue"}, {"owner": "ann"}]}
+        assert filters == {"team": "blue", "owner": "ann"}
         assert value == {"seen_by": "ann"}
         with pytest.raises(Forbidden):
             await access.authorize("threads", "read", {"deny": True})
@@ -196,3 +196,10 @@ def test_authorizing_without_authenticating_is_refused() -> None:
     pm.register(OnlyAuthorizes(), name="lonely")
     with pytest.raises(PluginError, match="lonely"):
         Access(Hooks(pm)).check()
+
+
+def test_filters_combine_as_shallow_as_they_can() -> None:
+    assert all_of(None, {}) is None
+    assert all_of({"a": 1}, None, {"a": 1}) == {"a": 1}
+    assert all_of({"a": 1}, {"b": {"$contains": "x"}}) == {"a": 1, "b": {"$contains": "x"}}
+    assert all_of({"a": 1}, {"a": 2}) == {"$and": [{"a": 1}, {"a": 2}]}
