@@ -268,6 +268,7 @@ class SharedLink:
                 run.run_id,
                 resumable=bool(run.kwargs.get("resumable")),
                 limit=settings.subscriber_buffer,
+                limit_bytes=settings.subscriber_buffer_bytes,
             ),
             link=self,
         )

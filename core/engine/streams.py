@@ -9,9 +9,10 @@ sequence number and an id ``<unix ms>-<seq>``, so a reconnect with ``Last-Event-
 replays exactly the events after it, never skipping two events of the same millisecond
 (the official server does, contract §13.4).
 
-Memory is bounded per subscriber: each one has a queue of at most ``limit`` events; a
-subscriber that falls further behind is dropped (its SSE response ends, and a client of a
-resumable run reconnects with its last id and loses nothing).
+Memory is bounded per subscriber: each one has a queue of at most ``limit`` events and
+``limit_bytes`` bytes of event data; a subscriber that falls further behind is dropped (its
+SSE response ends, and a client of a resumable run reconnects with its last id and loses
+nothing). A subscriber whose reader went away lets go of its queue at once.
 
 The log: a resumable run keeps every event, as it promises replay. Any other run keeps its
 first ``log_cap`` events, so that the *first* reader of a background run (``POST /runs``
@@ -30,6 +31,8 @@ import attrs
 import trio
 
 HEARTBEAT = b": heartbeat\r\n\r\n"
+#: bytes of event data a subscriber may have queued before it is dropped (by default)
+DEFAULT_LIMIT_BYTES = 1024 * 1024
 
 
 @attrs.frozen(slots=True)
@@ -76,15 +79,28 @@ def join_filter(modes: Iterable[str] | None) -> Callable[[str], bool] | None:
 
 
 class Subscription:
-    """One reader of a :class:`Broadcast`; iterate it with :meth:`receive`."""
+    """One reader of a :class:`Broadcast`; iterate it with :meth:`receive`.
+
+    Its queue holds at most ``limit`` events and ``limit_bytes`` bytes of event data (one
+    event, however large, always fits an empty queue); a subscriber that falls further
+    behind is dropped: it gets no new event, drains what it has, then ends. :meth:`close`
+    (the reader went away) lets go of everything queued at once.
+    """
 
     def __init__(
-        self, stream: Broadcast, limit: int, accepts: Callable[[str], bool] | None = None
+        self,
+        stream: Broadcast,
+        limit: int,
+        accepts: Callable[[str], bool] | None = None,
+        *,
+        limit_bytes: int = DEFAULT_LIMIT_BYTES,
     ) -> None:
         self._stream = stream
         self._limit = limit
+        self._limit_bytes = limit_bytes
         self._accepts = accepts
         self._queue: deque[Event] = deque()
+        self._bytes = 0
         self._wake: trio.Event | None = None
         self.ended = False
         self.dropped = False
@@ -94,16 +110,23 @@ class Subscription:
 
     def preload(self, events: Iterable[Event]) -> None:
         """Queue stored events (a replay) before any live one; the filter applies."""
-        self._queue.extend(e for e in events if self.accepts(e.name))
+        for event in events:
+            if self.accepts(event.name):
+                self._queue.append(event)
+                self._bytes += len(event.data)
 
     def _push(self, event: Event) -> None:
         if not self.accepts(event.name):
             return
-        if len(self._queue) >= self._limit:
+        size = len(event.data)
+        if len(self._queue) >= self._limit or (
+            self._queue and self._bytes + size > self._limit_bytes
+        ):
             self.dropped = True
             self._end()
             return
         self._queue.append(event)
+        self._bytes += size
         self._notify()
 
     def _end(self) -> None:
@@ -116,19 +139,32 @@ class Subscription:
             self._wake.set()
             self._wake = None
 
-    async def receive(self) -> list[Event]:
-        """Every queued event (at least one), or ``[]`` once the stream has ended."""
+    async def receive(self, max_bytes: int | None = None) -> list[Event]:
+        """The queued events (at least one; the oldest ones up to ``max_bytes`` of data if
+        given), or ``[]`` once the stream has ended."""
         while not self._queue:
             if self.ended:
                 return []
             self._wake = trio.Event()
             await self._wake.wait()
-        events = list(self._queue)
-        self._queue.clear()
+        if max_bytes is None or self._bytes <= max_bytes:
+            events = list(self._queue)
+            self._queue.clear()
+            self._bytes = 0
+            return events
+        events, taken = [], 0
+        while self._queue and (not events or taken + len(self._queue[0].data) <= max_bytes):
+            event = self._queue.popleft()
+            taken += len(event.data)
+            events.append(event)
+        self._bytes -= taken
         return events
 
     def close(self) -> None:
+        """The reader is gone: leave the stream and drop what was queued for it."""
         self._stream.discard(self)
+        self._queue.clear()
+        self._bytes = 0
 
 
 class Broadcast:
@@ -136,11 +172,13 @@ class Broadcast:
 
     Ids are ``<unix ms>-<seq>``: ``seq`` counts every event of the stream and the
     millisecond part never goes back, so ids increase strictly in both parts. Publishing
-    never blocks: a subscriber whose queue is full is dropped.
+    never blocks: a subscriber whose queue is full (``limit`` events or ``limit_bytes``
+    bytes) is dropped.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
         self.limit = limit
+        self.limit_bytes = limit_bytes
         self._subs: set[Subscription] = set()
         self._seq = 0
         self._last_ms = 0
@@ -172,9 +210,15 @@ class RunStream(Broadcast):
     """The events of one run; see the module docstring."""
 
     def __init__(
-        self, run_id: str, *, resumable: bool, limit: int = 4096, log_cap: int = 10_000
+        self,
+        run_id: str,
+        *,
+        resumable: bool,
+        limit: int = 4096,
+        limit_bytes: int = DEFAULT_LIMIT_BYTES,
+        log_cap: int = 10_000,
     ) -> None:
-        super().__init__(limit)
+        super().__init__(limit, limit_bytes)
         self.run_id = run_id
         self.resumable = resumable
         self.log_cap = log_cap
@@ -206,7 +250,7 @@ class RunStream(Broadcast):
                 except for the stream's first reader, who gets everything kept so far.
             modes: the join filter (``stream_mode`` of a join), or None for everything.
         """
-        sub = Subscription(self, self.limit, join_filter(modes))
+        sub = Subscription(self, self.limit, join_filter(modes), limit_bytes=self.limit_bytes)
         if after is None and not self.ever_subscribed and self.log_complete:
             after = -1  # the first reader gets the run from its start
         if after is not None and (self.resumable or self.log_complete):

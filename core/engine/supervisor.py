@@ -8,13 +8,14 @@ starts its task with ``await nursery.start(...)``, so the task exists, and
 
 A run task waits for its turn on its thread's lane (:class:`~triograph.core.engine.handles.
 ThreadLane`: one run of a thread at a time, in scheduled-start order: ``created_at``, which
-``after_seconds`` moves), then for its turn across processes (``core.cluster``), then for a
-slot under ``max_runs``, executes (see :mod:`triograph.core.engine.execution`), and finally
-records its outcome (run status, thread status, hooks) under a shielded, time-bounded scope,
-still holding the lane: the next run of the thread starts from the final checkpoints of this
-one, after a rollback's deletions. Every way of stopping a run (cancel endpoint, multitask
-interrupt/rollback, client disconnect, run deletion, shutdown) is one :meth:`RunHandle.cancel`,
-i.e. one ``CancelScope.cancel()``.
+``after_seconds`` moves), then for its turn across processes (``core.cluster``), then, its
+``metadata`` event already streamed, for a slot under ``max_runs``, executes (see
+:mod:`triograph.core.engine.execution`), and finally records its outcome (run status, thread
+status, hooks) under a shielded, time-bounded scope, still holding the lane: the next run of
+the thread starts from the final checkpoints of this one, after a rollback's deletions.
+Every way of stopping a run (cancel endpoint, multitask interrupt/rollback, client
+disconnect, run deletion, shutdown) is one :meth:`RunHandle.cancel`, i.e. one
+``CancelScope.cancel()``.
 
 No run executes before :meth:`RunSupervisor.ready` (the lifespan calls it once start-up is
 done), so the runs recovered at start-up and those the cron scheduler fires meanwhile start
@@ -37,7 +38,7 @@ from triograph.core.engine.emitters import RunInfo
 from triograph.core.engine.execution import Dispatcher, chunk_source
 from triograph.core.engine.handles import RunHandle, ThreadLane, WorkerCrashed
 from triograph.core.engine.streams import RunStream
-from triograph.core.infra import encoding
+from triograph.core.infra import encoding, heap
 from triograph.core.infra.auth import acting_as
 from triograph.core.infra.errors import BadRequest, Conflict
 from triograph.core.infra.models import CancelAction, Run, now
@@ -53,6 +54,8 @@ CLEANUP_TIMEOUT = 10.0
 FINISHED_RETENTION = 60.0
 #: seconds between two sweeps of finished runs whose retention ended
 SWEEP_INTERVAL = 5.0
+#: idle sweeps after the last finished run that return freed memory to the system
+RELEASES_AFTER_RUNS = 3
 #: the ``UserInterrupt`` message of runs stopped by a shutdown
 SHUTDOWN_REASON = "server shutting down"
 
@@ -73,15 +76,24 @@ class RunSupervisor:
         self._nursery: trio.Nursery | None = None
         self._ready = trio.Event()
         self.accepting = True
+        #: idle sweeps that still return memory to the system (see :meth:`serve`)
+        self._releases_due = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the run nursery until cancelled; sweeps expired finished runs meanwhile."""
+        """Own the run nursery until cancelled; sweeps expired finished runs meanwhile.
+
+        Once runs have finished and none is in flight, the next few sweeps give freed
+        memory back to the system (:func:`triograph.core.infra.heap.release`): the first
+        what the runs held, the later ones what their clients held until they left."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
             while True:
                 await trio.sleep(SWEEP_INTERVAL)
                 self.sweep()
+                if self._releases_due and not self._lanes:
+                    self._releases_due -= 1
+                    heap.release()
 
     def ready(self) -> None:
         """Start-up is done: runs may execute (those submitted so far waited for this)."""
@@ -140,6 +152,7 @@ class RunSupervisor:
                 run.run_id,
                 resumable=bool(run.kwargs.get("resumable")),
                 limit=self.core.settings.subscriber_buffer,
+                limit_bytes=self.core.settings.subscriber_buffer_bytes,
             ),
             retain=retain,
         )
@@ -221,8 +234,12 @@ class RunSupervisor:
                     handle.stream.continue_at(await self.core.cluster.resume_seq(run))
                 if run.attempt > self.core.settings.max_attempts:
                     raise WorkerCrashed(run, self.core.settings.max_attempts)
+                # streamed before the wait for a slot under max_runs: a client sees at once
+                # that its run exists (and gets heartbeats) however long the queue
+                metadata = {"run_id": run.run_id, "attempt": run.attempt}
+                self._emit(handle, "metadata", metadata)
                 async with self._limiter:
-                    await self._execute(handle)
+                    await self._execute(handle, metadata)
                 handle.completed = True
         except Exception as exc:
             error = exc
@@ -231,7 +248,7 @@ class RunSupervisor:
                 cleanup.deadline = trio.current_time() + CLEANUP_TIMEOUT
                 await self._finish(handle, error)
 
-    async def _execute(self, handle: RunHandle) -> None:
+    async def _execute(self, handle: RunHandle, metadata: dict[str, Any]) -> None:
         core, run = self.core, handle.run
         handle.started = True
         run.status = "running"
@@ -239,9 +256,9 @@ class RunSupervisor:
         await core.storage.runs.update(run)
         await core.hooks.fire("triograph_run_started", run=attrs.evolve(run))
         event_hook = core.hooks.has("triograph_run_event")
-        metadata = {"run_id": run.run_id, "attempt": run.attempt}
         link, unstored = core.cluster, handle.unstored
-        await self._publish(handle, "metadata", metadata, event_hook)
+        if event_hook:  # the metadata event went out before the slot; its hook goes now
+            await core.hooks.fire("triograph_run_event", run=run, event="metadata", data=metadata)
         graph_id = run.kwargs["config"]["configurable"]["graph_id"]
         graph = await core.graphs.build(
             core.bridge, graph_id, run.kwargs["config"], temporary=handle.temporary
@@ -290,16 +307,20 @@ class RunSupervisor:
 
     async def _publish(self, handle: RunHandle, name: str, payload: Any, hook: bool) -> None:
         """One event to the run's output, its stream, its thread's stream and the hook."""
+        self._emit(handle, name, payload)
+        if hook:
+            await self.core.hooks.fire(
+                "triograph_run_event", run=handle.run, event=name, data=payload
+            )
+
+    def _emit(self, handle: RunHandle, name: str, payload: Any) -> None:
+        """One event to the run's output, its stream and its thread's stream (no hook)."""
         encoded = encoding.dumps(payload)
         handle.output.observe(name, payload, encoded)
         event = handle.stream.publish(name, encoded)
         if handle.unstored is not None:
             handle.unstored.append((event.seq, name, encoded))
         self.core.thread_streams.publish(handle.run.thread_id, name, encoded)
-        if hook:
-            await self.core.hooks.fire(
-                "triograph_run_event", run=handle.run, event=name, data=payload
-            )
 
     # -- finishing ----------------------------------------------------------------------------
 
@@ -312,6 +333,7 @@ class RunSupervisor:
         handle.finishing = True
         run = handle.run
         self._leave(handle)
+        self._releases_due = RELEASES_AFTER_RUNS
         if handle.left and not handle.started:  # stored as it was: pending, for the others
             handle.stream.close()
             self._release(handle)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from triograph.core.engine.streams import Broadcast, Event, Subscription
+from triograph.core.engine.streams import DEFAULT_LIMIT_BYTES, Broadcast, Event, Subscription
 from triograph.core.infra import encoding
 from triograph.core.infra.errors import InvalidRequest
 
@@ -93,8 +93,8 @@ def mode_filter(modes: Iterable[str] | None) -> Callable[[str], bool]:
 class ThreadStream(Broadcast):
     """One watched thread: live subscribers and the bounded, time-limited log."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
+    def __init__(self, limit: int, limit_bytes: int = DEFAULT_LIMIT_BYTES) -> None:
+        super().__init__(limit, limit_bytes)
         #: (expiry time, event), oldest first
         self.log: deque[tuple[float, Event]] = deque()
         self._bytes = 0
@@ -114,7 +114,7 @@ class ThreadStream(Broadcast):
             self._bytes -= len(log.popleft()[1].data)
 
     def subscribe(self, accepts: Callable[[str], bool], after: EventKey | None) -> Subscription:
-        sub = Subscription(self, self.limit, accepts)
+        sub = Subscription(self, self.limit, accepts, limit_bytes=self.limit_bytes)
         if after is not None:
             self._trim()
             sub.preload(event for _, event in self.log if _key(event) > after)
@@ -168,10 +168,12 @@ class ThreadStreams:
         """
         stream = self._streams.get(thread_id)
         if stream is None:
-            stream = self._streams[thread_id] = ThreadStream(self.core.settings.subscriber_buffer)
+            settings = self.core.settings
+            stream = ThreadStream(settings.subscriber_buffer, settings.subscriber_buffer_bytes)
+            self._streams[thread_id] = stream
         sub = stream.subscribe(accepts, after)
-        if self._closed:
-            sub.close()
+        if self._closed:  # it drains what was kept, then ends
+            stream.discard(sub)
             sub.ended = True
         return sub
 

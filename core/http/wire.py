@@ -36,6 +36,9 @@ SSE_HEADERS = {
     "Connection": "keep-alive",
     "X-Accel-Buffering": "no",
 }
+#: bytes of event data one write of an SSE body carries at most: what a connection holds in
+#: flight (several copies, down to the socket) stays small however far its reader is behind
+SSE_CHUNK_BYTES = 64 * 1024
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -209,7 +212,7 @@ def sse_response(
             while True:
                 events: list[Any] = []
                 with trio.move_on_at(next_beat):
-                    events = await sub.receive()
+                    events = await sub.receive(SSE_CHUNK_BYTES)
                     if not events:
                         break
                 if trio.current_time() >= next_beat:

@@ -46,8 +46,10 @@ class Settings:
     storage: str = "memory"
     plugins: tuple[str, ...] = ()
     disable_plugins: tuple[str, ...] = ()
-    #: runs executing at once in this process; more wait as ``pending``
-    max_runs: int = 100
+    #: runs executing at once in this process; more wait as ``pending`` (their streams are
+    #: open already, with their ``metadata`` event and heartbeats). Agents mostly wait on
+    #: models and tools, so many fit: each executing run holds its graph's state in memory
+    max_runs: int = 1000
     #: seconds runs in flight get at shutdown before they are interrupted
     shutdown_grace: float = 5.0
     #: seconds between SSE heartbeats and between keep-alive newlines of ``/wait``
@@ -56,6 +58,9 @@ class Settings:
     resumable_ttl: float = 600.0
     #: events a live subscriber may fall behind before it is dropped
     subscriber_buffer: int = 4096
+    #: bytes of event data a live subscriber may fall behind before it is dropped (a slow
+    #: client holds at most this much of the server's memory)
+    subscriber_buffer_bytes: int = 1024 * 1024
     #: the ``store`` section of langgraph.json: ``index`` (semantic search), ``ttl``
     store: dict[str, Any] = attrs.field(factory=dict)
     #: the ``http`` section of langgraph.json: ``app`` (a custom ASGI app), ``disable_*``

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import trio
 
 from triograph.core.engine.streams import RunStream, parse_event_id
@@ -75,6 +78,52 @@ async def test_a_slow_subscriber_is_dropped_not_the_producer_blocked() -> None:
     assert slow.dropped
     assert len(await slow.receive()) == 5  # what it had, then the end
     assert await slow.receive() == []
+
+
+async def test_a_subscriber_is_dropped_past_its_byte_bound() -> None:
+    stream = RunStream("r", resumable=False, limit=1000, limit_bytes=10)
+    stream.claim()
+    slow = stream.subscribe()
+    for data in (b"aaaa", b"bbbb", b"cccc"):
+        stream.publish("values", data)
+    assert slow.dropped
+    assert [e.data for e in await slow.receive()] == [b"aaaa", b"bbbb"]
+    assert await slow.receive() == []
+
+
+async def test_one_event_larger_than_the_byte_bound_still_reaches_an_empty_queue() -> None:
+    stream = RunStream("r", resumable=False, limit_bytes=10)
+    stream.claim()
+    sub = stream.subscribe()
+    stream.publish("values", b"x" * 50)
+    assert not sub.dropped
+    assert [len(e.data) for e in await sub.receive()] == [50]
+    stream.publish("values", b"y" * 50)
+    assert not sub.dropped
+
+
+async def test_receive_takes_at_most_max_bytes_and_at_least_one_event() -> None:
+    stream = RunStream("r", resumable=False)
+    stream.claim()
+    sub = stream.subscribe()
+    for i in range(5):
+        stream.publish("values", f"{i:04}".encode())
+    assert [e.data for e in await sub.receive(max_bytes=10)] == [b"0000", b"0001"]
+    assert [e.data for e in await sub.receive(max_bytes=1)] == [b"0002"]
+    assert [e.data for e in await sub.receive()] == [b"0003", b"0004"]
+
+
+async def test_closing_a_subscription_lets_go_of_what_it_had_queued() -> None:
+    stream = RunStream("r", resumable=False)
+    stream.claim()  # no log: only the subscriber holds the events
+    sub = stream.subscribe()
+    events = [stream.publish("values", b"{}") for _ in range(3)]
+    refs = [weakref.ref(e) for e in events]
+    del events
+    sub.close()
+    gc.collect()
+    assert [ref() for ref in refs] == [None, None, None]
+    assert stream.subscriber_count == 0
 
 
 async def test_receive_waits_for_events() -> None:
