@@ -78,6 +78,11 @@ from triograph.core.resources.threads import ThreadService
 
 log = logging.getLogger("triograph")
 
+#: connections the kernel queues before we accept them. Hypercorn's default of 100 let a burst
+#: of clients (a thousand streams opened at once) overflow the queue while the server was
+#: busy; the kernel then dropped their handshakes and reset connections it had answered with
+#: SYN cookies. The kernel caps this at ``net.core.somaxconn`` (4096 on Linux 5.4 and later).
+LISTEN_BACKLOG = 65535
 #: ``http.disable_<name>`` (the official names) -> the blueprints it leaves out. ``/ok`` stays.
 BLUEPRINTS: tuple[tuple[str, Blueprint], ...] = (
     ("meta", meta.bp),
@@ -353,7 +358,7 @@ def _listener(host: str, port: int, *, reuse_port: bool) -> socket.socket:
         if reuse_port:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((host, port))
-        listener.listen(2048)
+        listener.listen(LISTEN_BACKLOG)
     except OSError as exc:
         listener.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
@@ -409,6 +414,7 @@ async def serve_app(
     config.errorlog = logs.hypercorn_logger()
     config.include_server_header = False
     config.graceful_timeout = 2.0
+    config.backlog = LISTEN_BACKLOG  # Hypercorn listens again on the socket, with its own 100
     config.keep_alive_timeout = settings.limits.keep_alive_timeout
 
     async def trigger() -> None:

@@ -17,6 +17,7 @@ from tests.concurrency import (
     FAST,
     STEP,
     checkpoints,
+    exchange,
     log_reaches,
     new_thread,
     quiet,
@@ -24,12 +25,13 @@ from tests.concurrency import (
     run_reaches,
     run_status,
     slow_input,
+    sse,
     start_slow,
     until,
     writers,
 )
 from tests.conftest import EXAMPLES, example_settings, start_server
-from tests.sdk import Server, collect
+from tests.sdk import Server, collect, get
 from triograph.core.infra.models import Run
 
 REJECTED = (
@@ -333,7 +335,8 @@ async def test_unknown_strategy_names_the_registered_ones(latest_wins_server: Se
 
 @pytest.fixture
 async def one_slot_server(nursery: trio.Nursery) -> AsyncIterator[Server]:
-    async for server in start_server(nursery, example_settings(max_runs=1, shutdown_grace=0.5)):
+    settings = example_settings(max_runs=1, shutdown_grace=0.5, heartbeat_interval=0.2)
+    async for server in start_server(nursery, settings):
         yield server
 
 
@@ -354,4 +357,26 @@ async def test_runs_beyond_max_runs_wait_as_pending_in_order(one_slot_server: Se
         history = await checkpoints(server, tid)
         spans.append((history[0]["created_at"], history[-1]["created_at"]))
     assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1))
+    await quiet(server)
+
+
+async def test_a_run_waiting_for_a_slot_streams_its_metadata_and_heartbeats(
+    one_slot_server: Server,
+) -> None:
+    server = one_slot_server
+    busy = await new_thread(server)
+    running = await start_slow(server, busy, marker="a")
+    await run_reaches(server, busy, running, "running")
+
+    def metadata_and_heartbeat(body: bytes) -> bool:
+        return b"event: metadata" in body and b": heartbeat" in body
+
+    body = {"assistant_id": "slow", "input": slow_input(FAST, "b"), "on_disconnect": "continue"}
+    waiting = await exchange(server, "POST", "/runs/stream", body, leave=metadata_and_heartbeat)
+    assert not waiting.complete
+    events = sse(waiting.body)
+    assert [name for name, _ in events] == ["metadata"]
+    run_id = events[0][1]["run_id"]
+    assert (await get(server, f"/runs/{run_id}"))[1]["status"] == "pending"
+    await server.sync(lambda c: c.runs.cancel(busy, running))
     await quiet(server)
