@@ -34,10 +34,12 @@ from triograph.core.engine.emitters import StreamModeRegistry
 from triograph.core.engine.multitask import MultitaskRegistry
 from triograph.core.engine.shared_cluster import SharedLink
 from triograph.core.engine.stats import server_stats
+from triograph.core.engine.streams import Heartbeats
 from triograph.core.engine.supervisor import RunSupervisor
 from triograph.core.engine.thread_streams import ThreadStreams
 from triograph.core.http import logs
 from triograph.core.http.access import AccessLog, note_route
+from triograph.core.http.admission import Admission
 from triograph.core.http.auth import Authentication
 from triograph.core.http.cors import Cors
 from triograph.core.http.custom_app import CustomApp, load_custom_app
@@ -78,10 +80,11 @@ from triograph.core.resources.threads import ThreadService
 
 log = logging.getLogger("triograph")
 
-#: connections the kernel queues before we accept them. Hypercorn's default of 100 let a burst
-#: of clients (a thousand streams opened at once) overflow the queue while the server was
-#: busy; the kernel then dropped their handshakes and reset connections it had answered with
-#: SYN cookies. The kernel caps this at ``net.core.somaxconn`` (4096 on Linux 5.4 and later).
+#: connections the kernel queues until we accept them (every queued one each time, see
+#: :mod:`triograph.core.http.server`). Hypercorn's default of 100 let a burst of clients (a
+#: thousand streams opened at once) overflow the queue while the server was busy; the kernel
+#: then dropped their handshakes and reset connections it had answered with SYN cookies. The
+#: kernel caps this at ``net.core.somaxconn`` (4096 on Linux 5.4 and later).
 LISTEN_BACKLOG = 65535
 #: ``http.disable_<name>`` (the official names) -> the blueprints it leaves out. ``/ok`` stays.
 BLUEPRINTS: tuple[tuple[str, Blueprint], ...] = (
@@ -135,6 +138,7 @@ def build_core(settings: Settings) -> Core:
     core.crons = CronService(core)
     core.store = StoreService(core)
     core.thread_streams = ThreadStreams(core)
+    core.heartbeats = Heartbeats(settings.heartbeat_interval)
     core.supervisor = RunSupervisor(core)
     core.metrics = CollectorRegistry(auto_describe=True)
     return core
@@ -199,6 +203,7 @@ async def _lifetime(
             await core.supervisor.start_service(core.thread_streams.sweep)
             for service in services:  # the routes' own (the MCP transport's task group)
                 await core.supervisor.start_service(service)
+            await nursery.start(core.heartbeats.serve)  # open streams outlive the runs
             async with custom_lifespan:
                 plugin_services = PluginServices(
                     settings=settings,
@@ -223,6 +228,7 @@ async def _lifetime(
                 with trio.CancelScope(shield=True):
                     await core.supervisor.shutdown(settings.shutdown_grace)
                     await core.hooks.fire("triograph_server_shutdown", settings=settings)
+                nursery.cancel_scope.cancel()  # the heartbeat timer
 
 
 def create_app(settings: Settings) -> QuartTrio:
@@ -252,6 +258,8 @@ def create_app(settings: Settings) -> QuartTrio:
     if "a2a" not in disabled:
         app.config[a2a.CONFIG_KEY] = a2a.A2AEndpoint(core)
     app.before_request(note_route)
+    # under a burst, API requests are answered in arrival order (the custom app is outside)
+    app.asgi_app = Admission(cast("ASGIApp", app.asgi_app))  # type: ignore[method-assign,assignment]
     custom = None
     user_app = load_custom_app(settings)
     if user_app is not None:
@@ -403,18 +411,18 @@ async def serve_app(
     ``reuse_port``: listen with ``SO_REUSEPORT``, beside the other workers of ``serve
     --workers`` on the same port (the kernel spreads the connections over them)."""
     from hypercorn.config import Config
-    from hypercorn.trio import serve as hypercorn_serve
+
+    from triograph.core.http import server
 
     core = app_core(app)
     settings = core.settings
     config = Config()
     # bound here, before the lifespan opens anything: a port in use is one ConfigError
-    config.bind = [f"fd://{_listener(host, port, reuse_port=reuse_port).detach()}"]
+    listener = _listener(host, port, reuse_port=reuse_port)
     config.accesslog = None  # triograph.core.http.access logs each request, once
     config.errorlog = logs.hypercorn_logger()
     config.include_server_header = False
     config.graceful_timeout = 2.0
-    config.backlog = LISTEN_BACKLOG  # Hypercorn listens again on the socket, with its own 100
     config.keep_alive_timeout = settings.limits.keep_alive_timeout
 
     async def trigger() -> None:
@@ -428,7 +436,7 @@ async def serve_app(
         # only a start-up that worked is reported (a failed one is raised just after)
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(
-                functools.partial(hypercorn_serve, app, config, shutdown_trigger=trigger)
+                functools.partial(server.serve, app, config, listener, shutdown_trigger=trigger)
             )
             if core.startup_failure is None:
                 task_status.started(urls)

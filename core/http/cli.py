@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("hypercorn.error").addFilter(_not_running_on)
     from hypercorn.utils import LifespanFailureError
 
+    from triograph.core.http import server
     from triograph.core.http.app import app_core, create_app, serve_app
     from triograph.core.infra.settings import load_settings
 
@@ -109,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if workers > 1 and not worker:
         return _supervise_workers(list(argv if argv is not None else sys.argv[1:]), args)
+    server.raise_open_file_limit()  # one descriptor per connection
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:

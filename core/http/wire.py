@@ -25,7 +25,7 @@ from triograph.core.infra.limits import check_body
 from triograph.core.infra.models import structure
 
 if TYPE_CHECKING:
-    from triograph.core.engine.streams import Subscription
+    from triograph.core.engine.streams import Heartbeats, Subscription
     from triograph.core.infra.context import Core
     from triograph.core.infra.models import Run
 
@@ -189,13 +189,13 @@ def sse_response(
     sub: Subscription | None,
     *,
     with_id: bool,
-    heartbeat: float,
+    heartbeats: Heartbeats,
     headers: dict[str, str],
     on_disconnect: Callable[[], None] | None = None,
     prelude: list[bytes] | None = None,
 ) -> Response:
-    """An SSE response that drains ``sub`` (None: an empty stream); heartbeats every
-    ``heartbeat`` seconds."""
+    """An SSE response that drains ``sub`` (None: an empty stream), with a heartbeat each
+    time ``heartbeats`` pokes it."""
 
     c = core()  # the body runs outside the app context
 
@@ -208,18 +208,16 @@ def sse_response(
             if sub is None:
                 finished = True
                 return
-            next_beat = trio.current_time() + heartbeat
+            heartbeats.add(sub)
             while True:
-                events: list[Any] = []
-                with trio.move_on_at(next_beat):
-                    events = await sub.receive(SSE_CHUNK_BYTES)
-                    if not events:
-                        break
-                if trio.current_time() >= next_beat:
-                    next_beat = trio.current_time() + heartbeat
+                events = await sub.receive(SSE_CHUNK_BYTES)
+                if sub.beat:
+                    sub.beat = False
                     yield HEARTBEAT
                 if events:
                     yield b"".join(e.frame(with_id=with_id) for e in events)
+                elif sub.ended:
+                    break
             finished = True
         finally:
             c.open_streams -= 1

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from triograph.core.engine.cluster import ClusterLink
     from triograph.core.engine.emitters import StreamModeRegistry
     from triograph.core.engine.multitask import MultitaskRegistry
+    from triograph.core.engine.streams import Heartbeats
     from triograph.core.engine.supervisor import RunSupervisor
     from triograph.core.engine.thread_streams import ThreadStreams
     from triograph.core.infra.auth import Access
@@ -56,6 +57,8 @@ class Core:
     crons: CronService = attrs.field(default=None)
     store: StoreService = attrs.field(default=None)
     thread_streams: ThreadStreams = attrs.field(default=None)
+    #: the one timer of every open SSE response's heartbeats
+    heartbeats: Heartbeats = attrs.field(default=None)
     #: how this process coordinates with the others on its storage (a local link when none
     #: share it); set with the storage
     cluster: ClusterLink = attrs.field(default=None)

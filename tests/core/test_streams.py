@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gc
 import weakref
+from typing import Any
 
 import trio
+import trio.testing
 
-from triograph.core.engine.streams import RunStream, parse_event_id
+from triograph.core.engine.streams import Heartbeats, RunStream, parse_event_id
 
 
 def _publish(stream: RunStream, n: int, name: str = "values") -> None:
@@ -148,3 +150,34 @@ def test_parse_event_id() -> None:
     assert parse_event_id("1795287465261-7") == 7
     for from_start in ("-", "-1", "garbage", "12-x"):
         assert parse_event_id(from_start) == -1
+
+
+async def test_heartbeats_poke_each_open_subscription_every_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stream = RunStream("r", resumable=False)
+    stream.claim()
+    beats = Heartbeats(interval=5.0)
+    first, second = stream.subscribe(), stream.subscribe()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(beats.serve)
+        beats.add(first)
+        await trio.sleep(2.0)
+        beats.add(second)
+        seen: list[tuple[str, float]] = []
+
+        async def reader(name: str, sub: Any) -> None:
+            while True:
+                assert await sub.receive() == []  # no event: only heartbeats wake it
+                if sub.beat:
+                    sub.beat = False
+                    seen.append((name, trio.current_time()))
+
+        nursery.start_soon(reader, "first", first)
+        nursery.start_soon(reader, "second", second)
+        await trio.sleep(16.0)
+        first.close()  # no more heartbeats: its reader waits for good
+        await trio.sleep(10.0)
+        nursery.cancel_scope.cancel()
+    times = {name: [round(t) for n, t in seen if n == name] for name in ("first", "second")}
+    assert times == {"first": [5, 10, 15], "second": [7, 12, 17, 22, 27]}

@@ -89,7 +89,7 @@ def _stream_response(body: RunCreate, handle: RunHandle, *, stateless: bool) -> 
     return sse_response(
         sub,
         with_id=handle.stream.resumable,
-        heartbeat=core().settings.heartbeat_interval,
+        heartbeats=core().heartbeats,
         headers={**SSE_HEADERS, **headers},
         on_disconnect=_canceller(handle, body.on_disconnect == "cancel"),
     )
@@ -191,12 +191,12 @@ async def join_run(thread_id: str, run_id: str) -> Response:
 
 
 async def _join_stream(handle: RunHandle | None, location: dict[str, str]) -> Response:
-    settings = core().settings
+    c = core()
     if handle is None:  # finished long ago: nothing to stream
         return sse_response(
             None,
             with_id=False,
-            heartbeat=settings.heartbeat_interval,
+            heartbeats=c.heartbeats,
             headers={**SSE_HEADERS, **location},
         )
     after = parse_event_id(request.headers.get("Last-Event-ID"))
@@ -204,7 +204,7 @@ async def _join_stream(handle: RunHandle | None, location: dict[str, str]) -> Re
     return sse_response(
         sub,
         with_id=handle.stream.resumable,
-        heartbeat=settings.heartbeat_interval,
+        heartbeats=c.heartbeats,
         headers={**SSE_HEADERS, **location},
         on_disconnect=_canceller(handle, qbool("cancel_on_disconnect")),
     )
@@ -231,9 +231,7 @@ async def join_thread_stream(thread_id: str) -> Response:
     after = parse_last_event_id(request.headers.get("Last-Event-ID"))
     thread = await c.threads.get(thread_id)
     sub = c.thread_streams.subscribe(thread.thread_id, accepts=accepts, after=after)
-    return sse_response(
-        sub, with_id=True, heartbeat=c.settings.heartbeat_interval, headers=SSE_HEADERS
-    )
+    return sse_response(sub, with_id=True, heartbeats=c.heartbeats, headers=SSE_HEADERS)
 
 
 # -- stateless --------------------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""Admission: requests are handled in the order they arrived when more arrive than fit.
+
+Trio runs every ready task a step at a time, in turn. When ten thousand requests arrive at
+once (clients opening their streams), every one of them would advance a step per turn, and
+all would get their answers late and together: the first stream opened after as long as
+the last. :class:`Admission` lets at most :data:`LIMIT` requests be handled at once, in
+the order they arrived (``trio.CapacityLimiter`` is fair); a request holds its place only
+until its response starts (the headers go out), so a long stream or a ``/wait`` occupies
+no place while it waits for its run. Under a burst the first requests are answered at the
+server's full speed while the later ones wait their turn, cheaply.
+
+Health checks (``GET /ok``, ``/info``, ``/metrics``) go past the queue, so a burst never
+makes the server look dead. The custom ``http.app`` is mounted outside this layer: its
+routes are the user's own and may hold a request open before answering.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from triograph.core.infra.graph_bridge import ASGIApp
+
+#: requests handled at once until their response starts; more wait in arrival order
+LIMIT = 64
+#: paths answered without waiting (cheap, and what a load balancer polls)
+BYPASS = frozenset({"/ok", "/info", "/metrics"})
+
+
+class Admission:
+    """ASGI middleware around the API app; see the module docstring."""
+
+    def __init__(self, app: ASGIApp, limit: int = LIMIT) -> None:
+        self.app = app
+        self.limiter = trio.CapacityLimiter(limit)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in BYPASS:
+            await self.app(scope, receive, send)
+            return
+        place = object()
+        await self.limiter.acquire_on_behalf_of(place)
+        held = True
+
+        async def started(message: dict[str, Any]) -> None:
+            nonlocal held
+            if held and message["type"] == "http.response.start":
+                held = False
+                self.limiter.release_on_behalf_of(place)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, started)
+        finally:
+            if held:
+                self.limiter.release_on_behalf_of(place)

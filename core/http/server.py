@@ -1,0 +1,137 @@
+"""Serving the app: Hypercorn's Trio worker with an accept loop that keeps up with bursts.
+
+Hypercorn's own worker (``hypercorn.trio.run.worker_serve``) accepts through
+``trio.serve_listeners``: one connection per turn of Trio's scheduler. A turn runs every
+task that is ready, so while thousands of connections are being served a turn takes long
+and the kernel's accept queue (capped by ``net.core.somaxconn``, 4096 by default) fills
+up: the kernel then drops new handshakes, and resets connections it answered with SYN
+cookies. A thousand SSE clients connecting at once lost a tenth of their connections that
+way. :func:`serve` is the same worker (Hypercorn's lifespan, connection and protocol
+classes, its graceful shutdown) around an accept loop of ours that takes every connection
+the kernel has queued each time the listening socket is ready, and hands each to its own
+task in the server nursery.
+
+Accept errors that mean "out of resources" (no descriptors, no memory) are logged and
+retried after :data:`BACKOFF` seconds, as ``trio.serve_listeners`` does; others stop the
+server. :func:`raise_open_file_limit` lifts the process's soft limit on descriptors to its
+hard limit (often 1,024 and 524,288): one descriptor per connection.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import socket
+import sys
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+
+log = logging.getLogger("triograph.server")
+
+#: seconds before accepting again after the process ran out of descriptors or memory
+BACKOFF = 0.1
+#: accept errors that mean a resource ran out: wait and retry
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+#: accept errors about one connection that went away before it was accepted
+_GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+
+
+async def serve(
+    app: Any,
+    config: Config,
+    listener: socket.socket,
+    *,
+    shutdown_trigger: Any,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ASGI ``app`` on the listening socket ``listener`` until ``shutdown_trigger()``
+    returns, then shut down gracefully (``config.graceful_timeout`` for the connections,
+    then the app's lifespan shutdown). ``task_status`` gets the served URL once the app's
+    start-up is done.
+
+    Resource handling: ``listener`` is owned from here on and closed on exit; every
+    connection runs in a task of the server nursery this call opens.
+    """
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, lifespan_state)
+    context = WorkerContext(None)
+    listener.setblocking(False)
+    with listener:
+        async with trio.open_nursery() as lifespan_nursery:
+            await lifespan_nursery.start(lifespan.handle_lifespan)
+            await lifespan.wait_for_startup()
+            async with trio.open_nursery() as server_nursery:
+                handler = functools.partial(
+                    TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy())
+                )
+                task_status.started(
+                    [f"http://{repr_socket_addr(listener.family, listener.getsockname())}"]
+                )
+                try:
+                    async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                        nursery.start_soon(raise_shutdown, shutdown_trigger)
+                        nursery.start_soon(raise_shutdown, context.terminate.wait)
+                        nursery.start_soon(_accept, listener, handler, server_nursery)
+                except BaseExceptionGroup as group:
+                    _, others = group.split((ShutdownError, KeyboardInterrupt))
+                    if others is not None:
+                        raise others from None
+                finally:
+                    await context.terminated.set()
+                    server_nursery.cancel_scope.deadline = (
+                        trio.current_time() + config.graceful_timeout
+                    )
+            await lifespan.wait_for_shutdown()
+            lifespan_nursery.cancel_scope.cancel()
+
+
+async def _accept(listener: socket.socket, handler: Any, nursery: trio.Nursery) -> None:
+    """Accept every queued connection each time ``listener`` is readable; each one is served
+    by ``handler(stream)`` in ``nursery`` and closed (forcefully) when that returns."""
+    while True:
+        await trio.lowlevel.wait_readable(listener)
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    continue
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                log.error("accepting connections: %s; retrying in %.1f s", exc, BACKOFF)
+                await trio.sleep(BACKOFF)
+                break
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+            nursery.start_soon(_serve_one, handler, stream)
+
+
+async def _serve_one(handler: Any, stream: trio.SocketStream) -> None:
+    try:
+        await handler(stream)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def raise_open_file_limit() -> None:
+    """Lift the soft limit on open descriptors to the hard limit (Unix; a no-op elsewhere)."""
+    if sys.platform == "win32":
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard and hard != resource.RLIM_INFINITY:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open file limit from %d to %d: %s", soft, hard, exc)
