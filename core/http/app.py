@@ -228,7 +228,7 @@ async def _lifetime(
                 with trio.CancelScope(shield=True):
                     await core.supervisor.shutdown(settings.shutdown_grace)
                     await core.hooks.fire("triograph_server_shutdown", settings=settings)
-                nursery.cancel_scope.cancel()  # the heartbeat timer
+            nursery.cancel_scope.cancel()  # the heartbeat timer
 
 
 def create_app(settings: Settings) -> QuartTrio:
