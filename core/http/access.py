@@ -25,7 +25,14 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from quart import request
-from quart.wrappers import ClientDisconnectedError
+
+try:  # Quart 0.23; 0.22 (the newest on Python 3.11) has no such error and logs nothing
+    from quart.wrappers import ClientDisconnectedError  # type: ignore[attr-defined,unused-ignore]
+except ImportError:  # pragma: no cover - Quart 0.22
+
+    class ClientDisconnectedError(Exception):  # type: ignore[no-redef,unused-ignore]
+        """Never raised: stands in for Quart 0.23's error on Quart 0.22."""
+
 
 if TYPE_CHECKING:
     from triograph.core.infra.graph_bridge import ASGIApp, Message, Receive, Send

@@ -149,15 +149,17 @@ class _App(QuartTrio):
     cannot be opened, say) is not logged with a traceback (the command line says it in one
     line: ``Core.startup_failure``), and ``OPTIONS`` answers for the route it matched."""
 
-    def log_exception(self, ctx: Any, exception_info: Any) -> None:
-        if isinstance(exception_info[1], TriographError):
+    # Quart 0.23 (Python 3.13) passes the app context first, Quart 0.22 (the newest on 3.11)
+    # does not: both overrides take what they are given and pass it on unchanged.
+    def log_exception(self, *args: Any) -> None:
+        if isinstance(args[-1][1], TriographError):
             return
-        super().log_exception(ctx, exception_info)
+        super().log_exception(*args)
 
-    async def make_default_options_response(self, ctx: Any) -> Response:
+    async def make_default_options_response(self, *args: Any) -> Response:
         """``Allow`` lists the methods of the route the path matched, not of every route
         whose pattern it fits (``/assistants/search`` also fits ``/assistants/<id>``)."""
-        matched = ctx.request.url_rule
+        matched = request.url_rule
         methods = {
             method
             for rule in self.url_map.iter_rules()
