@@ -1,8 +1,7 @@
 """The seed documents' ``agent``: refine a topic, then tell a joke about it."""
 
-from typing import TypedDict
-
 from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict  # pydantic builds the JSON schema on Python < 3.12 too
 
 
 class State(TypedDict, total=False):

@@ -1,11 +1,12 @@
 """``chat``: one node calling a fake streaming chat model (no network, no API key)."""
 
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict  # pydantic builds the JSON schema on Python < 3.12 too
 
 
 class State(TypedDict):

@@ -1,9 +1,8 @@
 """``custom``: a node that writes progress through the stream writer."""
 
-from typing import TypedDict
-
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict  # pydantic builds the JSON schema on Python < 3.12 too
 
 
 class State(TypedDict, total=False):

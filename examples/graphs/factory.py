@@ -1,8 +1,9 @@
 """``factory``: a graph factory, rebuilt for every run from the run's config."""
 
-from typing import Any, TypedDict
+from typing import Any
 
 from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict  # pydantic builds the JSON schema on Python < 3.12 too
 
 
 class State(TypedDict, total=False):

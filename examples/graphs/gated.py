@@ -6,9 +6,10 @@ create the file once the server that takes over should let it finish."""
 import asyncio
 import operator
 import os
-from typing import Annotated, TypedDict
+from typing import Annotated
 
 from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict  # pydantic builds the JSON schema on Python < 3.12 too
 
 
 class State(TypedDict, total=False):

@@ -1,9 +1,8 @@
 """``interrupter``: asks a question with ``interrupt()`` and answers with the resume value."""
 
-from typing import TypedDict
-
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
+from typing_extensions import TypedDict  # pydantic builds the JSON schema on Python < 3.12 too
 
 
 class State(TypedDict, total=False):

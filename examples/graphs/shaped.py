@@ -5,9 +5,10 @@ each appends its name to ``trail``. An assistant's drawing and schemas therefore
 graph its own config makes.
 """
 
-from typing import Any, TypedDict
+from typing import Any
 
 from langgraph.graph import START, StateGraph
+from typing_extensions import TypedDict  # pydantic builds the JSON schema on Python < 3.12 too
 
 
 class State(TypedDict, total=False):

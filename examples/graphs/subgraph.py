@@ -1,8 +1,7 @@
 """``subgraph``: the seed's parent graph whose node ``node_2`` is a compiled subgraph."""
 
-from typing import TypedDict
-
 from langgraph.graph import START, StateGraph
+from typing_extensions import TypedDict  # pydantic builds the JSON schema on Python < 3.12 too
 
 
 class SubgraphState(TypedDict):

@@ -4,10 +4,9 @@ Exercises nested state (``GET /threads/{id}/state?subgraphs=true``), interrupts 
 the subgraph's task id, and state updates on subgraph checkpoints.
 """
 
-from typing import TypedDict
-
 from langgraph.graph import START, StateGraph
 from langgraph.types import interrupt
+from typing_extensions import TypedDict  # pydantic builds the JSON schema on Python < 3.12 too
 
 
 class State(TypedDict):

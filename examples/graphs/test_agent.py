@@ -5,9 +5,8 @@
 ``"checked"``, as in the seeds' outputs.
 """
 
-from typing import TypedDict
-
 from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict  # pydantic builds the JSON schema on Python < 3.12 too
 
 
 class State(TypedDict):
