@@ -35,6 +35,14 @@ def checkpoint_ref(config: Any, *, with_map: bool = True) -> dict[str, Any] | No
     return ref
 
 
+def _task_checkpoint(config: Any) -> dict[str, Any]:
+    """The checkpoint a subgraph task will write, as far as it is known: a task that has
+    not run yet has no ``checkpoint_id`` (the key is left out, as on the official server)."""
+    conf = config.get("configurable", {})
+    keys = ("checkpoint_id", "thread_id", "checkpoint_ns", "checkpoint_map")
+    return {key: conf[key] for key in keys if key in conf}
+
+
 def snapshot_to_state(snapshot: StateSnapshot) -> dict[str, Any]:
     """A LangGraph ``StateSnapshot`` as the ThreadState object of contract §4.1."""
     from langgraph.types import StateSnapshot
@@ -52,7 +60,7 @@ def snapshot_to_state(snapshot: StateSnapshot) -> dict[str, Any]:
                 if task.error is None or isinstance(task.error, str)
                 else repr(task.error),
                 "interrupts": [interrupt_of(i) for i in task.interrupts],
-                "checkpoint": checkpoint_ref(state) if isinstance(state, dict) else None,
+                "checkpoint": _task_checkpoint(state) if isinstance(state, dict) else None,
                 "state": snapshot_to_state(state) if isinstance(state, StateSnapshot) else None,
                 "result": task.result,
             }

@@ -8,7 +8,7 @@ the Trio side: routing, the 404 fall-through, and the app's lifespan inside ours
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -18,12 +18,15 @@ from werkzeug.routing import Map, MapAdapter
 
 from triograph.core.infra.errors import ConfigError
 from triograph.core.infra.graph_bridge import (
+    API_SCOPE_KEY,
     CLEANUP_TIMEOUT,
     ASGIApp,
     GraphBridge,
     Message,
     Receive,
     Send,
+    TrioAsgi,
+    call_api_from_scope,
 )
 from triograph.core.infra.settings import Settings, import_object
 
@@ -55,12 +58,26 @@ class _Exchange:
         self.kept: list[Message] | None = [] if probe else None
         self.started = False
         self.fell_through = False
+        self._receiving = 0
+        self._body_in = False
 
     async def receive(self) -> Message:
-        message = await self._receive()
+        self._receiving += 1
+        try:
+            message = await self._receive()
+        finally:
+            self._receiving -= 1
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._body_in = True
         if self.kept is not None:
             self.kept.append(message)
         return message
+
+    async def _drain(self) -> None:
+        """Read what is left of a request body the custom app answered without reading
+        (unless it is reading it itself), so the connection can serve the next request."""
+        while not self._body_in and not self._receiving:
+            await self.receive()
 
     async def send(self, message: Message) -> None:
         if self.fell_through:
@@ -71,6 +88,8 @@ class _Exchange:
                 return
             self.kept = None
         self.started = True
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            await self._drain()
         await self._send(message)
 
     async def replay(self) -> Message:
@@ -99,16 +118,33 @@ class CustomApp:
         self._url_map = url_map
         self._routes: MapAdapter | None = None
         self._state: dict[str, Any] = {}
+        #: a Starlette (or FastAPI) app: the API is its router's fall-back, so the app's
+        #: middleware runs for the API's routes too, as on the official server
+        self.wraps_api = _route_rest_to_api(app)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # ours; the custom app's runs inside it
             await self.api(scope, receive, send)
+            return
+        if self.wraps_api and scope["type"] == "http":
+            await self._wrapping(scope, receive, send)
             return
         probe = scope["type"] == "http" and self._api_serves(scope)
         exchange = _Exchange(receive, send, probe=probe)
         await self._run({**scope, "state": dict(self._state)}, exchange)
         if exchange.fell_through:
             await self.api(scope, exchange.replay, send)
+
+    async def _wrapping(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        """The request goes through the custom app; what its router has no route for comes
+        back to the API (in this task's context: the request's user) through its
+        middleware, which may have changed the request or changes the response."""
+        api = TrioAsgi(self.bridge, self.api)
+        exchange = _Exchange(receive, send, probe=False)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(api.serve)
+            await self._run({**scope, "state": dict(self._state), API_SCOPE_KEY: api.app}, exchange)
+            nursery.cancel_scope.cancel()
 
     def _api_serves(self, scope: dict[str, Any]) -> bool:
         if self._routes is None:
@@ -177,7 +213,10 @@ class CustomApp:
                 started.set()
                 stopped.set()
 
+        loopback = TrioAsgi(self.bridge, _without_root_path(self.api))
+        _bind_sdk_loopback(loopback.app)
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(loopback.serve)
             nursery.start_soon(run)
             await started.wait()
             if failure:
@@ -192,3 +231,49 @@ class CustomApp:
                     nursery.cancel_scope.cancel()
         if failure:
             raise ConfigError(f"the custom http.app failed to start: {failure[0]}")
+
+
+def _route_rest_to_api(app: ASGIApp) -> bool:
+    """Make the API the fall-back of a Starlette-style app's router (``app.router.default``,
+    which answers what no route matches); False for an app without one."""
+    router = getattr(app, "router", None)
+    if router is None or not hasattr(router, "default"):
+        return False
+    router.default = call_api_from_scope
+    return True
+
+
+def _without_root_path(app: ASGIApp) -> ASGIApp:
+    """The SDK's in-process client sends ``root_path`` ``/noauth`` (no auth on the official
+    server; ours is outside the app it reaches), which the API's routing must not see."""
+
+    async def api(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        await app({**scope, "root_path": ""}, receive, send)
+
+    return api
+
+
+#: the API the SDK's in-process client reaches (the newest server's, in a process that
+#: starts several, as tests do)
+_loopback: list[ASGIApp] = []
+
+
+def _bind_sdk_loopback(api: ASGIApp) -> None:
+    """``langgraph_sdk.get_client()`` without a URL, called in the server (a custom route, a
+    graph node), reaches this server in process, as on the official server. The SDK makes
+    an ASGI transport for it and, outside the official server, leaves its app unset until
+    the server supplies one; the transport factory it uses is given ours here (once)."""
+    try:
+        from langgraph_sdk._async import client as sdk_client
+    except ImportError:  # pragma: no cover - the SDK is a dependency
+        return
+    first = not _loopback
+    _loopback[:] = [api]
+    if not first:
+        return
+    make: Callable[[], Any] = sdk_client.get_asgi_transport  # type: ignore[attr-defined]
+
+    def transport(app: ASGIApp | None = None, **kwargs: Any) -> Any:
+        return make()(app if app is not None else _loopback[0], **kwargs)
+
+    sdk_client.get_asgi_transport = lambda: transport  # type: ignore[attr-defined,assignment]

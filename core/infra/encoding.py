@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
-# Exception classes whose message is shown to clients; any other class is reported as
-# "An internal error occurred" so a stack's secrets do not leak (contract §6.3).
+# Exception classes whose message is shown to clients, with their subclasses (a graph's
+# ``class CustomError(RuntimeError)`` too); any other class is reported as "An internal
+# error occurred" so a stack's secrets do not leak (contract §6.3).
 _SHOWN_ERRORS = frozenset(
     {
         "ValueError",
@@ -42,7 +43,8 @@ _SHOWN_ERRORS = frozenset(
 def error_payload(exc: BaseException) -> dict[str, str]:
     """``{"error": <class name>, "message": <text>}`` as the ``error`` event carries it."""
     name = type(exc).__name__
-    message = str(exc) if name in _SHOWN_ERRORS else "An internal error occurred"
+    shown = any(cls.__name__ in _SHOWN_ERRORS for cls in type(exc).__mro__)
+    message = str(exc) if shown else "An internal error occurred"
     if name == "KeyError" and exc.args:
         message = repr(exc.args[0])
     return {"error": name, "message": message}

@@ -308,6 +308,95 @@ class _AsgiRelay:
             await job.settle()
 
 
+class TrioAsgi:
+    """A Trio ASGI app made callable from the graph loop: the reverse of :meth:`GraphBridge.asgi`.
+
+    :attr:`app` is an asyncio ASGI callable; each call runs ``app`` in a Trio task that
+    :meth:`serve` starts (so it runs in the context of the task serving, where the request's
+    user is known), with the caller's ``receive``/``send`` performed on the graph loop. The
+    asyncio caller returns when the Trio app does; cancelling it cancels the Trio app. A
+    custom ``http.app`` reaches the API through it (its router's fall-back, the SDK's
+    in-process client).
+    """
+
+    def __init__(self, bridge: GraphBridge, app: ASGIApp) -> None:
+        self._bridge, self._trio_app = bridge, app
+        self._token = trio.lowlevel.current_trio_token()
+        self._calls_in, self._calls = trio.open_memory_channel[
+            tuple[dict[str, Any], Receive, Send, asyncio.Future[None], trio.CancelScope]
+        ](math.inf)
+
+    # -- asyncio side --
+    async def app(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        scope_ = trio.CancelScope()
+        try:
+            self._token.run_sync_soon(
+                self._calls_in.send_nowait, (scope, receive, send, done, scope_)
+            )
+        except trio.RunFinishedError:
+            raise OSError("the server is shutting down") from None
+        try:
+            await done
+        except asyncio.CancelledError:
+            with suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(scope_.cancel)
+            raise
+
+    # -- Trio side --
+    async def serve(self) -> None:
+        """Run the calls made to :attr:`app` until cancelled (then they are cancelled too)."""
+        async with trio.open_nursery() as nursery:
+            async for call in self._calls:
+                nursery.start_soon(self._run, *call)
+
+    async def _run(
+        self,
+        scope: dict[str, Any],
+        receive: Receive,
+        send: Send,
+        done: asyncio.Future[None],
+        cancel_scope: trio.CancelScope,
+    ) -> None:
+        bridge = self._bridge
+
+        async def trio_receive() -> Message:
+            return await bridge.call(receive)
+
+        async def trio_send(message: Message) -> None:
+            await bridge.call(lambda: send(message))
+
+        error: BaseException | None = None
+        try:
+            with cancel_scope:
+                await self._trio_app(scope, trio_receive, trio_send)
+        except Exception as exc:
+            error = exc
+        finally:
+            bridge.loop.call_soon_threadsafe(_settle_future, done, error)
+
+
+def _settle_future(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+async def call_api_from_scope(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """An asyncio ASGI app that hands the request to the ASGI callable at ``scope`` key
+    ``triograph.api`` (a :class:`TrioAsgi` app): the fall-back a custom ``http.app``'s
+    router gets, so requests it has no route for reach the API through its middleware."""
+    await scope[API_SCOPE_KEY](scope, receive, send)
+
+
+#: the scope key under which a custom ``http.app`` finds the API (:func:`call_api_from_scope`)
+API_SCOPE_KEY = "triograph.api"
+
+
 class GraphBridge:
     """Owns the asyncio loop thread that every graph, checkpointer and store runs on.
 

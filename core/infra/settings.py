@@ -106,18 +106,19 @@ def load_settings(config_path: str | os.PathLike[str], **overrides: Any) -> Sett
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
         raise ConfigError("'dependencies' must be a list of paths")
     own = raw.get("triograph") or {}
+    env = _env(raw.get("env"), base)
     values: dict[str, Any] = {
         "graphs": graphs,
         "base_dir": base,
         "dependencies": tuple(deps),
-        "env": _env(raw.get("env"), base),
+        "env": env,
         "plugins": tuple(own.get("plugins") or ()),
         "disable_plugins": tuple(own.get("disable_plugins") or ()),
         "store": _section(raw, "store"),
         "http": _section(raw, "http"),
         "webhooks": _section(raw, "webhooks"),
         "auth": _auth(raw.get("auth")),
-        "graph_configs": _graph_configs(),
+        "graph_configs": _graph_configs(env),
     }
     if "max_attempts" in own:
         values["max_attempts"] = _max_attempts(own["max_attempts"])
@@ -231,9 +232,11 @@ def _auth(value: Any) -> dict[str, Any]:
     return value
 
 
-def _graph_configs() -> dict[str, Any]:
-    """``LANGGRAPH_CONFIG``: a JSON object mapping graph ids to assistant config defaults."""
-    text = os.environ.get("LANGGRAPH_CONFIG")
+def _graph_configs(env: dict[str, str]) -> dict[str, Any]:
+    """``LANGGRAPH_CONFIG``: a JSON object mapping graph ids to assistant config defaults,
+    from the environment or else from the config file's ``env`` (which the graphs see as
+    the environment: a variable already set wins, as for every ``env`` entry)."""
+    text = os.environ.get("LANGGRAPH_CONFIG", env.get("LANGGRAPH_CONFIG"))
     if not text:
         return {}
     try:

@@ -113,7 +113,7 @@ def build_run(
             "thread_id": thread_id,
             "graph_id": assistant.graph_id,
             "assistant_id": assistant.assistant_id,
-            "user_id": "",
+            "user_id": configurable.get("user_id", ""),  # the client's, as on the official server
             "langgraph_request_id": request_id or str(uuid.uuid4()),
             "__after_seconds__": body.after_seconds or 0,
             **{k: v for k, v in checkpoint.items() if v is not None and k != "thread_id"},

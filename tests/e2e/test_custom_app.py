@@ -67,6 +67,82 @@ async def greedy(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+class HeaderAndRewrite:
+    """Pure ASGI middleware: every response gets ``x-wrapped: yes``; ``?stop`` answers at
+    once; a ``POST /runs/wait`` has its input's ``topic`` replaced with the ``x-topic``
+    header's value (the body rewritten before the API reads it)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if b"stop" in scope["query_string"]:
+            from starlette.responses import JSONResponse
+
+            await JSONResponse({"stopped": True})(scope, receive, send)
+            return
+
+        async def send_wrapped(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message["headers"], (b"x-wrapped", b"yes")]}
+            await send(message)
+
+        topic = dict(scope["headers"]).get(b"x-topic")
+        if topic is None or scope["path"] != "/runs/wait":
+            await self.app(scope, receive, send_wrapped)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        payload = json.loads(body)
+        payload["input"]["topic"] = topic.decode()
+        new_body = json.dumps(payload).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        headers.append((b"content-length", str(len(new_body)).encode()))
+        sent = False
+
+        async def new_receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": new_body, "more_body": False}
+            return await receive()  # type: ignore[no-any-return]
+
+        await self.app({**scope, "headers": headers}, new_receive, send_wrapped)
+
+
+def _wrapping_app() -> Any:
+    from langgraph_sdk import get_client
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def via_sdk(request: Request) -> JSONResponse:
+        """Calls back into this server through the SDK's in-process client (no URL)."""
+        client = get_client()
+        result = await client.runs.wait(None, "agent", input={"topic": "loops"})
+        return JSONResponse({"result": result})
+
+    async def get_only(request: Request) -> JSONResponse:
+        return JSONResponse({"get": True})
+
+    return Starlette(
+        routes=[Route("/via-sdk", via_sdk), Route("/get-only", get_only)],
+        middleware=[Middleware(HeaderAndRewrite)],
+    )
+
+
+wrapping = _wrapping_app()
+
+
 async def no_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     assert scope["type"] == "http", "only HTTP here"
     await send({"type": "http.response.start", "status": 404, "headers": []})
@@ -127,7 +203,7 @@ async def test_everything_else_falls_through_to_the_api(custom: Server) -> None:
     assert api_405.status_code == 405
     assert "POST" in api_405.headers["allow"]
     assert own_404.status_code == 404
-    assert own_404.text == "Not Found"  # the custom app's own, final for a path not the API's
+    assert own_404.json() == {"detail": "Not Found"}  # no route here: the API's answer
 
 
 async def test_streaming_in_both_directions(custom: Server) -> None:
@@ -180,6 +256,63 @@ async def test_a_body_read_before_a_404_is_replayed_to_the_api(nursery: trio.Nur
         assert other.json() == {"mine": False, "read": 4}
         await server.shutdown()
     assert LIFESPAN_LOG == ["lifespan.startup", "lifespan.shutdown"]
+
+
+async def test_a_starlette_app_wraps_the_whole_api(nursery: trio.Nursery) -> None:
+    """As on the official server: the app's middleware runs for the API's routes too (and
+    may answer for them, or rewrite the body the API gets), and its routes can call the
+    API through the SDK's in-process client."""
+    async for server in start_server(nursery, with_app(f"{THIS}:wrapping")):
+        async with server.http() as http:
+            info = await http.get("/info")
+            stopped = await http.get("/info?stop")
+            missing = await http.get("/nowhere")
+            rewritten = await http.post(
+                "/runs/wait",
+                json={"assistant_id": "agent", "input": {"topic": "dogs"}},
+                headers={"x-topic": "owls"},
+            )
+            looped = await http.get("/via-sdk")
+            streamed = await http.post(
+                "/runs/stream",
+                json={"assistant_id": "agent", "input": {"topic": "x"}, "stream_mode": "updates"},
+            )
+        assert info.status_code == 200
+        assert info.headers["x-wrapped"] == "yes"
+        assert "flags" in info.json()
+        assert stopped.json() == {"stopped": True}
+        assert (missing.status_code, missing.headers["x-wrapped"]) == (404, "yes")
+        assert missing.json() == {"detail": "Not Found"}
+        assert rewritten.json()["joke"] == "This is a joke about owls and cats"
+        assert looped.json()["result"]["joke"] == "This is a joke about loops and cats"
+        assert streamed.headers["x-wrapped"] == "yes"
+        assert [line for line in streamed.text.splitlines() if line.startswith("event:")] == [
+            "event: metadata",
+            "event: updates",
+            "event: updates",
+        ]
+        # through the SDK too
+        tid = (await server.sync(lambda c: c.threads.create()))["thread_id"]
+        result = await server.sync(
+            lambda c, tid=tid: c.runs.wait(tid, "agent", input={"topic": "cats"})
+        )
+        assert result["joke"] == "This is a joke about cats and cats"
+
+
+async def test_a_body_the_custom_app_does_not_read_leaves_the_connection_usable(
+    nursery: trio.Nursery,
+) -> None:
+    """A custom route that answers without reading the request body (a 405 here): the
+    rest of the body is read, so the next request on the connection is answered (it hung
+    until ``limits.body_timeout`` before)."""
+    settings = attrs.evolve(with_app(f"{THIS}:wrapping"), limits=Limits(body_timeout=3600))
+    async for server in start_server(nursery, settings):
+        async with server.http() as http:
+            with trio.fail_after(30):
+                refused = await http.post("/get-only", content=b"x" * 100_000)
+                after = await http.get("/get-only")
+        assert refused.status_code == 405
+        assert after.json() == {"get": True}
 
 
 async def test_an_app_without_lifespan_support_is_served(nursery: trio.Nursery) -> None:

@@ -102,6 +102,8 @@ async def test_subgraph_state_nests_and_interrupts_are_keyed_by_the_inner_task(
     assert (task["name"], task["state"]) == ("inner", None)
     ns = task["checkpoint"]["checkpoint_ns"]
     assert ns == f"inner:{task['id']}"
+    # no checkpoint_id key (not even null) for a task's checkpoint: as on the official server
+    assert task["checkpoint"] == {"thread_id": tid, "checkpoint_ns": ns}
 
     nested = await server.sync(lambda c: c.threads.get_state(tid, subgraphs=True))
     sub = nested["tasks"][0]["state"]
