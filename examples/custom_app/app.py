@@ -2,8 +2,9 @@
 
 Its routes take precedence over the server's: ``GET /ok`` here answers instead of the
 built-in health check. Whatever it does not route goes to the API (through the app's
-middleware, if it has any), so the SDKs keep working against the same server. Like graphs, it runs on the server's
-asyncio graph loop, and its lifespan runs with the server's.
+middleware, if it has any), so the SDKs keep working against the same server. Like
+graphs, it runs on the server's asyncio graph loop, and its lifespan runs with the
+server's.
 """
 
 import asyncio
