@@ -54,8 +54,16 @@ class CustomEmitter(_Forward):
 
 
 class TasksEmitter(_Forward):
+    """``tasks``: LangGraph's chunks; a task's start carries ``interrupts: []`` too, as its
+    result does (the JS server's shape, which its clients read)."""
+
     wire_name = "tasks"
     langgraph_modes = frozenset({"tasks"})
+
+    def emit(self, ns: Namespace, mode: str, data: Any) -> Iterable[SSEEvent]:
+        if isinstance(data, dict) and "triggers" in data and "interrupts" not in data:
+            data = {**data, "interrupts": []}
+        return ((event_name(self.wire_name, ns), data),)
 
 
 class CheckpointsEmitter(_Forward):
@@ -91,17 +99,24 @@ class MessagesTupleEmitter(_Forward):
 
 
 class MessagesEmitter:
-    """Legacy ``messages``: the full message so far, per message id (contract §6.4)."""
+    """Legacy ``messages``: the full message so far, per message id (contract §6.4); once a
+    message is in the state (a ``values`` chunk holds it), ``messages/complete`` with it,
+    once per message id, as the JS server sends it (the official Python server never
+    completes a streamed message)."""
 
-    langgraph_modes: ClassVar[frozenset[str]] = frozenset({"messages"})
+    langgraph_modes: ClassVar[frozenset[str]] = frozenset({"messages", "values"})
+    observes: ClassVar[frozenset[str]] = frozenset({"values"})
 
     def __init__(self, info: RunInfo) -> None:
         self.info = info
         self._messages: dict[str, Any] = {}
+        self._completed: set[str] = set()
 
     def emit(self, ns: Namespace, mode: str, data: Any) -> Iterable[SSEEvent]:
         from langchain_core.messages import BaseMessageChunk, message_chunk_to_message
 
+        if mode == "values":
+            return self._complete(data)
         message, metadata = data
         msg_id = getattr(message, "id", None) or ""
         events: list[SSEEvent] = []
@@ -112,10 +127,27 @@ class MessagesEmitter:
             total = message if seen is None else seen + message
             self._messages[msg_id] = total
             events.append(("messages/partial", [message_chunk_to_message(total)]))
-        else:
+        elif msg_id not in self._completed:
             self._messages[msg_id] = message
+            if msg_id:
+                self._completed.add(msg_id)
             events.append(("messages/complete", [message]))
         return events
+
+    def _complete(self, values: Any) -> list[SSEEvent]:
+        messages = values.get("messages") if isinstance(values, dict) else None
+        if not isinstance(messages, list):
+            messages = [messages] if messages is not None else []
+        new = []
+        for message in messages:
+            msg_id = getattr(message, "id", None)
+            if msg_id is None and isinstance(message, dict):
+                msg_id = message.get("id")
+            if not msg_id or msg_id in self._completed:
+                continue
+            self._completed.add(msg_id)
+            new.append(message)
+        return [("messages/complete", new)] if new else []
 
 
 class EventsEmitter:

@@ -48,6 +48,9 @@ class StreamEmitter(Protocol):
     """
 
     #: LangGraph stream modes (see ``LANGGRAPH_MODES``) whose chunks this emitter wants.
+    #: An emitter may also set ``observes``, a subset of them: for a chunk of those modes,
+    #: its events come after those of the other emitters (the legacy ``messages`` mode
+    #: completes a message after the ``values`` event that holds it).
     langgraph_modes: ClassVar[frozenset[str]]
 
     def emit(self, ns: Namespace, mode: str, data: Any) -> Iterable[SSEEvent]:

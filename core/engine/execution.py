@@ -7,6 +7,7 @@ back from storage can be executed again.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,10 @@ def _interrupt_id(item: Any) -> Any:
     return getattr(item, "id", None) or (item.get("id") if isinstance(item, dict) else repr(item))
 
 
+def _observes(mode: str, emitter: StreamEmitter) -> bool:
+    return mode in getattr(emitter, "observes", ())
+
+
 class Dispatcher:
     """Routes LangGraph chunks to the emitters of the requested wire modes, in order."""
 
@@ -74,6 +79,8 @@ class Dispatcher:
         for emitter in self.emitters:
             for lg_mode in emitter.langgraph_modes:
                 self.by_mode[lg_mode].append(emitter)
+        for lg_mode, emitters in self.by_mode.items():  # observers of a mode speak last
+            emitters.sort(key=functools.partial(_observes, lg_mode))
         self.langgraph_modes = [m for m in self.by_mode if m != "events"]
         self.wants_events = "events" in self.by_mode
 

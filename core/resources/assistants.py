@@ -286,7 +286,7 @@ class AssistantService:
 
     async def get(self, assistant_id: str) -> Assistant:
         """``GET /assistants/{id}``: by UUID only."""
-        return await self._visible(assistant_id, "Not Found")
+        return await self._visible(assistant_id)
 
     async def resolve(self, value: str) -> Assistant:
         """A run's ``assistant_id``: a graph id or a UUID (contract §2.1). A graph's own

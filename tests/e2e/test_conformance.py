@@ -128,3 +128,26 @@ async def test_the_clients_user_id_reaches_the_graph_and_the_store(conf: Server)
     assert first["seen"] == "start_user_id"
     assert item["value"] == {"id": "start_user_id"}
     assert second["seen"] == ""  # no user_id given: the server's default
+
+
+async def test_task_start_events_carry_empty_interrupts(conf: Server) -> None:
+    """``tasks`` mode: a task's start has ``interrupts: []`` as its result does (the JS
+    server's shape, which its clients read)."""
+    parts = await conf.aio(
+        lambda c: collect(
+            c.runs.stream(
+                None,
+                "store_graph",
+                input={},
+                stream_mode="tasks",
+                config={"configurable": {"user_id": "u"}},
+            )
+        )
+    )
+    start, result = (p.data for p in parts if p.event == "tasks")
+    assert (start["name"], start["interrupts"], "result" not in start) == ("remember", [], True)
+    assert (result["name"], result["interrupts"], result["result"]) == (
+        "remember",
+        [],
+        {"seen": "u"},
+    )

@@ -48,17 +48,34 @@ async def test_chat_legacy_messages(server: Server) -> None:
         lambda c: collect(c.runs.stream(None, "chat", input=HUMAN, stream_mode="messages"))
     )
     names = events(parts)
-    assert names[:2] == ["metadata", "messages/metadata"]
-    assert set(names[2:]) == {"messages/partial"}
-    (msg_id, meta), *_ = parts[1].data.items()
+    # the input message is complete once it is in the state; the reply streams, then is
+    # complete once the node has returned it (as the JS server sends them)
+    assert names[:3] == ["metadata", "messages/complete", "messages/metadata"]
+    assert set(names[3:-1]) == {"messages/partial"}
+    assert names[-1] == "messages/complete"
+    assert [m["type"] for m in parts[1].data] == ["human"]
+    (msg_id, meta), *_ = parts[2].data.items()
     assert meta["metadata"]["langgraph_node"] == "chat"
-    partials = [p.data for p in parts[2:]]
+    partials = [p.data for p in parts[3:-1]]
+    assert parts[-1].data == partials[-1]  # the whole message, once
     assert all(len(d) == 1 and d[0]["id"] == msg_id for d in partials)
     assert partials[-1][0]["content"] == "hello there friend"
     assert partials[-1][0]["type"] == "ai"
     # accumulated: every partial extends the previous one
     texts = [d[0]["content"] for d in partials]
     assert all(b.startswith(a) for a, b in itertools.pairwise(texts))
+
+
+async def test_legacy_messages_complete_after_the_values_that_hold_them(server: Server) -> None:
+    parts = await server.aio(
+        lambda c: collect(
+            c.runs.stream(None, "chat", input=HUMAN, stream_mode=["messages", "values"])
+        )
+    )
+    names = events(parts)
+    assert names[-2:] == ["values", "messages/complete"]
+    assert names[1:3] == ["values", "messages/complete"]  # the input message
+    assert parts[-1].data == parts[-2].data["messages"][-1:]
 
 
 async def test_chat_on_a_thread_keeps_the_conversation(server: Server) -> None:

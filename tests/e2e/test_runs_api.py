@@ -158,7 +158,7 @@ async def test_stream_thread_bound_sync_client(server: Server) -> None:
         {"baz": {"baz": "checked"}},
     ]
     assert [p.data for p in parts if p.event == "values"][-1] == DONE
-    assert all(p.id is None for p in parts)  # not resumable: no ids
+    assert all(p.id is not None for p in parts)  # ids even when not resumable
     runs = await server.sync(lambda c: c.runs.list(tid))
     assert [r["run_id"] for r in runs] == [parts[0].data["run_id"]]
     assert runs[0]["status"] == "success"

@@ -149,13 +149,15 @@ async def test_thread_stream_headers_and_framing(server: Server) -> None:
     assert events[0].data == {"run_id": rid, "attempt": 1}
     assert r.headers["location"] == f"/threads/{tid}/runs/{rid}/stream"
     assert r.headers["content-location"] == f"/threads/{tid}/runs/{rid}"
-    # CRLF only, one data line per event, no terminal ``end`` event, no ids (not resumable)
+    # CRLF only, one data line per event, no terminal ``end`` event; ids on every event,
+    # increasing, although the run is not resumable (as the JS server sends them)
     assert re.search(rb"(?<!\r)\n", raw) is None
     assert raw.endswith(b"\r\n\r\n")
     assert [e.name for e in events] == ["metadata", "values", "values", "values"]
     assert events[-1].data == DONE
-    assert all(e.id is None for e in events)
-    assert b"\r\nid: " not in raw
+    seqs = [int(e.id.rpartition("-")[2]) for e in events if e.id is not None]
+    assert len(seqs) == len(events)
+    assert seqs == sorted(set(seqs))
     assert b"event: end" not in raw
 
 
@@ -169,7 +171,8 @@ async def test_stateless_stream_headers(server: Server) -> None:
     assert r.headers["cache-control"] == "no-store"
     events, _ = parse_sse(raw)
     rid = events[0].data["run_id"]
-    assert events[0] == Event("metadata", {"run_id": rid, "attempt": 1}, None)
+    assert (events[0].name, events[0].data) == ("metadata", {"run_id": rid, "attempt": 1})
+    assert all(e.id is not None for e in events)
     assert r.headers["location"] == f"/runs/{rid}/stream"
     assert r.headers["content-location"] == f"/runs/{rid}"
     assert [e.name for e in events] == ["metadata", "values", "values", "values"]
@@ -348,7 +351,8 @@ async def test_stateless_stream_location_joins_the_running_run(server: Server) -
     assert got["type"] == SSE
     joined_events, _ = parse_sse(got["raw"])
     assert joined_events
-    assert joined_events[-1] == Event("values", final, None)
+    assert (joined_events[-1].name, joined_events[-1].data) == ("values", final)
+    assert joined_events[-1].id == events[-1].id  # the same event, by the same id
 
 
 # -- namespacing ------------------------------------------------------------------------------

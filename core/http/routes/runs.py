@@ -88,7 +88,7 @@ def _stream_response(body: RunCreate, handle: RunHandle, *, stateless: bool) -> 
         headers = run_headers(handle.run, suffix="/stream")
     return sse_response(
         sub,
-        with_id=handle.stream.resumable,
+        with_id=True,  # on every run stream, as the JS server sends them (resumable or not)
         heartbeats=core().heartbeats,
         headers={**SSE_HEADERS, **headers},
         on_disconnect=_canceller(handle, body.on_disconnect == "cancel"),
@@ -203,7 +203,7 @@ async def _join_stream(handle: RunHandle | None, location: dict[str, str]) -> Re
     sub = handle.stream.subscribe(after=after, modes=qlist("stream_mode"))
     return sse_response(
         sub,
-        with_id=handle.stream.resumable,
+        with_id=True,
         heartbeats=c.heartbeats,
         headers={**SSE_HEADERS, **location},
         on_disconnect=_canceller(handle, qbool("cancel_on_disconnect")),
