@@ -34,6 +34,7 @@ from triograph.core.infra.models import (
 from triograph.core.resources.state import Superstep, ThreadStates
 
 if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.types import StateSnapshot
 
     from triograph.core.infra.context import Core
@@ -325,6 +326,7 @@ class ThreadService:
         await self.core.bridge.call(
             lambda: checkpointer.acopy_thread(source.thread_id, target.thread_id)
         )
+        await self.core.bridge.call(lambda: _stamp_thread_id(checkpointer, target.thread_id))
         target = (await self.recompute(target))[0] or target
         await self.core.hooks.fire("triograph_thread_created", thread=attrs.evolve(target))
         return target
@@ -476,3 +478,19 @@ class ThreadService:
                 failed=outcome == "error",
                 error=... if outcome == "rolled_back" else error,
             )
+
+
+async def _stamp_thread_id(checkpointer: BaseCheckpointSaver[Any], thread_id: str) -> None:
+    """Give every checkpoint of ``thread_id`` (a copy) ``thread_id`` in its metadata, as the
+    official server's copies have it: each is put again under its own id, with its parent
+    and channel values unchanged (no new channel versions, so no blob is written again)."""
+    tuples = [t async for t in checkpointer.alist({"configurable": {"thread_id": thread_id}})]
+    for item in tuples:
+        if item.metadata.get("thread_id") == thread_id:
+            continue
+        conf = item.config["configurable"]
+        parent = {"thread_id": thread_id, "checkpoint_ns": conf.get("checkpoint_ns", "")}
+        if item.parent_config is not None:
+            parent["checkpoint_id"] = item.parent_config["configurable"]["checkpoint_id"]
+        metadata: Any = {**item.metadata, "thread_id": thread_id}
+        await checkpointer.aput({"configurable": parent}, item.checkpoint, metadata, {})

@@ -476,12 +476,29 @@ async def test_copy_keeps_checkpoints_and_recomputes_status(server: Server) -> N
     assert await history_ids(server, new) == await history_ids(server, tid)
     state = await server.sync(lambda c: c.threads.get_state(new))
     assert state["checkpoint"]["thread_id"] == new
+    # the copy's checkpoint metadata names the copy, as on the official server
+    old_history = await server.sync(lambda c: c.threads.get_history(tid))
+    new_history = await server.sync(lambda c: c.threads.get_history(new))
+    assert [h["metadata"] for h in new_history] == [
+        {**(h["metadata"] or {}), "thread_id": new} for h in old_history
+    ]
+    assert [h["values"] for h in new_history] == [h["values"] for h in old_history]
     assert await server.sync(lambda c: c.runs.list(new)) == []
     # the copy lives on its own
     out = await server.sync(lambda c: c.runs.wait(new, "interrupter", command={"resume": "Al"}))
     assert out["answer"] == "Al!"
     assert (await server.sync(lambda c: c.threads.get(tid)))["status"] == "interrupted"
     assert (await server.sync(lambda c: c.threads.get(new)))["status"] == "idle"
+
+
+async def test_copy_of_a_thread_interrupted_in_a_subgraph_resumes(server: Server) -> None:
+    tid = await ran(server, "subint", {"foo": "a"})
+    new = (await server.sync(lambda c: cast(Any, c.threads).copy(tid)))["thread_id"]
+    nested = await server.sync(lambda c: c.threads.get_state(new, subgraphs=True))
+    sub = nested["tasks"][0]["state"]
+    assert (sub["values"], sub["metadata"]["thread_id"]) == ({"foo": "a|pre"}, new)
+    out = await server.sync(lambda c: c.runs.wait(new, "subint", command={"resume": "x"}))
+    assert out == {"foo": "a|pre|x|post"}
 
 
 async def test_copy_unknown_or_malformed(server: Server) -> None:
