@@ -17,7 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sys
-from typing import Literal
+import threading
+import time
+from typing import IO, Literal
 
 import orjson
 
@@ -85,6 +87,58 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes its lines in batches: at once for a record at WARNING or
+    above (and everything before it) or once 64 KiB wait, else at most ``interval`` seconds
+    after the first line that waits. A line per request and per run transition made one
+    ``write`` system call each (~8% of a stateless run's CPU); batched, a busy server makes a
+    few per second. What waits is written when logging shuts down (``logging.shutdown`` at
+    exit flushes every handler); a process killed outright loses at most ``interval``
+    seconds of INFO lines, never a warning or an error.
+    """
+
+    def __init__(self, stream: IO[str], interval: float = 0.1) -> None:
+        super().__init__(stream)
+        self._interval = interval
+        self._lines: list[str] = []
+        self._size = 0
+        self._due = threading.Event()  # a line waits: the writer thread's timer runs
+        threading.Thread(target=self._writer, name="triograph-log-writer", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        self._size += len(line)
+        if record.levelno >= logging.WARNING or self._size >= 65536:
+            self._write()
+        elif len(self._lines) == 1:
+            self._due.set()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _write(self) -> None:
+        if self._lines:
+            lines, self._lines, self._size = self._lines, [], 0
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except Exception:  # a closed or broken stream: as StreamHandler, say so once
+                self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
+
+    def _writer(self) -> None:
+        while True:
+            self._due.wait()
+            time.sleep(self._interval)
+            self._due.clear()
+            self.flush()
+
+
 def configure(level: str = "INFO", fmt: LogFormat = "plain") -> None:
     """Send every log record at ``level`` or above to stderr, formatted as ``fmt``; called
     once by the command line (tests keep pytest's capture). Records do not look up the
@@ -94,7 +148,7 @@ def configure(level: str = "INFO", fmt: LogFormat = "plain") -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
     root = logging.getLogger()
     root.handlers = [handler]

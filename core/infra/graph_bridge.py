@@ -23,6 +23,7 @@ scopes around ``astream`` leak the node task.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import math
@@ -96,6 +97,52 @@ async def shielded(write: Awaitable[T]) -> T:
     return await asyncio.shield(write)
 
 
+class _Mailbox:
+    """Calls posted from one thread and run, in order, on the other: one cross-thread
+    wake-up for however many calls are posted before the other side gets to them.
+
+    ``wake(run)`` schedules ``run`` on the other side (``call_soon_threadsafe`` of the graph
+    loop, ``run_sync_soon`` of Trio); each costs a write to a wake-up socket and a turn of
+    the other side's loop, so under load one wake-up per batch is much cheaper than one per
+    call. A call that raises does not keep the calls after it from running; the first
+    error is raised again once all have run.
+    """
+
+    def __init__(self, wake: Callable[[Callable[[], None]], object]) -> None:
+        self._wake = wake
+        self._lock = threading.Lock()
+        self._calls: collections.deque[tuple[Callable[..., None], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._armed = False  # a wake-up is on its way: later posts ride on it
+
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        with self._lock:
+            self._calls.append((fn, args))
+            if self._armed:
+                return
+            self._armed = True
+        try:
+            self._wake(self._run)
+        except BaseException:
+            with self._lock:
+                self._armed = False
+            raise
+
+    def _run(self) -> None:
+        with self._lock:
+            calls, self._calls = self._calls, collections.deque()
+            self._armed = False
+        error: BaseException | None = None
+        for fn, args in calls:
+            try:
+                fn(*args)
+            except BaseException as exc:  # each call runs whatever the others did
+                error = error or exc
+        if error is not None:
+            raise error
+
+
 class _Job(Generic[T]):
     """One asyncio task started from Trio, with a Trio event set when it is done.
 
@@ -107,13 +154,13 @@ class _Job(Generic[T]):
     """
 
     def __init__(self, bridge: GraphBridge, make: Callable[[], Awaitable[T]]) -> None:
-        self._token = trio.lowlevel.current_trio_token()
         self.done = trio.Event()
         self._task: asyncio.Task[T] | None = None
         self._cancel_requested = False
         self._cancel_sent = False  # Trio side: a task is cancelled at most once
         self._loop = bridge.loop
-        self._loop.call_soon_threadsafe(self._start, make)
+        self._to_loop, self._to_trio = bridge.mailboxes
+        self._to_loop.post(self._start, make)
 
     # -- asyncio side --
     def _start(self, make: Callable[[], Awaitable[T]]) -> None:
@@ -138,7 +185,7 @@ class _Job(Generic[T]):
 
     def _notify(self, _: object) -> None:
         with contextlib.suppress(trio.RunFinishedError):  # Trio is gone: nobody waits
-            self._token.run_sync_soon(self.done.set)
+            self._to_trio.post(self.done.set)
 
     def _cancel_on_loop(self) -> None:
         self._cancel_requested = True
@@ -149,7 +196,7 @@ class _Job(Generic[T]):
     def cancel(self) -> None:
         if not self._cancel_sent:
             self._cancel_sent = True
-            self._loop.call_soon_threadsafe(self._cancel_on_loop)
+            self._to_loop.post(self._cancel_on_loop)
 
     async def settle(self) -> None:
         """After a Trio cancel: cancel the task once and wait (shielded, bounded) for it."""
@@ -167,9 +214,8 @@ class _Job(Generic[T]):
 class _Pipe(Generic[T]):
     """Items produced on the asyncio loop, consumed in batches by one Trio task."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_buffer: int) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._loop = loop
+    def __init__(self, bridge: GraphBridge, max_buffer: int) -> None:
+        self._to_loop, self._to_trio = bridge.mailboxes
         self._lock = threading.Lock()
         self._items: list[T] = []
         self._finished = False
@@ -189,7 +235,7 @@ class _Pipe(Generic[T]):
                     else:
                         space = None
                 if wake is not None:
-                    self._token.run_sync_soon(wake.set)
+                    self._to_trio.post(wake.set)
                 if space is not None:  # back-pressure: wait until Trio drained the batch
                     await space.wait()
         finally:
@@ -198,7 +244,7 @@ class _Pipe(Generic[T]):
                 wake, self._wakeup = self._wakeup, None
             if wake is not None:
                 with suppress(trio.RunFinishedError):
-                    self._token.run_sync_soon(wake.set)
+                    self._to_trio.post(wake.set)
 
     # -- Trio side --
     async def batches(self, job: _Job[None]) -> AsyncGenerator[list[T]]:
@@ -211,7 +257,7 @@ class _Pipe(Generic[T]):
                 if not batch and not finished:
                     self._wakeup = wait = trio.Event()
             if space is not None:
-                self._loop.call_soon_threadsafe(space.set)
+                self._to_loop.post(space.set)
             if batch:
                 yield batch
             elif finished:
@@ -225,7 +271,7 @@ class _Pipe(Generic[T]):
 class _AsgiRelay:
     """``receive``/``send`` for an ASGI app on the graph loop, performed by Trio callables.
 
-    Each call the app makes becomes a request to the Trio side (one ``run_sync_soon``) and
+    Each call the app makes becomes a request to the Trio side (a post to its mailbox) and
     an asyncio future the app awaits; :meth:`serve` performs every request in its own Trio
     task, since an app may wait in ``receive`` (for a disconnect) while it sends. A send
     returns once the Trio ``send`` did, so the server's flow control reaches the app. Once
@@ -234,9 +280,9 @@ class _AsgiRelay:
     never waits for a Trio side that is gone.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, send: Send) -> None:
-        self._loop = loop
-        self._token = trio.lowlevel.current_trio_token()
+    def __init__(self, bridge: GraphBridge, receive: Receive, send: Send) -> None:
+        self._loop = bridge.loop
+        self._to_loop, self._to_trio = bridge.mailboxes
         self._requests_in, self._requests = trio.open_memory_channel[
             tuple[Message | None, asyncio.Future[Any]]
         ](math.inf)  # bounded by the app: each request is a coroutine awaiting its answer
@@ -258,7 +304,7 @@ class _AsgiRelay:
         future = self._loop.create_future()
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
-        self._token.run_sync_soon(self._requests_in.send_nowait, (message, future))
+        self._to_trio.post(self._requests_in.send_nowait, (message, future))
         return await future
 
     def _close(self) -> None:
@@ -285,9 +331,9 @@ class _AsgiRelay:
             else:
                 await self._send(message)
         except Exception as exc:
-            self._loop.call_soon_threadsafe(self._answer, future, None, exc)
+            self._to_loop.post(self._answer, future, None, exc)
         else:
-            self._loop.call_soon_threadsafe(self._answer, future, value, None)
+            self._to_loop.post(self._answer, future, value, None)
 
     async def serve(self, job: _Job[None]) -> None:
         """Perform the app's requests until its task is done; then close, settle the task."""
@@ -304,7 +350,7 @@ class _AsgiRelay:
         finally:
             if not job.done.is_set():
                 job.cancel()  # first, so the app sees CancelledError where it waits ...
-            self._loop.call_soon_threadsafe(self._close)  # ... and OSError on later calls
+            self._to_loop.post(self._close)  # ... and OSError on later calls
             await job.settle()
 
 
@@ -408,6 +454,14 @@ class GraphBridge:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._mailboxes: tuple[_Mailbox, _Mailbox] | None = None
+
+    @property
+    def mailboxes(self) -> tuple[_Mailbox, _Mailbox]:
+        """Calls to run on the graph loop, and calls to run on Trio (see :class:`_Mailbox`)."""
+        if self._mailboxes is None:
+            raise RuntimeError("the graph loop is not running (use `async with bridge.open()`)")
+        return self._mailboxes
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -430,6 +484,8 @@ class GraphBridge:
         self._thread.start()
         await trio.to_thread.run_sync(ready.wait)
         self._loop = loop
+        token = trio.lowlevel.current_trio_token()
+        self._mailboxes = (_Mailbox(loop.call_soon_threadsafe), _Mailbox(token.run_sync_soon))
         try:
             yield self
         finally:
@@ -451,6 +507,7 @@ class GraphBridge:
         await trio.to_thread.run_sync(self._thread.join)
         loop.close()
         self._loop = None
+        self._mailboxes = None
 
     async def call(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run ``make()`` on the graph loop and return its result.
@@ -476,7 +533,7 @@ class GraphBridge:
         early, or a Trio cancel, cancels the producer and waits for it as :meth:`call` does.
         An exception raised by the producer is re-raised from the iteration.
         """
-        pipe: _Pipe[T] = _Pipe(self.loop, max_buffer)
+        pipe: _Pipe[T] = _Pipe(self, max_buffer)
 
         def pump() -> Awaitable[None]:
             return pipe.pump(factory)
@@ -499,7 +556,7 @@ class GraphBridge:
         ``receive``/``send`` calls fail with ``OSError``, and waits for it as :meth:`call`
         does.
         """
-        relay = _AsgiRelay(self.loop, receive, send)
+        relay = _AsgiRelay(self, receive, send)
 
         def run() -> Awaitable[None]:
             return app(scope, relay.receive, relay.send)
