@@ -10,7 +10,9 @@ checked:
   UUID or a registered graph id, ``graph_id`` one of the graphs, ``stream_mode`` and
   ``multitask_strategy`` the registered names, ``config`` the typed keys a run config has;
 - a field declared ``metadata={"wire": False}`` is never sent, so it is not documented;
-- a field declared ``metadata={"json_schema": {...}}`` is documented so.
+- a field declared ``metadata={"json_schema": {...}}`` is documented so, and a request
+  record's class attribute ``__json_schema__`` adds keywords to its schema (``oneOf``,
+  ``minProperties``: rules across fields).
 
 Response records are documented without ``required`` (a ``select`` may leave any field out).
 """
@@ -24,9 +26,11 @@ from typing import Any, Literal
 
 import attrs
 
+from triograph.core.infra.models import NO_NUL
+
 UUID = {"type": "string", "format": "uuid"}
 _PRIMITIVES: dict[Any, dict[str, Any]] = {
-    str: {"type": "string"},
+    str: {"type": "string", "pattern": NO_NUL},
     bool: {"type": "boolean"},
     int: {"type": "integer"},
     float: {"type": "number"},
@@ -36,6 +40,25 @@ _PRIMITIVES: dict[Any, dict[str, Any]] = {
 #: string fields, and list-of-string fields, that hold UUIDs wherever they appear
 _UUID_FIELDS = frozenset({"thread_id", "run_id", "cron_id", "checkpoint_id"})
 _UUID_LISTS = frozenset({"ids", "thread_ids", "run_ids"})
+#: any JSON value a request may carry (an input, metadata, a store value): no NUL in a string
+#: or a key (nesting is limited too, by ``limits.max_json_depth``, which a schema cannot say)
+JSON_VALUE_NAME = "JSONValue"
+JSON_VALUE_REF = {"$ref": f"#/components/schemas/{JSON_VALUE_NAME}"}
+JSON_OBJECT = {
+    "type": "object",
+    "propertyNames": {"pattern": NO_NUL},
+    "additionalProperties": JSON_VALUE_REF,
+}
+JSON_VALUE = {
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": JSON_VALUE_REF},
+        JSON_OBJECT,
+    ]
+}
 #: the bounds of the fields the range attrs metadata carries
 _BOUNDS = ("minimum", "exclusiveMinimum", "maximum")
 
@@ -59,15 +82,20 @@ class Schemas:
         self.components: dict[str, Any] = {}
 
     def of(self, tp: Any, *, response: bool = False) -> dict[str, Any]:
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin is typing.Annotated:  # Annotated[T, {keywords}]: T's schema with them
+            schema = self.of(args[0], response=response)
+            for extra in args[1:]:
+                schema.update(extra if isinstance(extra, dict) else {})
+            return schema
         if tp in _PRIMITIVES:
             return dict(_PRIMITIVES[tp])
         if attrs.has(tp):
             return self._record(tp, response=response)
-        origin, args = typing.get_origin(tp), typing.get_args(tp)
         if origin is Literal:
             kinds = {type(v) for v in args}
             typed = _PRIMITIVES.get(kinds.pop(), {}) if len(kinds) == 1 else {}
-            return {**typed, "enum": list(args)}
+            return {"type": typed["type"], "enum": list(args)} if typed else {"enum": list(args)}
         if origin in (typing.Union, types.UnionType):
             options = [self.of(a, response=response) for a in args]
             return options[0] if len(options) == 1 else {"anyOf": options}
@@ -77,10 +105,18 @@ class Schemas:
             return {"type": "array", "items": self.of(args[0], response=response)}
         if tp is dict or origin is dict:
             values = self.of(args[1], response=response) if len(args) == 2 else {}
-            if values:
+            if values and values != JSON_VALUE_REF:
                 return {"type": "object", "additionalProperties": values}
-            return {"type": "object"}
-        return {}  # Any, JSON: no constraint
+            return {"type": "object"} if response else self._json_object()
+        return {} if response else self._json_value()  # Any, JSON
+
+    def _json_value(self) -> dict[str, Any]:
+        self.components.setdefault(JSON_VALUE_NAME, JSON_VALUE)
+        return dict(JSON_VALUE_REF)
+
+    def _json_object(self) -> dict[str, Any]:
+        self._json_value()
+        return dict(JSON_OBJECT)
 
     def _record(self, cls: type, *, response: bool) -> dict[str, Any]:
         name = cls.__name__
@@ -109,6 +145,11 @@ class Schemas:
             record: dict[str, Any] = {"type": "object", "title": name, "properties": properties}
             if required and not response:
                 record["required"] = required
+            if not response:  # keys a record does not read are accepted (and ignored) ...
+                self._json_value()  # ... if they could be stored: no NUL in them
+                record["propertyNames"] = {"pattern": NO_NUL}
+                record["additionalProperties"] = JSON_VALUE_REF
+                record.update(getattr(cls, "__json_schema__", {}))
             self.components[name] = record
         return {"$ref": f"#/components/schemas/{name}"}
 

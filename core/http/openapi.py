@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import attrs
 
 from triograph.core.http.json_schema import UUID, Registered, Schemas
+from triograph.core.infra.models import NO_NUL
 
 if typing.TYPE_CHECKING:
     from werkzeug.routing import Map, Rule
@@ -39,6 +40,7 @@ if typing.TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _BODY_ATTR = "__triograph_body__"
+_BODY_REQUIRED_ATTR = "__triograph_body_required__"
 _RESPONSES_ATTR = "__triograph_responses__"
 _PARAM = re.compile(r"<(?:(\w+)(?:\(.*?\))?:)?(\w+)>")
 _CONVERTERS: dict[str, dict[str, Any]] = {
@@ -64,13 +66,18 @@ HTML = "text/html"
 ANY_JSON: dict[str, Any] = {}
 OBJECT = {"type": "object"}
 _QUERY_CALLS = {"qbool", "qint", "qstr", "qlist"}
+#: a free query string (``qstr``/``qlist`` refuse a NUL character, as bodies do)
+_STRING = {"type": "string", "pattern": NO_NUL}
 
 
-def request_body(tp: Any) -> Callable[[F], F]:
-    """Name the body type of a view whose body cannot be read from its code (see above)."""
+def request_body(tp: Any, *, required: bool | None = None) -> Callable[[F], F]:
+    """Name the body type of a view whose body cannot be read from its code (see above);
+    ``required`` says what the code cannot (a body read with a default, refused if empty)."""
 
     def mark(view: F) -> F:
         setattr(view, _BODY_ATTR, tp)
+        if required is not None:
+            setattr(view, _BODY_REQUIRED_ATTR, required)
         return view
 
     return mark
@@ -225,11 +232,11 @@ def _query_parameter(call: ast.Call, module: types.ModuleType) -> dict[str, Any]
     elif kind == "qint":
         schema = {"type": "integer", "minimum": kwargs["least"], "maximum": kwargs["most"]}
     elif kind == "qlist":
-        item = {"type": "string", "enum": list(allowed)} if allowed else {"type": "string"}
+        item = {"type": "string", "enum": list(allowed)} if allowed else _STRING
         schema = {"type": "array", "items": item}
     else:
         schema = kwargs.get("schema") or (
-            {"type": "string", "enum": list(allowed)} if allowed else {"type": "string"}
+            {"type": "string", "enum": list(allowed)} if allowed else _STRING
         )
     name = call.args[0].value  # type: ignore[attr-defined]
     required = any(  # True, or the error raised when it is missing
@@ -269,7 +276,7 @@ def _body_type(view: Callable[..., Any]) -> tuple[Any, bool]:
         for call in _calls(t)
     )
     if hasattr(view, _BODY_ATTR):
-        return getattr(view, _BODY_ATTR), not optional
+        return getattr(view, _BODY_ATTR), getattr(view, _BODY_REQUIRED_ATTR, not optional)
     for t in trees:
         found = _named_body(t, module)
         if found is not None:

@@ -66,6 +66,48 @@ def check_range(field: str, value: float, least: float, most: float) -> None:
         raise InvalidRequest(f"{field}: {value!r} is not between {least} and {most}")
 
 
+#: the pattern of a string the server may store: no NUL character (``\u0000``), which
+#: Postgres cannot store, so every backend refuses it (422) before anything is written
+NO_NUL = "^[^\\u0000]*$"
+
+
+def selecting(fields: tuple[str, ...]) -> Any:
+    """An attrs field for a search's ``select``: None or a list of ``fields`` (what
+    :func:`check_select` enforces, declared so in the OpenAPI document)."""
+    names = {"type": "array", "items": {"type": "string", "enum": list(fields)}}
+    return attrs.field(default=None, metadata={"json_schema": {"anyOf": [names, {"type": "null"}]}})
+
+
+_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_NAME = "[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"  # the last label: a name, not a number
+#: the shape of a webhook URL every policy accepts the form of (http or https, a host name,
+#: a port below 10000, a printable path); ``webhooks.url`` may refuse some hosts and ports
+WEBHOOK_SCHEMA = {
+    "anyOf": [
+        {
+            "type": "string",
+            "maxLength": 2048,
+            "pattern": f"^https?://({_LABEL}\\.)*{_NAME}(:[1-9][0-9]{{0,3}})?(/[!-~]*)?$",
+        },
+        {"type": "null"},
+    ]
+}
+
+
+ASSISTANT_FIELDS = (
+    "assistant_id",
+    "graph_id",
+    "name",
+    "description",
+    "config",
+    "context",
+    "created_at",
+    "updated_at",
+    "metadata",
+    "version",
+)
+
+
 def bounded(default: Any, least: float, most: float, *, exclusive_minimum: bool = False) -> Any:
     """An attrs field holding a number in ``least..most`` (above ``least`` with
     ``exclusive_minimum``), or None: anything else is a 422 naming the field and the range
@@ -231,7 +273,7 @@ class RunCreate:
     interrupt_before: list[str] | Literal["*"] | None = None
     interrupt_after: list[str] | Literal["*"] | None = None
     feedback_keys: list[str] | None = None
-    webhook: str | None = None
+    webhook: str | None = attrs.field(default=None, metadata={"json_schema": WEBHOOK_SCHEMA})
     multitask_strategy: str | None = None
     if_not_exists: IfNotExists | None = None
     on_disconnect: OnDisconnect | None = None
@@ -257,11 +299,34 @@ class AssistantSearch:
     offset: int = bounded(0, 0, MAX_OFFSET)
     sort_by: Literal["assistant_id", "created_at", "updated_at", "name", "graph_id"] | None = None
     sort_order: Literal["asc", "desc"] | None = None
-    select: list[str] | None = None
+    select: list[str] | None = selecting(ASSISTANT_FIELDS)
 
 
 @attrs.frozen(kw_only=True)
 class CancelMany:
+    """Runs to cancel: by ``status``, or by ``run_ids`` on ``thread_id``."""
+
+    __json_schema__: typing.ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {
+                "required": ["status"],
+                "properties": {
+                    "status": {"enum": ["pending", "running", "all"]},
+                    "thread_id": {"type": "null"},
+                    "run_ids": {"type": "null"},
+                },
+            },
+            {
+                "required": ["thread_id", "run_ids"],
+                "properties": {
+                    "status": {"type": "null"},
+                    "thread_id": {"type": "string", "format": "uuid"},
+                    "run_ids": {"type": "array", "minItems": 1},
+                },
+            },
+        ]
+    }
+
     status: Literal["pending", "running", "all"] | None = None
     thread_id: str | None = None
     run_ids: list[str] | None = None

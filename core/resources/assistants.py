@@ -30,6 +30,7 @@ from triograph.core.infra.errors import (
 )
 from triograph.core.infra.graphs import system_assistant_id
 from triograph.core.infra.models import (
+    ASSISTANT_FIELDS,
     JSON,
     MAX_OFFSET,
     Assistant,
@@ -57,18 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("triograph.assistants")
 
-ASSISTANT_FIELDS = (
-    "assistant_id",
-    "graph_id",
-    "name",
-    "description",
-    "config",
-    "context",
-    "created_at",
-    "updated_at",
-    "metadata",
-    "version",
-)
 #: configurable keys the server fills per run; not part of a graph's config schema
 RUN_CONFIGURABLE = (
     "__pregel_checkpointer",

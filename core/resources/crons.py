@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import zoneinfo
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 import trio
@@ -38,6 +38,7 @@ from triograph.core.infra.models import (
     new_id,
     now,
     selected,
+    selecting,
     structure,
     to_wire,
     validate_uuid,
@@ -81,13 +82,28 @@ PATCHABLE_RUN_FIELDS = (
 )
 
 
+#: what croniter reads: 5 to 7 fields (seconds and year optional) or a nickname; the
+#: values' ranges are checked by croniter itself (a 422 quoting its reason)
+_ATOM = "(\\*|\\?|L|[0-9]{1,4}(-[0-9]{1,4})?|[A-Za-z]{3}(-[A-Za-z]{3})?)(/[0-9]{1,4})?"
+_FIELD = f"{_ATOM}(,{_ATOM})*"
+_NICKNAME = "@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+SCHEDULE_SCHEMA = {"type": "string", "pattern": f"^({_NICKNAME}|{_FIELD}( {_FIELD}){{4,6}})$"}
+#: an IANA time zone name (absent or null: UTC)
+TIMEZONE_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "enum": sorted(zoneinfo.available_timezones())},
+        {"type": "null"},
+    ]
+}
+
+
 @attrs.frozen(kw_only=True)
 class CronCreate:
     """The cron's own fields of a create body; the whole body is the run payload."""
 
     assistant_id: str
-    schedule: str
-    timezone: str | None = None
+    schedule: str = attrs.field(metadata={"json_schema": SCHEDULE_SCHEMA})
+    timezone: str | None = attrs.field(default=None, metadata={"json_schema": TIMEZONE_SCHEMA})
     end_time: dt.datetime | None = None
     on_run_completed: OnCompletion | None = None
     enabled: bool = True
@@ -98,8 +114,12 @@ class CronCreate:
 class CronPatch:
     """The cron's own fields of a patch body (null means unchanged, except ``end_time``)."""
 
-    schedule: str | None = None
-    timezone: str | None = None
+    __json_schema__: ClassVar[dict[str, Any]] = {"minProperties": 1}  # an empty body is a 400
+
+    schedule: str | None = attrs.field(
+        default=None, metadata={"json_schema": {"anyOf": [SCHEDULE_SCHEMA, {"type": "null"}]}}
+    )
+    timezone: str | None = attrs.field(default=None, metadata={"json_schema": TIMEZONE_SCHEMA})
     end_time: dt.datetime | None = None
     on_run_completed: OnCompletion | None = None
     enabled: bool | None = None
@@ -127,7 +147,7 @@ class CronSearch:
         | None
     ) = None
     sort_order: Literal["asc", "desc"] | None = None
-    select: list[str] | None = None
+    select: list[str] | None = selecting(CRON_FIELDS)
 
 
 def _zone(timezone: str | None) -> dt.tzinfo:

@@ -25,6 +25,7 @@ from triograph.core.infra.models import (
     JSON,
     MAX_OFFSET,
     MAX_TTL_MINUTES,
+    NO_NUL,
     bounded,
     check_page,
 )
@@ -44,10 +45,18 @@ FILTER_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
 
 
 #: a namespace: one label or more, none empty or holding a "." (LangGraph's store rules)
-NAMESPACE_SCHEMA = {
-    "type": "array",
-    "minItems": 1,
-    "items": {"type": "string", "pattern": "^[^.]+$"},
+#: a namespace label: not empty, no period (the separator), no NUL
+LABEL = {"type": "string", "pattern": "^[^.\\u0000]+$"}
+NAMESPACE_SCHEMA = {"type": "array", "minItems": 1, "items": LABEL}
+#: a namespace prefix or suffix (absent or null: any)
+LABELS_SCHEMA = {"anyOf": [{"type": "array", "items": LABEL}, {"type": "null"}]}
+#: ``index`` of an item: false (not indexed), null (the store's fields) or field paths
+INDEX_SCHEMA = {
+    "anyOf": [
+        {"type": "boolean", "enum": [False]},
+        {"type": "null"},
+        {"type": "array", "items": {"type": "string", "pattern": NO_NUL}},
+    ]
 }
 
 
@@ -57,7 +66,7 @@ class StorePut:
     key: str
     value: dict[str, JSON]
     #: ``False`` (do not index), a list of field paths, or None (the index's ``fields``)
-    index: JSON = None
+    index: JSON = attrs.field(default=None, metadata={"json_schema": INDEX_SCHEMA})
     #: minutes; absent means the store's ``default_ttl``, null means no expiry
     ttl: float | None = bounded(None, 0, MAX_TTL_MINUTES, exclusive_minimum=True)
 
@@ -80,7 +89,9 @@ _FILTER_SCHEMA = {
 
 @attrs.frozen(kw_only=True)
 class StoreSearch:
-    namespace_prefix: list[str] | None = None
+    namespace_prefix: list[str] | None = attrs.field(
+        default=None, metadata={"json_schema": LABELS_SCHEMA}
+    )
     filter: dict[str, JSON] | None = attrs.field(
         default=None, metadata={"json_schema": _FILTER_SCHEMA}
     )
@@ -92,8 +103,8 @@ class StoreSearch:
 
 @attrs.frozen(kw_only=True)
 class StoreNamespaces:
-    prefix: list[str] | None = None
-    suffix: list[str] | None = None
+    prefix: list[str] | None = attrs.field(default=None, metadata={"json_schema": LABELS_SCHEMA})
+    suffix: list[str] | None = attrs.field(default=None, metadata={"json_schema": LABELS_SCHEMA})
     max_depth: int | None = bounded(None, 1, 1000)
     limit: int = bounded(100, 1, 1000)
     offset: int = bounded(0, 0, MAX_OFFSET)

@@ -13,6 +13,7 @@ from tests.conftest import example_settings
 from tests.sdk import Server
 from triograph.core.http import json_schema, openapi
 from triograph.core.http.app import app_core, create_app
+from triograph.core.infra.models import NO_NUL
 
 AUTOMATIC = {"HEAD", "OPTIONS"}
 
@@ -78,7 +79,7 @@ async def test_run_create_body_schema(server: Server) -> None:
         body = doc["paths"][path]["post"]["requestBody"]
         assert body["content"]["application/json"]["schema"] == ref, path
     batch = doc["paths"]["/runs/batch"]["post"]["requestBody"]["content"]["application/json"]
-    assert batch["schema"] == {"type": "array", "items": ref}
+    assert batch["schema"] == {"type": "array", "items": ref, "minItems": 1}
     run_create = schemas["RunCreate"]
     assert run_create["required"] == ["assistant_id"]
     fields = run_create["properties"]
@@ -158,9 +159,18 @@ def test_schemas_from_attrs_classes() -> None:
         "flag": {"type": "boolean", "default": False},
         "kind": {"type": "string", "enum": ["a", "b"], "default": "a"},
         "labels": {"type": "object", "additionalProperties": {"type": "integer"}, "default": {}},
-        "anything": {"default": None},
+        "anything": {"$ref": "#/components/schemas/JSONValue", "default": None},
     }
-    assert schemas.components["Inner"]["properties"] == {"name": {"type": "string"}}
+    assert schemas.components["Inner"]["properties"] == {
+        "name": {"type": "string", "pattern": NO_NUL}
+    }
+    # keys a request record does not read are accepted (and ignored) if they could be stored
+    assert outer["propertyNames"] == {"pattern": NO_NUL}
+    assert outer["additionalProperties"] == {"$ref": "#/components/schemas/JSONValue"}
+    response = json_schema.Schemas()
+    response.of(Outer, response=True)
+    assert "additionalProperties" not in response.components["Outer"]
+    assert response.components["Outer"]["properties"]["anything"] == {"default": None}
 
 
 def test_request_body_names_a_body_the_code_cannot_show() -> None:
@@ -240,3 +250,58 @@ async def test_options_allows_the_methods_of_the_route_it_matched(server: Server
     assert search.status_code == 200
     assert search.headers["allow"] == "OPTIONS, POST"
     assert one.headers["allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH"
+
+
+async def test_the_document_declares_the_rules_across_fields_and_formats(server: Server) -> None:
+    """Issue 15, item 10: what the server checks beyond types is in the document, so that
+    a request the document allows is one the server takes (each rule shown both ways)."""
+    doc = await fetch_document(server)
+    paths, schemas = doc["paths"], doc["components"]["schemas"]
+    async with server.http() as http:
+        # a cancel names a status, or a thread with run ids: never neither
+        branches = schemas["CancelMany"]["oneOf"]
+        assert [b["required"] for b in branches] == [["status"], ["thread_id", "run_ids"]]
+        assert (await http.post("/runs/cancel", json={})).status_code == 422
+        taken = await http.post("/runs/cancel", json={"status": "pending"})
+        assert taken.status_code in (204, 404)  # the shape is right; nothing may be pending
+        # a cron patch changes something; a schedule has 5 to 7 fields; zones are IANA names
+        assert schemas["CronPatch"]["minProperties"] == 1
+        schedule = schemas["CronCreate"]["properties"]["schedule"]["pattern"]
+        assert re.fullmatch(schedule, "*/5 9-17 * * MON-FRI")
+        assert re.fullmatch(schedule, "@daily")
+        assert not re.fullmatch(schedule, "")
+        assert not re.fullmatch(schedule, "* * *")
+        body = {"assistant_id": "agent", "schedule": "* * *"}
+        assert (await http.post("/runs/crons", json=body)).status_code == 422
+        zones = schemas["CronCreate"]["properties"]["timezone"]["anyOf"][0]["enum"]
+        assert {"UTC", "Europe/Paris", "America/New_York"} <= set(zones)
+        # a webhook is an http(s) URL with a host name
+        webhook = schemas["RunCreate"]["properties"]["webhook"]["anyOf"][0]["pattern"]
+        assert re.fullmatch(webhook, "https://hooks.example.com:8443/done?x=1")
+        assert not re.fullmatch(webhook, "")
+        assert not re.fullmatch(webhook, "ftp://example.com")
+        # a batch holds one run at least
+        assert (await http.post("/runs/batch", json=[])).status_code == 422
+        # select names fields of the resource
+        select = schemas["ThreadSearch"]["properties"]["select"]["anyOf"][0]["items"]["enum"]
+        assert {"thread_id", "values", "status"} <= set(select)
+        refused = await http.post("/threads/search", json={"select": ["nope"]})
+        assert refused.status_code == 422
+        # store namespaces: labels without periods; an item's index is false, null or paths
+        label = schemas["StoreSearch"]["properties"]["namespace_prefix"]["anyOf"][0]["items"]
+        assert not re.fullmatch(label["pattern"], "a.b")
+        assert not re.fullmatch(label["pattern"], "")
+        index = schemas["StorePut"]["properties"]["index"]["anyOf"]
+        assert index[0] == {"type": "boolean", "enum": [False]}
+        item = {"namespace": ["a"], "key": "k", "value": {"v": 1}, "index": 0}
+        assert (await http.put("/store/items", json=item)).status_code == 422
+        # no string or key anywhere holds a NUL character (the server refuses it)
+        value = schemas["JSONValue"]["anyOf"]
+        assert value[0] == {"type": "string", "pattern": NO_NUL}
+        assert value[-1]["propertyNames"] == {"pattern": NO_NUL}
+        nul = {"metadata": {"a": ["x\u0000y"]}}
+        assert (await http.post("/threads", json=nul)).status_code == 422
+        # the agent card's query names its assistant
+        (card,) = paths["/.well-known/agent-card.json"]["get"]["parameters"]
+        assert (card["name"], card["required"]) == ("assistant_id", True)
+        assert (await http.get("/.well-known/agent-card.json")).status_code == 422

@@ -25,8 +25,9 @@ from sse_starlette.event import ensure_bytes
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request as StarletteRequest
 
+from triograph.core.http.json_schema import UUID
 from triograph.core.http.openapi import OBJECT, SSE, responds
-from triograph.core.http.wire import SSE_HEADERS, core, json_response
+from triograph.core.http.wire import SSE_HEADERS, core, json_response, qstr
 from triograph.core.infra.errors import InvalidRequest
 from triograph.core.infra.models import validate_uuid
 from triograph.core.resources.a2a import ASSISTANT, A2ATasks, agent_card
@@ -104,10 +105,12 @@ async def assistant_card(assistant_id: str) -> Response:
 @responds(OBJECT)
 async def card() -> Response:
     """The A2A agent card of the assistant named by ``?assistant_id=``."""
-    assistant_id = request.args.get("assistant_id")
-    if not assistant_id:
-        raise InvalidRequest("query parameter 'assistant_id': required (the assistant's UUID)")
-    return await _card(assistant_id)
+    assistant_id = qstr(
+        "assistant_id",
+        required=InvalidRequest("query parameter 'assistant_id': required (the assistant's UUID)"),
+        schema=UUID,
+    )
+    return await _card(assistant_id or "")
 
 
 async def _card(assistant_id: str) -> Response:

@@ -74,7 +74,7 @@ async def get_cron(cron_id: str) -> Response:
 
 
 @bp.patch("/runs/crons/<cron_id>")
-@request_body(CronPatch)
+@request_body(CronPatch, required=True)  # no body, or {}, is a 400 (the official message)
 @responds(Cron)
 async def patch_cron(cron_id: str) -> Response:
     """Change a cron's schedule or payload; its next run date is recomputed."""

@@ -4,7 +4,7 @@ list, get, delete; cancel and bulk cancel; join and join stream; the thread stre
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from quart import Blueprint, Response, current_app, request
 
@@ -259,7 +259,7 @@ async def wait_stateless() -> Response:
 
 
 @bp.post("/runs/batch")
-@request_body(list[RunCreate])
+@request_body(Annotated[list[RunCreate], {"minItems": 1}])
 @responds(list[Run])
 async def batch() -> Response:
     items = await body_json()

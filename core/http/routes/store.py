@@ -45,7 +45,7 @@ ITEM = {
 ITEMS = {"type": "object", "properties": {"items": {"type": "array", "items": ITEM}}}
 NAMESPACES = {"type": "object", "properties": {"namespaces": {"type": "array", "items": _LABELS}}}
 #: ``namespace`` of ``GET /store/items``: the labels joined by ``.``
-NAMESPACE = {"type": "string", "pattern": "^[^.]+(\\.[^.]+)*$"}
+NAMESPACE = {"type": "string", "pattern": "^[^.\\u0000]+(\\.[^.\\u0000]+)*$"}
 
 
 @bp.get("/store/items")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import attrs
 from quart import Blueprint, Response, request
 
+from triograph.core.http.json_schema import JSON_OBJECT
 from triograph.core.http.openapi import OBJECT, responds
 from triograph.core.http.wire import (
     body_as,
@@ -32,6 +33,7 @@ from triograph.core.infra.errors import InvalidRequest
 from triograph.core.infra.models import (
     JSON,
     MAX_OFFSET,
+    NO_NUL,
     THREAD_TTL,
     CheckpointRef,
     Thread,
@@ -39,6 +41,7 @@ from triograph.core.infra.models import (
     ThreadStatus,
     bounded,
     check_select,
+    selecting,
     structure,
     validate_uuid,
 )
@@ -51,6 +54,44 @@ PRUNED = {"type": "object", "properties": {"pruned_count": {"type": "integer"}}}
 #: ``extract`` paths: a Thread key, then ``.key`` and ``[index]`` steps
 _EXTRACT_PATH = re.compile(r"([a-z_]+)((?:\.[^.\[\]]+|\[-?\d+\])*)")
 _EXTRACT_STEP = re.compile(r"\.([^.\[\]]+)|\[(-?\d+)\]")
+_EXTRACT_SCHEMA = {
+    "anyOf": [
+        {
+            "type": "object",
+            "maxProperties": 10,
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {
+                "type": "string",
+                "pattern": f"^({'|'.join(THREAD_FIELDS)})(\\.[^.\\[\\]\\u0000]+|\\[-?[0-9]+\\])*$",
+            },
+        },
+        {"type": "null"},
+    ]
+}
+#: ``before`` of a history query (see :func:`_before`)
+_BEFORE_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "null"},
+        {
+            "type": "object",
+            "required": ["checkpoint_id"],
+            "not": {"required": ["configurable"]},
+            "properties": {"checkpoint_id": {"type": "string", "pattern": NO_NUL}},
+        },
+        {
+            "type": "object",
+            "required": ["configurable"],
+            "properties": {
+                "configurable": {
+                    "type": "object",
+                    "required": ["checkpoint_id"],
+                    "properties": {"checkpoint_id": {"type": "string", "pattern": NO_NUL}},
+                }
+            },
+        },
+    ]
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -87,8 +128,10 @@ class ThreadSearch(ThreadFilters):
     sort_order: Literal["asc", "desc"] | None = None
     limit: int = bounded(10, 1, 1000)
     offset: int = bounded(0, 0, MAX_OFFSET)
-    select: list[str] | None = None
-    extract: dict[str, JSON] | None = None
+    select: list[str] | None = selecting(THREAD_FIELDS)
+    extract: dict[str, JSON] | None = attrs.field(
+        default=None, metadata={"json_schema": _EXTRACT_SCHEMA}
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -99,7 +142,10 @@ class ThreadPrune:
 
 @attrs.frozen(kw_only=True)
 class StateUpdate:
-    values: JSON = None
+    values: JSON = attrs.field(
+        default=None,
+        metadata={"json_schema": {"anyOf": [JSON_OBJECT, {"type": "array"}, {"type": "null"}]}},
+    )
     as_node: str | None = None
     checkpoint_id: str | None = None
     checkpoint: CheckpointRef | None = None
@@ -114,7 +160,7 @@ class StateAt:
 @attrs.frozen(kw_only=True)
 class HistoryQuery:
     limit: int = bounded(1, 1, 1000)
-    before: JSON = None
+    before: JSON = attrs.field(default=None, metadata={"json_schema": _BEFORE_SCHEMA})
     metadata: dict[str, JSON] | None = None
     checkpoint: CheckpointRef | None = None
 
