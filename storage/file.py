@@ -14,9 +14,10 @@ waits for a metadata write:
 
 A record is one row: its JSON document, plus the fields searches filter and sort on as
 columns (datetimes as UTC epoch microseconds, so they sort as they compare). ``metadata``
-and a thread's ``values`` are JSON columns matched by the memory backend's own ``contains``,
-registered as an SQL function, so searches and counts have the memory backend's semantics
-exactly (ties in insertion order, NULLs first ascending). Foreign keys cascade as the
+and a thread's ``values`` are JSON columns, searched and filtered by the SQL that
+:mod:`triograph.storage.query` compiles to SQLite's JSON1 functions, so searches, counts and
+authorization filters have the memory backend's semantics exactly (ties in insertion order,
+NULLs first ascending). Foreign keys cascade as the
 protocol says: deleting a thread deletes its runs and crons, deleting an assistant its
 versions and crons.
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import array
 import datetime as dt
-import functools
 import math
 import operator
 import pathlib
@@ -81,7 +81,7 @@ from triograph.core.infra.models import (
 from triograph.core.infra.settings import Settings
 from triograph.core.infra.storage import Cluster, StorageRegistry
 from triograph.core.infra.store_config import SweepSchedule, store_index, store_ttl
-from triograph.storage.memory import contains
+from triograph.storage.query import SQLITE_JSON, Filters, Where
 
 R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
 T = TypeVar("T")
@@ -155,18 +155,8 @@ def _connect(path: str, isolation_level: Literal["DEFERRED"] | None = None) -> s
 
 def _metadata_connection(path: str) -> sqlite3.Connection:
     conn = _connect(path)
-    conn.create_function("triograph_contains", 2, _contains, deterministic=True)
     conn.create_function("triograph_lower", 1, str.lower, deterministic=True)
     return conn
-
-
-def _contains(haystack: str, needle: str) -> bool:
-    return contains(orjson.loads(haystack), _needle(needle))
-
-
-@functools.lru_cache(maxsize=64)
-def _needle(text: str) -> Any:  # one search compares every row with the same needle
-    return orjson.loads(text)
 
 
 def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
@@ -262,15 +252,8 @@ class _Database:
 
 # -- records as rows --------------------------------------------------------------------------
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MICROSECOND = dt.timedelta(microseconds=1)
-
-
-def _sql(value: Any) -> Any:
-    """A column value: datetimes as UTC epoch microseconds (naive ones taken as UTC)."""
-    if isinstance(value, dt.datetime):
-        return ((value if value.tzinfo else value.replace(tzinfo=dt.UTC)) - _EPOCH) // _MICROSECOND
-    return value
+#: a column value: datetimes as UTC epoch microseconds (naive ones taken as UTC)
+_sql = SQLITE_JSON.value
 
 
 def _json(value: Any) -> str:
@@ -302,9 +285,7 @@ class _Table(Generic[R]):
         self.upsert = f"{self.insert} ON CONFLICT ({', '.join(key)}) DO UPDATE SET " + ", ".join(
             f"{c} = excluded.{c}" for c in stored
         )
-        self.update = (
-            f"UPDATE {name} SET {', '.join(f'{c} = ?' for c in stored)} WHERE {self.match_key}"
-        )
+        self.set = f"UPDATE {name} SET {', '.join(f'{c} = ?' for c in stored)}"
         #: what :meth:`load` takes: the JSON columns, then the document
         self.loaded = ", ".join(stored[len(columns) :])
         self.select = f"SELECT {self.loaded} FROM {name}"
@@ -330,6 +311,10 @@ class _Table(Generic[R]):
         row = conn.execute(f"{self.select} WHERE {self.match_key}", key).fetchone()
         return None if row is None else self.load(row)
 
+    def where(self, key: Any) -> Where:
+        """The row of ``key`` (a one-column key)."""
+        return Where(SQLITE_JSON).eq(self.key[0], key)
+
     def insert_new(self, conn: sqlite3.Connection, record: R) -> bool:
         """Insert unless the key exists; whether it did."""
         return conn.execute(f"{self.insert} ON CONFLICT DO NOTHING", self.row(record)).rowcount > 0
@@ -338,17 +323,17 @@ class _Table(Generic[R]):
         """Insert or replace in place (the row keeps its place in insertion order)."""
         conn.execute(self.upsert, self.row(record))
 
-    def replace(self, conn: sqlite3.Connection, record: R) -> None:
-        """Update the row if there is one."""
-        conn.execute(self.update, [*self.row(record), *(getattr(record, k) for k in self.key)])
+    def replace(self, conn: sqlite3.Connection, record: R, where: Where) -> None:
+        """Update the row ``where`` selects, if there is one."""
+        conn.execute(f"{self.set} WHERE {where}", [*self.row(record), *where.params])
 
-    def delete(self, conn: sqlite3.Connection, *key: Any) -> bool:
-        return conn.execute(f"DELETE FROM {self.name} WHERE {self.match_key}", key).rowcount > 0
+    def delete(self, conn: sqlite3.Connection, where: Where) -> bool:
+        return conn.execute(f"DELETE FROM {self.name} WHERE {where}", where.params).rowcount > 0
 
     def page(
         self,
         conn: sqlite3.Connection,
-        where: _Where,
+        where: Where,
         sort_by: str,
         sort_order: str,
         limit: int,
@@ -371,7 +356,7 @@ class _Table(Generic[R]):
         total = conn.execute(f"SELECT COUNT(*) FROM {self.name} WHERE {where}", where.params)
         return [], total.fetchone()[0]
 
-    def rows(self, conn: sqlite3.Connection, where: _Where, tail: str, *params: Any) -> list[R]:
+    def rows(self, conn: sqlite3.Connection, where: Where, tail: str, *params: Any) -> list[R]:
         found = conn.execute(f"{self.select} WHERE {where} {tail}", [*where.params, *params])
         return [self.load(r) for r in found]
 
@@ -389,33 +374,6 @@ class _ThreadTable(_Table[Thread]):
         if thread.ttl and isinstance(thread.ttl.get("expires_at"), str):  # JSON has no datetime
             thread.ttl["expires_at"] = dt.datetime.fromisoformat(thread.ttl["expires_at"])
         return thread
-
-
-class _Where:
-    """The conditions of a search, ANDed, with their parameters."""
-
-    def __init__(self) -> None:
-        self.terms: list[str] = []
-        self.params: list[Any] = []
-
-    def __str__(self) -> str:
-        return " AND ".join(self.terms) or "1"
-
-    def add(self, term: str, *params: Any) -> _Where:
-        self.terms.append(term)
-        self.params.extend(params)
-        return self
-
-    def eq(self, column: str, value: Any) -> _Where:
-        return self if value is None else self.add(f'"{column}" = ?', _sql(value))
-
-    def within(self, column: str, values: Sequence[str] | None) -> _Where:
-        if values is None:
-            return self
-        return self.add(f'"{column}" IN (SELECT value FROM json_each(?))', _json(list(values)))
-
-    def contains(self, column: str, needle: dict[str, Any] | None) -> _Where:
-        return self.add(f'triograph_contains("{column}", ?)', _json(needle)) if needle else self
 
 
 _ASSISTANTS = _Table(
@@ -469,14 +427,23 @@ class _Repo(Generic[R]):
     def __init__(self, db: _Database) -> None:
         self._db = db
 
-    async def get(self, key: str) -> R | None:
-        return await self._db.read(lambda conn: self.table.get(conn, key))
+    def _scoped(self, where: Where, filters: Filters | None) -> Where:
+        """``where``, and ``filters`` on the record's metadata."""
+        return where.allowed('"metadata"', filters)
 
-    async def update(self, record: R) -> None:
-        await self._db.write(lambda conn: self.table.replace(conn, record))
+    async def get(self, key: str, *, filters: Filters | None = None) -> R | None:
+        if not filters:
+            return await self._db.read(lambda conn: self.table.get(conn, key))
+        found = await self._rows(self._scoped(self.table.where(key), filters), "")
+        return found[0] if found else None
 
-    async def delete(self, key: str) -> bool:
-        return await self._db.write(lambda conn: self.table.delete(conn, key))
+    async def update(self, record: R, *, filters: Filters | None = None) -> None:
+        where = self._scoped(self.table.where(getattr(record, self.table.key[0])), filters)
+        await self._db.write(lambda conn: self.table.replace(conn, record, where))
+
+    async def delete(self, key: str, *, filters: Filters | None = None) -> bool:
+        where = self._scoped(self.table.where(key), filters)
+        return await self._db.write(lambda conn: self.table.delete(conn, where))
 
     async def _insert(self, record: R) -> bool:
         """Insert unless the key exists; whether it did."""
@@ -486,13 +453,13 @@ class _Repo(Generic[R]):
         await self._db.write(lambda conn: self.table.put(conn, record))
 
     async def _page(
-        self, where: _Where, sort_by: str, sort_order: str, limit: int, offset: int
+        self, where: Where, sort_by: str, sort_order: str, limit: int, offset: int
     ) -> tuple[list[R], int]:
         return await self._db.read(
             lambda conn: self.table.page(conn, where, sort_by, sort_order, limit, offset)
         )
 
-    async def _rows(self, where: _Where, tail: str, *params: Any) -> list[R]:
+    async def _rows(self, where: Where, tail: str, *params: Any) -> list[R]:
         return await self._db.read(lambda conn: self.table.rows(conn, where, tail, *params))
 
 
@@ -540,7 +507,7 @@ class _Assistants(_Repo[Assistant]):
         limit: int = 10,
         offset: int = 0,
     ) -> list[AssistantVersion]:
-        where = _Where().eq("assistant_id", assistant_id).contains("metadata", metadata)
+        where = Where(SQLITE_JSON).eq("assistant_id", assistant_id).contains("metadata", metadata)
         page = await self._db.read(
             lambda conn: _VERSIONS.page(conn, where, "version", "desc", limit, offset)
         )
@@ -556,8 +523,10 @@ class _Assistants(_Repo[Assistant]):
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Assistant], int]:
-        where = _Where().within("graph_id", graph_ids).contains("metadata", metadata)
+        where = Where(SQLITE_JSON).within("graph_id", graph_ids).contains("metadata", metadata)
+        self._scoped(where, filters)
         if name:
             where.add("instr(triograph_lower(name), ?)", name.lower())
         return await self._page(where, sort_by, sort_order, limit, offset)
@@ -578,24 +547,36 @@ class _Threads(_Repo[Thread]):
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Thread], int]:
-        where = _Where().within("thread_id", ids).eq("status", status)
+        where = Where(SQLITE_JSON).within("thread_id", ids).eq("status", status)
         where.contains("metadata", metadata).contains("values", values)
+        self._scoped(where, filters)
         return await self._page(where, sort_by, sort_order, limit, offset)
 
     async def expired(self, at: dt.datetime, *, limit: int = 100) -> list[Thread]:
-        where = _Where().add("expires_at <= ?", _sql(at))
+        where = Where(SQLITE_JSON).add("expires_at <= ?", _sql(at))
         return await self._rows(where, "ORDER BY expires_at, rowid LIMIT ?", limit)
 
 
 class _Runs(_Repo[Run]):
+    """Runs are filtered by their thread's metadata (they are authorized on it)."""
+
     table = _RUNS
     create = _Repo._put
+
+    def _scoped(self, where: Where, filters: Filters | None) -> Where:
+        if not filters:
+            return where
+        inner = Where(SQLITE_JSON).allowed("threads.metadata", filters)
+        return where.add(
+            f"thread_id IN (SELECT thread_id FROM threads WHERE {inner})", *inner.params
+        )
 
     async def for_thread(
         self, thread_id: str, *, status: str | None = None, limit: int = 10, offset: int = 0
     ) -> list[Run]:
-        where = _Where().eq("thread_id", thread_id).eq("status", status)
+        where = Where(SQLITE_JSON).eq("thread_id", thread_id).eq("status", status)
         return await self._rows(
             where, "ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?", limit, offset
         )
@@ -606,9 +587,11 @@ class _Runs(_Repo[Run]):
         statuses: Sequence[str] | None = None,
         thread_id: str | None = None,
         run_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
     ) -> list[Run]:
-        where = _Where().within("status", statuses).eq("thread_id", thread_id)
-        return await self._rows(where.within("run_id", run_ids), "ORDER BY created_at, run_id")
+        where = Where(SQLITE_JSON).within("status", statuses).eq("thread_id", thread_id)
+        where = self._scoped(where.within("run_id", run_ids), filters)
+        return await self._rows(where, "ORDER BY created_at, run_id")
 
 
 class _Crons(_Repo[Cron]):
@@ -626,13 +609,15 @@ class _Crons(_Repo[Cron]):
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Cron], int]:
-        where = _Where().eq("assistant_id", assistant_id).eq("thread_id", thread_id)
+        where = Where(SQLITE_JSON).eq("assistant_id", assistant_id).eq("thread_id", thread_id)
         where.eq("enabled", enabled).contains("metadata", metadata)
+        self._scoped(where, filters)
         return await self._page(where, sort_by, sort_order, limit, offset)
 
     async def due(self, at: dt.datetime, *, limit: int = 100) -> list[Cron]:
-        where = _Where().add("enabled").add("next_run_date <= ?", _sql(at))
+        where = Where(SQLITE_JSON).add("enabled").add("next_run_date <= ?", _sql(at))
         return await self._rows(where, "ORDER BY next_run_date, rowid LIMIT ?", limit)
 
 

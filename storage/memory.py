@@ -12,7 +12,7 @@ import copy
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import attrs
 from langgraph.checkpoint.memory import InMemorySaver
@@ -34,6 +34,7 @@ from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, 
 from triograph.core.infra.settings import Settings
 from triograph.core.infra.storage import Cluster, StorageRegistry
 from triograph.core.infra.store_config import SweepSchedule, store_index, store_ttl
+from triograph.storage.query import Filters, allows, contains, page
 
 R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
 
@@ -42,39 +43,11 @@ def _copy(record: R) -> R:
     return attrs.evolve(record)
 
 
-def contains(haystack: Any, needle: dict[str, Any] | None) -> bool:
-    """JSON containment (``@>``): each key of ``needle`` is in ``haystack``, values contained."""
-    if not needle:
-        return True
-    if not isinstance(haystack, dict):
-        return False
-    for key, want in needle.items():
-        if key not in haystack:
-            return False
-        have = haystack[key]
-        if isinstance(want, dict):
-            if not contains(have, want):
-                return False
-        elif have != want:
-            return False
-    return True
-
-
-def _sort_key(sort_by: str) -> Any:
-    # None sorts first ascending (as NULLS FIRST), ties broken by insertion order
-    def key(row: Any) -> tuple[bool, Any]:
-        value = getattr(row, sort_by)
-        return (value is not None, value if value is not None else 0)
-
-    return key
-
-
-def page(
+def _page(
     rows: Iterable[R], sort_by: str, sort_order: str, limit: int, offset: int
 ) -> tuple[list[R], int]:
-    """One sorted page of copies, and the number of rows."""
-    ordered = sorted(rows, key=_sort_key(sort_by), reverse=sort_order == "desc")
-    return [_copy(r) for r in ordered[offset : offset + limit]], len(ordered)
+    found, total = page(rows, sort_by, sort_order, limit, offset)
+    return [_copy(r) for r in found], total
 
 
 class MemoryCheckpointer(InMemorySaver):
@@ -259,9 +232,54 @@ class MemoryStore(InMemoryStore):
             return False
 
 
-class _Assistants:
+class _Repo(Generic[R]):
+    """What every repository does the same way: records by key in ``rows`` (in insertion
+    order), each visible through a filter when :meth:`_metadata` of it :func:`allows` it."""
+
+    key: str
+
+    def __init__(self) -> None:
+        self.rows: dict[str, R] = {}
+
+    def _metadata(self, record: R) -> dict[str, Any] | None:
+        return getattr(record, "metadata", None)
+
+    def _visible(self, key: str, filters: Filters | None) -> R | None:
+        row = self.rows.get(key)
+        if row is None or not allows(self._metadata(row), filters):
+            return None
+        return row
+
+    async def get(self, key: str, *, filters: Filters | None = None) -> R | None:
+        row = self._visible(key, filters)
+        return None if row is None else _copy(row)
+
+    async def update(self, record: R, *, filters: Filters | None = None) -> None:
+        key = getattr(record, self.key)
+        if self._visible(key, filters) is not None:
+            self.rows[key] = _copy(record)
+
+    async def delete(self, key: str, *, filters: Filters | None = None) -> bool:
+        if self._visible(key, filters) is None:
+            return False
+        del self.rows[key]
+        self._deleted(key)
+        return True
+
+    def _deleted(self, key: str) -> None:
+        """What goes with the record ``key`` (cascades)."""
+
+    def drop(self, predicate: Callable[[R], bool]) -> None:
+        for key in [k for k, row in self.rows.items() if predicate(row)]:
+            del self.rows[key]
+            self._deleted(key)
+
+
+class _Assistants(_Repo[Assistant]):
+    key = "assistant_id"
+
     def __init__(self, crons: _Crons) -> None:
-        self.rows: dict[str, Assistant] = {}
+        super().__init__()
         self.versions_of: dict[str, dict[int, AssistantVersion]] = {}
         self._crons = crons
 
@@ -287,14 +305,6 @@ class _Assistants:
         self._record_version(assistant)
         return True
 
-    async def get(self, assistant_id: str) -> Assistant | None:
-        row = self.rows.get(assistant_id)
-        return None if row is None else _copy(row)
-
-    async def update(self, assistant: Assistant) -> None:
-        if assistant.assistant_id in self.rows:
-            self.rows[assistant.assistant_id] = _copy(assistant)
-
     async def new_version(self, assistant: Assistant) -> Assistant:
         stored = _copy(assistant)
         stored.version = max(self.versions_of.get(assistant.assistant_id, {0: None})) + 1
@@ -319,14 +329,11 @@ class _Assistants:
             for v in self.versions_of.get(assistant_id, {}).values()
             if contains(v.metadata, metadata)
         ]
-        return page(rows, "version", "desc", limit, offset)[0]
+        return _page(rows, "version", "desc", limit, offset)[0]
 
-    async def delete(self, assistant_id: str) -> bool:
-        if self.rows.pop(assistant_id, None) is None:
-            return False
-        self.versions_of.pop(assistant_id, None)
-        self._crons.drop(lambda c: c.assistant_id == assistant_id)
-        return True
+    def _deleted(self, key: str) -> None:
+        self.versions_of.pop(key, None)
+        self._crons.drop(lambda c: c.assistant_id == key)
 
     async def search(
         self,
@@ -338,6 +345,7 @@ class _Assistants:
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Assistant], int]:
         needle = name.lower() if name else None
         graphs = set(graph_ids) if graph_ids is not None else None
@@ -347,13 +355,16 @@ class _Assistants:
             if (graphs is None or a.graph_id in graphs)
             and contains(a.metadata, metadata)
             and (needle is None or needle in a.name.lower())
+            and allows(a.metadata, filters)
         ]
-        return page(rows, sort_by, sort_order, limit, offset)
+        return _page(rows, sort_by, sort_order, limit, offset)
 
 
-class _Threads:
+class _Threads(_Repo[Thread]):
+    key = "thread_id"
+
     def __init__(self, runs: _Runs, crons: _Crons) -> None:
-        self.rows: dict[str, Thread] = {}
+        super().__init__()
         self._runs = runs
         self._crons = crons
 
@@ -363,20 +374,9 @@ class _Threads:
         self.rows[thread.thread_id] = _copy(thread)
         return True
 
-    async def get(self, thread_id: str) -> Thread | None:
-        row = self.rows.get(thread_id)
-        return None if row is None else _copy(row)
-
-    async def update(self, thread: Thread) -> None:
-        if thread.thread_id in self.rows:
-            self.rows[thread.thread_id] = _copy(thread)
-
-    async def delete(self, thread_id: str) -> bool:
-        if self.rows.pop(thread_id, None) is None:
-            return False
-        self._runs.drop_thread(thread_id)
-        self._crons.drop(lambda c: c.thread_id == thread_id)
-        return True
+    def _deleted(self, key: str) -> None:
+        self._runs.drop(lambda r: r.thread_id == key)
+        self._crons.drop(lambda c: c.thread_id == key)
 
     async def search(
         self,
@@ -389,6 +389,7 @@ class _Threads:
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Thread], int]:
         wanted = set(ids) if ids is not None else None
         rows = [
@@ -398,8 +399,9 @@ class _Threads:
             and (status is None or t.status == status)
             and contains(t.metadata, metadata)
             and (not values or contains(t.values, values))
+            and allows(t.metadata, filters)
         ]
-        return page(rows, sort_by, sort_order, limit, offset)
+        return _page(rows, sort_by, sort_order, limit, offset)
 
     async def expired(self, at: dt.datetime, *, limit: int = 100) -> list[Thread]:
         rows = [
@@ -411,27 +413,19 @@ class _Threads:
         return [_copy(t) for t in rows[:limit]]
 
 
-class _Runs:
-    def __init__(self) -> None:
-        self.rows: dict[str, Run] = {}
+class _Runs(_Repo[Run]):
+    """Runs are filtered by their thread's metadata (they are authorized on it)."""
 
-    def drop_thread(self, thread_id: str) -> None:
-        for run_id in [r.run_id for r in self.rows.values() if r.thread_id == thread_id]:
-            del self.rows[run_id]
+    key = "run_id"
+    #: the thread rows, set by the storage once both exist
+    threads: dict[str, Thread]
+
+    def _metadata(self, record: Run) -> dict[str, Any] | None:
+        thread = self.threads.get(record.thread_id)
+        return None if thread is None else thread.metadata
 
     async def create(self, run: Run) -> None:
         self.rows[run.run_id] = _copy(run)
-
-    async def get(self, run_id: str) -> Run | None:
-        row = self.rows.get(run_id)
-        return None if row is None else _copy(row)
-
-    async def update(self, run: Run) -> None:
-        if run.run_id in self.rows:
-            self.rows[run.run_id] = _copy(run)
-
-    async def delete(self, run_id: str) -> bool:
-        return self.rows.pop(run_id, None) is not None
 
     async def for_thread(
         self, thread_id: str, *, status: str | None = None, limit: int = 10, offset: int = 0
@@ -450,6 +444,7 @@ class _Runs:
         statuses: Sequence[str] | None = None,
         thread_id: str | None = None,
         run_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
     ) -> list[Run]:
         ids = set(run_ids) if run_ids is not None else None
         rows = [
@@ -458,32 +453,17 @@ class _Runs:
             if (statuses is None or r.status in statuses)
             and (thread_id is None or r.thread_id == thread_id)
             and (ids is None or r.run_id in ids)
+            and allows(self._metadata(r), filters)
         ]
         rows.sort(key=lambda r: (r.created_at, r.run_id))
         return [_copy(r) for r in rows]
 
 
-class _Crons:
-    def __init__(self) -> None:
-        self.rows: dict[str, Cron] = {}
-
-    def drop(self, predicate: Callable[[Cron], bool]) -> None:
-        for cron_id in [c.cron_id for c in self.rows.values() if predicate(c)]:
-            del self.rows[cron_id]
+class _Crons(_Repo[Cron]):
+    key = "cron_id"
 
     async def create(self, cron: Cron) -> None:
         self.rows[cron.cron_id] = _copy(cron)
-
-    async def get(self, cron_id: str) -> Cron | None:
-        row = self.rows.get(cron_id)
-        return None if row is None else _copy(row)
-
-    async def update(self, cron: Cron) -> None:
-        if cron.cron_id in self.rows:
-            self.rows[cron.cron_id] = _copy(cron)
-
-    async def delete(self, cron_id: str) -> bool:
-        return self.rows.pop(cron_id, None) is not None
 
     async def search(
         self,
@@ -496,6 +476,7 @@ class _Crons:
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Cron], int]:
         rows = [
             c
@@ -504,8 +485,9 @@ class _Crons:
             and (thread_id is None or c.thread_id == thread_id)
             and (enabled is None or c.enabled == enabled)
             and contains(c.metadata, metadata)
+            and allows(c.metadata, filters)
         ]
-        return page(rows, sort_by, sort_order, limit, offset)
+        return _page(rows, sort_by, sort_order, limit, offset)
 
     async def due(self, at: dt.datetime, *, limit: int = 100) -> list[Cron]:
         rows = [
@@ -528,6 +510,7 @@ class MemoryStorage:
         self.assistants = _Assistants(self.crons)
         self.runs = _Runs()
         self.threads = _Threads(self.runs, self.crons)
+        self.runs.threads = self.threads.rows
         self._checkpointer = MemoryCheckpointer()
         self._store = (
             MemoryStore(index=store_index(settings), ttl=store_ttl(settings))

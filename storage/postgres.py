@@ -16,10 +16,11 @@ PostgreSQL database:
 
 A record is one row: its JSONB document, plus the fields searches filter and sort on as
 columns (text ones in the "C" collation, so they sort as Python compares strings).
-``metadata`` and a thread's ``values`` are JSONB columns matched by SQL that is the memory
-backend's ``contains`` exactly (:func:`_contains`; JSONB's own ``@>`` is not: it finds
-``["a"]`` in ``["a", "b"]``); ties keep insertion order (an identity column), NULLs sort
-first ascending. Foreign keys cascade as the protocol says.
+``metadata`` and a thread's ``values`` are JSONB columns, searched and filtered by the SQL
+that :mod:`triograph.storage.query` compiles to ``jsonb``, the memory backend's semantics
+exactly (JSONB's own ``@>`` is not: it finds ``["a"]`` in ``["a", "b"]``); ties keep
+insertion order (an identity column), NULLs sort first ascending. Foreign keys cascade as
+the protocol says.
 
 The schema is versioned in ``triograph_migrations``: the :data:`MIGRATIONS` a database lacks
 are applied at open in one transaction under an advisory transaction lock, so processes
@@ -86,6 +87,7 @@ from triograph.core.infra.storage import Cluster, StorageRegistry
 from triograph.core.infra.store_config import SweepSchedule, store_index, store_ttl
 from triograph.storage.file import _untimed, _version_of
 from triograph.storage.pg_cluster import PostgresCluster
+from triograph.storage.query import POSTGRES_JSON, Filters, Where
 
 R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
 T = TypeVar("T")
@@ -164,9 +166,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 # -- JSON conditions ---------------------------------------------------------------------------
 #
 # SQL over a JSONB column that matches as the memory backend's Python does, built from the
-# JSON at a path (``column #> path``): ``_contains`` is ``storage.memory.contains``,
-# ``_matches`` the comparison of LangGraph's memory store (``_compare_values``) that store
-# filters use. The type checks sit in CASE, as SQL does not promise to evaluate AND in order.
+# JSON at a path (``column #> path``): ``_matches`` is the comparison of LangGraph's memory
+# store (``_compare_values``) that store filters use. The type checks sit in CASE, as SQL
+# does not promise to evaluate AND in order.
 
 
 def _at(column: str, path: Sequence[str]) -> _Sql:
@@ -226,20 +228,6 @@ def _equal(column: str, path: Sequence[str], want: Any) -> _Sql:
     if want is None:
         return f"COALESCE({at}, 'null') = 'null'", params
     return f"{at} = ANY(%s::jsonb[])", [*params, _spellings(want)]
-
-
-def _contains(column: str, needle: dict[str, Any] | None, path: Sequence[str] = ()) -> _Sql:
-    """``storage.memory.contains(<the JSON at path>, needle)``."""
-    if not needle:
-        return "TRUE", []
-    conditions = [_typed(column, path, "object")]
-    for key, want in needle.items():
-        conditions.append(_has(column, path, key))
-        if isinstance(want, dict):
-            conditions.append(_contains(column, want, (*path, key)))
-        else:
-            conditions.append(_equal(column, (*path, key), want))
-    return _all(conditions)
 
 
 _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
@@ -511,6 +499,10 @@ class _Table(Generic[R]):
         row = conn.execute(f"{self.select} WHERE {self.match_key}", key).fetchone()
         return None if row is None else self.load(row)
 
+    def where(self, key: Any) -> Where:
+        """The row of ``key`` (a one-column key)."""
+        return Where(POSTGRES_JSON).eq(self.key[0], key)
+
     def insert_new(self, conn: _Connection, record: R) -> bool:
         """Insert unless the key exists; whether it did."""
         return conn.execute(f"{self.insert} ON CONFLICT DO NOTHING", self.row(record)).rowcount > 0
@@ -519,19 +511,17 @@ class _Table(Generic[R]):
         """Insert or replace in place (the row keeps its place in insertion order)."""
         conn.execute(self.upsert, self.row(record))
 
-    def replace(self, conn: _Connection, record: R) -> None:
-        """Update the row if there is one."""
-        conn.execute(
-            f"{self.update} WHERE {self.match_key}", [*self.row(record), *self.key_of(record)]
-        )
+    def replace(self, conn: _Connection, record: R, where: Where) -> None:
+        """Update the row ``where`` selects, if there is one."""
+        conn.execute(f"{self.update} WHERE {where}", [*self.row(record), *where.params])
 
-    def delete(self, conn: _Connection, *key: Any) -> bool:
-        return conn.execute(f"DELETE FROM {self.name} WHERE {self.match_key}", key).rowcount > 0
+    def delete(self, conn: _Connection, where: Where) -> bool:
+        return conn.execute(f"DELETE FROM {self.name} WHERE {where}", where.params).rowcount > 0
 
     def page(
         self,
         conn: _Connection,
-        where: _Where,
+        where: Where,
         sort_by: str,
         sort_order: str,
         limit: int,
@@ -552,7 +542,7 @@ class _Table(Generic[R]):
             return [self.load(r[:-1]) for r in rows], rows[0][-1]
         return [], _scalar(conn, f"SELECT COUNT(*) FROM {self.name} WHERE {where}", where.params)
 
-    def rows(self, conn: _Connection, where: _Where, tail: str, *params: Any) -> list[R]:
+    def rows(self, conn: _Connection, where: Where, tail: str, *params: Any) -> list[R]:
         found = conn.execute(f"{self.select} WHERE {where} {tail}", [*where.params, *params])
         return [self.load(r) for r in found]
 
@@ -582,32 +572,6 @@ class _RunTable(_Table[Run]):
 
     def claim(self, conn: _Connection, run: Run, owner: str) -> None:
         conn.execute(self.claim_owned, [*self.row(run), owner, run.run_id])
-
-
-class _Where:
-    """The conditions of a search, ANDed, with their parameters."""
-
-    def __init__(self) -> None:
-        self.terms: list[str] = []
-        self.params: list[Any] = []
-
-    def __str__(self) -> str:
-        return " AND ".join(self.terms) or "TRUE"
-
-    def add(self, term: str, *params: Any) -> _Where:
-        self.terms.append(term)
-        self.params.extend(params)
-        return self
-
-    def eq(self, column: str, value: Any) -> _Where:
-        return self if value is None else self.add(f'"{column}" = %s', value)
-
-    def within(self, column: str, values: Sequence[str] | None) -> _Where:
-        return self if values is None else self.add(f'"{column}" = ANY(%s::text[])', list(values))
-
-    def contains(self, column: str, needle: dict[str, Any] | None) -> _Where:
-        sql, params = _contains(f'"{column}"', needle)
-        return self.add(sql, *params) if needle else self
 
 
 _ASSISTANTS = _Table(
@@ -665,14 +629,23 @@ class _Repo(Generic[R]):
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
 
-    async def get(self, key: str) -> R | None:
-        return await self._db.run(lambda conn: self.table.get(conn, key))
+    def _scoped(self, where: Where, filters: Filters | None) -> Where:
+        """``where``, and ``filters`` on the record's metadata."""
+        return where.allowed('"metadata"', filters)
 
-    async def update(self, record: R) -> None:
-        await self._db.run(lambda conn: self.table.replace(conn, record))
+    async def get(self, key: str, *, filters: Filters | None = None) -> R | None:
+        if not filters:
+            return await self._db.run(lambda conn: self.table.get(conn, key))
+        found = await self._rows(self._scoped(self.table.where(key), filters), "")
+        return found[0] if found else None
 
-    async def delete(self, key: str) -> bool:
-        return await self._db.run(lambda conn: self.table.delete(conn, key))
+    async def update(self, record: R, *, filters: Filters | None = None) -> None:
+        where = self._scoped(self.table.where(getattr(record, self.table.key[0])), filters)
+        await self._db.run(lambda conn: self.table.replace(conn, record, where))
+
+    async def delete(self, key: str, *, filters: Filters | None = None) -> bool:
+        where = self._scoped(self.table.where(key), filters)
+        return await self._db.run(lambda conn: self.table.delete(conn, where))
 
     async def _insert(self, record: R) -> bool:
         """Insert unless the key exists; whether it did."""
@@ -682,13 +655,13 @@ class _Repo(Generic[R]):
         await self._db.run(lambda conn: self.table.put(conn, record))
 
     async def _page(
-        self, where: _Where, sort_by: str, sort_order: str, limit: int, offset: int
+        self, where: Where, sort_by: str, sort_order: str, limit: int, offset: int
     ) -> tuple[list[R], int]:
         return await self._db.run(
             lambda conn: self.table.page(conn, where, sort_by, sort_order, limit, offset)
         )
 
-    async def _rows(self, where: _Where, tail: str, *params: Any) -> list[R]:
+    async def _rows(self, where: Where, tail: str, *params: Any) -> list[R]:
         return await self._db.run(lambda conn: self.table.rows(conn, where, tail, *params))
 
 
@@ -735,7 +708,7 @@ class _Assistants(_Repo[Assistant]):
         limit: int = 10,
         offset: int = 0,
     ) -> list[AssistantVersion]:
-        where = _Where().eq("assistant_id", assistant_id).contains("metadata", metadata)
+        where = Where(POSTGRES_JSON).eq("assistant_id", assistant_id).contains("metadata", metadata)
         page = await self._db.run(
             lambda conn: _VERSIONS.page(conn, where, "version", "desc", limit, offset)
         )
@@ -751,8 +724,10 @@ class _Assistants(_Repo[Assistant]):
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Assistant], int]:
-        where = _Where().within("graph_id", graph_ids).contains("metadata", metadata)
+        where = Where(POSTGRES_JSON).within("graph_id", graph_ids).contains("metadata", metadata)
+        self._scoped(where, filters)
         if name:  # lowered by Python, as the memory backend compares
             where.add("strpos(name_lower, %s) > 0", name.lower())
         return await self._page(where, sort_by, sort_order, limit, offset)
@@ -773,18 +748,30 @@ class _Threads(_Repo[Thread]):
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Thread], int]:
-        where = _Where().within("thread_id", ids).eq("status", status)
+        where = Where(POSTGRES_JSON).within("thread_id", ids).eq("status", status)
         where.contains("metadata", metadata).contains("values", values)
+        self._scoped(where, filters)
         return await self._page(where, sort_by, sort_order, limit, offset)
 
     async def expired(self, at: dt.datetime, *, limit: int = 100) -> list[Thread]:
-        where = _Where().add("expires_at <= %s", at)
+        where = Where(POSTGRES_JSON).add("expires_at <= %s", at)
         return await self._rows(where, "ORDER BY expires_at, seq LIMIT %s", limit)
 
 
 class _Runs(_Repo[Run]):
+    """Runs are filtered by their thread's metadata (they are authorized on it)."""
+
     table = _RUNS
+
+    def _scoped(self, where: Where, filters: Filters | None) -> Where:
+        if not filters:
+            return where
+        inner = Where(POSTGRES_JSON).allowed("threads.metadata", filters)
+        return where.add(
+            f"thread_id IN (SELECT thread_id FROM threads WHERE {inner})", *inner.params
+        )
 
     def __init__(self, db: PgDatabase, worker_id: str) -> None:
         super().__init__(db)
@@ -797,7 +784,7 @@ class _Runs(_Repo[Run]):
     async def for_thread(
         self, thread_id: str, *, status: str | None = None, limit: int = 10, offset: int = 0
     ) -> list[Run]:
-        where = _Where().eq("thread_id", thread_id).eq("status", status)
+        where = Where(POSTGRES_JSON).eq("thread_id", thread_id).eq("status", status)
         return await self._rows(
             where, "ORDER BY created_at DESC, run_id DESC LIMIT %s OFFSET %s", limit, offset
         )
@@ -808,9 +795,11 @@ class _Runs(_Repo[Run]):
         statuses: Sequence[str] | None = None,
         thread_id: str | None = None,
         run_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
     ) -> list[Run]:
-        where = _Where().within("status", statuses).eq("thread_id", thread_id)
-        return await self._rows(where.within("run_id", run_ids), "ORDER BY created_at, run_id")
+        where = Where(POSTGRES_JSON).within("status", statuses).eq("thread_id", thread_id)
+        where = self._scoped(where.within("run_id", run_ids), filters)
+        return await self._rows(where, "ORDER BY created_at, run_id")
 
 
 class _Crons(_Repo[Cron]):
@@ -828,13 +817,15 @@ class _Crons(_Repo[Cron]):
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Cron], int]:
-        where = _Where().eq("assistant_id", assistant_id).eq("thread_id", thread_id)
+        where = Where(POSTGRES_JSON).eq("assistant_id", assistant_id).eq("thread_id", thread_id)
         where.eq("enabled", enabled).contains("metadata", metadata)
+        self._scoped(where, filters)
         return await self._page(where, sort_by, sort_order, limit, offset)
 
     async def due(self, at: dt.datetime, *, limit: int = 100) -> list[Cron]:
-        where = _Where().add("enabled").add("next_run_date <= %s", at)
+        where = Where(POSTGRES_JSON).add("enabled").add("next_run_date <= %s", at)
         return await self._rows(where, "ORDER BY next_run_date, seq LIMIT %s", limit)
 
 

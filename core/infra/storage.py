@@ -10,6 +10,12 @@ Everything on :class:`Storage` except ``checkpointer`` and ``store`` is called f
 The checkpointer and the store are LangGraph objects used on the graph loop (through the
 bridge) only. Records handed to a repository are copied by it: mutate a record you got,
 then ``update`` it.
+
+``filters`` (an authorization filter, :mod:`triograph.core.infra.auth`) restricts a call to
+the records whose ``metadata`` it allows (a run's: its thread's), inside the backend's
+query: a record it leaves out is absent (``get`` finds nothing, ``update`` and ``delete``
+change nothing, a search and its total leave it out). ``triograph.storage.query`` holds the
+semantics, in Python and compiled to SQL.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.store.base import BaseStore
 
+    from triograph.core.infra.auth import Filters
     from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, Thread
     from triograph.core.infra.settings import Settings
 
@@ -38,9 +45,11 @@ class AssistantRepo(Protocol):
         written) if the id exists."""
         ...
 
-    async def get(self, assistant_id: str) -> Assistant | None: ...
+    async def get(
+        self, assistant_id: str, *, filters: Filters | None = None
+    ) -> Assistant | None: ...
 
-    async def update(self, assistant: Assistant) -> None:
+    async def update(self, assistant: Assistant, *, filters: Filters | None = None) -> None:
         """Replace the assistant row only (no new version): start-up re-sync, ``/latest``."""
         ...
 
@@ -62,7 +71,7 @@ class AssistantRepo(Protocol):
         """Versions whose metadata contains ``metadata``, newest first."""
         ...
 
-    async def delete(self, assistant_id: str) -> bool:
+    async def delete(self, assistant_id: str, *, filters: Filters | None = None) -> bool:
         """Delete the assistant, its versions and its crons; False if it did not exist."""
         ...
 
@@ -76,6 +85,7 @@ class AssistantRepo(Protocol):
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Assistant], int]:
         """One page of matches and the total number of matches. ``graph_ids``: the graph
         is one of these; ``metadata``: JSON containment; ``name``: case-insensitive
@@ -88,11 +98,11 @@ class ThreadRepo(Protocol):
         """Insert; False (and nothing written) if the id exists."""
         ...
 
-    async def get(self, thread_id: str) -> Thread | None: ...
+    async def get(self, thread_id: str, *, filters: Filters | None = None) -> Thread | None: ...
 
-    async def update(self, thread: Thread) -> None: ...
+    async def update(self, thread: Thread, *, filters: Filters | None = None) -> None: ...
 
-    async def delete(self, thread_id: str) -> bool:
+    async def delete(self, thread_id: str, *, filters: Filters | None = None) -> bool:
         """Delete the thread, its runs and its crons; False if it did not exist."""
         ...
 
@@ -107,6 +117,7 @@ class ThreadRepo(Protocol):
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Thread], int]:
         """One page of matches and the total. ``metadata`` / ``values``: JSON containment
         (a thread without values never matches a ``values`` filter). ``limit=0`` counts."""
@@ -120,11 +131,11 @@ class ThreadRepo(Protocol):
 class RunRepo(Protocol):
     async def create(self, run: Run) -> None: ...
 
-    async def get(self, run_id: str) -> Run | None: ...
+    async def get(self, run_id: str, *, filters: Filters | None = None) -> Run | None: ...
 
-    async def update(self, run: Run) -> None: ...
+    async def update(self, run: Run, *, filters: Filters | None = None) -> None: ...
 
-    async def delete(self, run_id: str) -> bool: ...
+    async def delete(self, run_id: str, *, filters: Filters | None = None) -> bool: ...
 
     async def for_thread(
         self,
@@ -143,6 +154,7 @@ class RunRepo(Protocol):
         statuses: Sequence[str] | None = None,
         thread_id: str | None = None,
         run_ids: Sequence[str] | None = None,
+        filters: Filters | None = None,
     ) -> list[Run]:
         """Runs matching every given filter, oldest first."""
         ...
@@ -151,11 +163,11 @@ class RunRepo(Protocol):
 class CronRepo(Protocol):
     async def create(self, cron: Cron) -> None: ...
 
-    async def get(self, cron_id: str) -> Cron | None: ...
+    async def get(self, cron_id: str, *, filters: Filters | None = None) -> Cron | None: ...
 
-    async def update(self, cron: Cron) -> None: ...
+    async def update(self, cron: Cron, *, filters: Filters | None = None) -> None: ...
 
-    async def delete(self, cron_id: str) -> bool: ...
+    async def delete(self, cron_id: str, *, filters: Filters | None = None) -> bool: ...
 
     async def search(
         self,
@@ -168,6 +180,7 @@ class CronRepo(Protocol):
         sort_order: str = "desc",
         limit: int = 10,
         offset: int = 0,
+        filters: Filters | None = None,
     ) -> tuple[list[Cron], int]:
         """One page of matches and the total; ``limit=0`` counts only."""
         ...

@@ -27,11 +27,6 @@ from tests.auth import auth_server, bearer
 from tests.sdk import poll
 
 ALICE, BOB = bearer("alice"), bearer("bob")
-#: until the storage layer's queries take authorization filters (issue 10), a filter is a
-#: 500: strict, so that these tests fail the suite once they pass and the mark goes
-FILTERS_PENDING = pytest.mark.xfail(
-    strict=True, reason="authorization filters wait for the storage layer's filters"
-)
 YEARLY = "0 0 1 1 *"
 MODES = (
     "values",
@@ -282,7 +277,6 @@ async def _hers(http: httpx.AsyncClient, w: World) -> dict[str, Any]:
     return out
 
 
-@FILTERS_PENDING
 async def test_bob_reaches_nothing_of_alice(nursery: trio.Nursery) -> None:
     async with auth_server(nursery) as server, server.http() as http:
         w = await build(http)
@@ -351,7 +345,6 @@ async def _store(http: httpx.AsyncClient) -> None:
     assert [i["namespace"] for i in found["items"]] == [["alice", "notes"]]
 
 
-@FILTERS_PENDING
 async def test_the_owner_streams_every_mode(nursery: trio.Nursery) -> None:
     """Alice's own streams work in every mode at once (the refusals above are not a broken
     route), and the thread stream shows her runs to her."""
@@ -370,7 +363,6 @@ async def test_the_owner_streams_every_mode(nursery: trio.Nursery) -> None:
     )
 
 
-@FILTERS_PENDING
 @pytest.mark.skipif(pg.ADMIN_DSN is None, reason="needs TRIOGRAPH_TEST_POSTGRES")
 async def test_across_processes(nursery: trio.Nursery) -> None:
     """Two servers on one Postgres database: a request authorized by one acts on a run

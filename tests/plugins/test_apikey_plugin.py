@@ -6,11 +6,14 @@ named in the settings (``TRIOGRAPH_LOAD_PLUGINS=0`` keeps installed plugins out)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import pytest
 import trio
+from langgraph_sdk import get_sync_client
+from langgraph_sdk.client import SyncLangGraphClient
 from langgraph_sdk.errors import NotFoundError
 
 from tests.conftest import EXAMPLES, example_settings, start_server
@@ -18,6 +21,7 @@ from tests.sdk import Server
 from triograph.core.http.app import create_app
 from triograph.core.infra.errors import ConfigError
 
+T = TypeVar("T")
 KEYS = {"alice": "alice-key-0123456789abcdef", "bob": "bob-key-0123456789abcdef"}
 
 
@@ -52,25 +56,34 @@ async def test_keys_let_their_users_in_and_nobody_else(nursery: trio.Nursery) ->
     assert bearer.status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="authorization filters wait for the storage layer's")
+async def as_user(server: Server, user: str, fn: Callable[[SyncLangGraphClient], T]) -> T:
+    """``fn(client)`` with the SDK's client holding ``user``'s key (the SDK sends its
+    ``api_key`` as ``x-api-key``, and refuses that header in ``headers=``)."""
+
+    def call() -> T:
+        with get_sync_client(url=server.url, api_key=KEYS[user]) as client:
+            return fn(client)
+
+    return await trio.to_thread.run_sync(call)
+
+
 @pytest.mark.usefixtures("apikey")
 async def test_each_key_sees_only_its_own(nursery: trio.Nursery) -> None:
     async with serving(nursery) as server:
-        thread = await server.sync(lambda c: c.threads.create(), headers=key("alice"))
-        run = await server.sync(
+        thread = await as_user(server, "alice", lambda c: c.threads.create())
+        run = await as_user(
+            server,
+            "alice",
             lambda c: c.runs.wait(thread["thread_id"], "agent", input={"topic": "keys"}),
-            headers=key("alice"),
         )
         assert run["joke"] == "This is a joke about keys and cats"
         with pytest.raises(NotFoundError):
-            await server.sync(lambda c: c.threads.get(thread["thread_id"]), headers=key("bob"))
-        assert await server.sync(lambda c: c.threads.search(), headers=key("bob")) == []
-        mine = await server.sync(lambda c: c.threads.search(), headers=key("alice"))
-        await server.sync(
-            lambda c: c.store.put_item(["prefs"], "theme", {"v": "dark"}), headers=key("bob")
-        )
-        bobs = await server.sync(lambda c: c.store.search_items(["prefs"]), headers=key("bob"))
-        alices = await server.sync(lambda c: c.store.search_items(["prefs"]), headers=key("alice"))
+            await as_user(server, "bob", lambda c: c.threads.get(thread["thread_id"]))
+        assert await as_user(server, "bob", lambda c: c.threads.search()) == []
+        mine = await as_user(server, "alice", lambda c: c.threads.search())
+        await as_user(server, "bob", lambda c: c.store.put_item(["prefs"], "theme", {"v": "dark"}))
+        bobs = await as_user(server, "bob", lambda c: c.store.search_items(["prefs"]))
+        alices = await as_user(server, "alice", lambda c: c.store.search_items(["prefs"]))
     assert [t["metadata"]["owner"] for t in mine] == ["alice"]
     assert [i["namespace"] for i in bobs["items"]] == [["bob", "prefs"]]
     assert alices["items"] == []

@@ -388,6 +388,102 @@ async def test_runs_of_a_thread_and_run_search(storage: Storage) -> None:
     assert run_ids(await storage.runs.search()) == [ids[0], ids[1], ids[2], ids[5], ids[3], ids[4]]
 
 
+# -- authorization filters --------------------------------------------------------------------
+
+#: metadata of the threads of :func:`test_filters_match_metadata`, by name
+FILTERED = {
+    "alice": {"owner": "alice", "tags": ["a", "b"], "n": 1},
+    "bob": {"owner": "bob", "tags": ["b"], "n": 1.0},
+    "cy": {"owner": "cy", "tags": "a", "n": True, "team": {"a": [1, 2], "b": None}},
+    "dee": {"owner": None, "tags": [["a"], {"k": 1}], "n": "1", 'we"ird.key': "x"},
+    "eve": {},
+}
+#: filter -> the threads it lets through
+FILTER_CASES: list[tuple[dict[str, Any], set[str]]] = [
+    ({"owner": "alice"}, {"alice"}),
+    ({"owner": {"$eq": "alice"}}, {"alice"}),
+    ({"owner": "alice", "n": 1}, {"alice"}),
+    ({"owner": None}, {"dee"}),  # there and null: not absent
+    ({"n": 1}, {"alice", "bob", "cy"}),  # Python's ==: 1 == 1.0 == True, not "1"
+    ({"n": "1"}, {"dee"}),
+    ({"tags": {"$contains": "a"}}, {"alice"}),  # a list holding it: not the string "a"
+    ({"tags": {"$contains": "b"}}, {"alice", "bob"}),
+    ({"tags": {"$contains": ["a", "b"]}}, {"alice"}),
+    ({"tags": {"$contains": []}}, {"alice", "bob", "dee"}),
+    ({"tags": {"$contains": [["a"]]}}, {"dee"}),
+    ({"tags": {"$contains": {"k": 1}}}, {"dee"}),
+    ({"tags": ["b"]}, {"bob"}),
+    ({"team": {"$eq": {"b": None, "a": [1, 2]}}}, {"cy"}),  # objects regardless of key order
+    ({"team": {"$eq": {"a": [1, 2]}}}, set()),
+    ({'we"ird.key': "x"}, {"dee"}),
+    ({"$or": [{"owner": "alice"}, {"owner": "bob"}]}, {"alice", "bob"}),
+    ({"$and": [{"n": 1}, {"tags": {"$contains": "b"}}]}, {"alice", "bob"}),
+    ({"$or": [{"$and": [{"n": 1}, {"owner": "cy"}]}, {"owner": None}]}, {"cy", "dee"}),
+    ({"missing": {"$contains": "a"}}, set()),
+]
+
+
+@pytest.mark.parametrize(("filters", "allowed"), FILTER_CASES)
+async def test_filters_match_metadata(
+    storage: Storage, filters: dict[str, Any], allowed: set[str]
+) -> None:
+    """Authorization filters mean the same on every backend: in searches and their totals,
+    and on a get of each record."""
+    names = {}
+    for name, metadata in FILTERED.items():
+        t = thread(metadata=metadata)
+        names[t.thread_id] = name
+        await storage.threads.create(t)
+    page, total = await storage.threads.search(filters=filters, limit=10)
+    assert ({names[t.thread_id] for t in page}, total) == (allowed, len(allowed))
+    assert (await storage.threads.search(filters=filters, limit=0))[1] == len(allowed)
+    for thread_id, name in names.items():
+        got = await storage.threads.get(thread_id, filters=filters)
+        assert (got is not None) == (name in allowed), name
+
+
+async def test_what_filters_leave_out_is_absent(storage: Storage) -> None:
+    """A record a filter leaves out cannot be read, changed, deleted or counted through
+    it; one it lets through can. A run is filtered by its thread's metadata."""
+    mine, theirs = {"owner": "alice"}, {"owner": "bob"}
+    a = assistant(metadata=theirs)
+    await storage.assistants.create(a)
+    t = thread(metadata=theirs)
+    await storage.threads.create(t)
+    r = run(t.thread_id)
+    await storage.runs.create(r)
+    c = cron(a.assistant_id, metadata=theirs)
+    await storage.crons.create(c)
+    cases: list[tuple[Any, Any]] = [
+        (storage.assistants, a),
+        (storage.threads, t),
+        (storage.crons, c),
+        (storage.runs, r),
+    ]
+    for repo, record in cases:
+        key = getattr(record, type(record).__name__.lower() + "_id")
+        assert await repo.get(key, filters=mine) is None
+        changed = attrs.evolve(record, updated_at=at(60))
+        await repo.update(changed, filters=mine)
+        assert await repo.get(key) == record  # unchanged
+        assert await repo.delete(key, filters=mine) is False
+        assert await repo.get(key, filters=theirs) == record
+        await repo.update(changed, filters=theirs)
+        assert await repo.get(key) == changed
+    assert await storage.assistants.search(filters=mine) == ([], 0)
+    assert (await storage.assistants.search(filters=theirs))[1] == 1
+    assert await storage.crons.search(filters=mine) == ([], 0)
+    assert (await storage.crons.search(filters=theirs))[1] == 1
+    assert await storage.runs.search(filters=mine) == []
+    assert [x.run_id for x in await storage.runs.search(filters=theirs)] == [r.run_id]
+    assert await storage.runs.search(thread_id=t.thread_id, filters=mine) == []
+    assert await storage.runs.delete(r.run_id, filters=theirs) is True
+    assert await storage.crons.delete(c.cron_id, filters=theirs) is True
+    assert await storage.threads.delete(t.thread_id, filters=theirs) is True
+    assert await storage.assistants.delete(a.assistant_id, filters=theirs) is True
+    assert await storage.assistants.get(a.assistant_id) is None
+
+
 # -- crons ------------------------------------------------------------------------------------
 
 
