@@ -39,17 +39,21 @@ from triograph.core.engine.execution import Dispatcher, chunk_source
 from triograph.core.engine.handles import RunHandle, ThreadLane, WorkerCrashed
 from triograph.core.engine.streams import RunStream
 from triograph.core.infra import encoding, heap
-from triograph.core.infra.auth import acting_as
+from triograph.core.infra.auth import User, acting_as
 from triograph.core.infra.errors import BadRequest, Conflict
 from triograph.core.infra.models import CancelAction, Run, now
 
 if TYPE_CHECKING:
     from triograph.core.infra.context import Core
+    from triograph.core.infra.graphs import Graph
 
 log = logging.getLogger("triograph.supervisor")
 
 #: seconds the final writes of a run may take before they are abandoned
 CLEANUP_TIMEOUT = 10.0
+#: seconds the run's own final status may take once the thread's state was stored (or
+#: could not be, within ``CLEANUP_TIMEOUT``)
+FINAL_WRITE = 5.0
 #: seconds a finished non-resumable run stays joinable from memory
 FINISHED_RETENTION = 60.0
 #: seconds between two sweeps of finished runs whose retention ended
@@ -256,13 +260,25 @@ class RunSupervisor:
         await core.storage.runs.update(run)
         await core.hooks.fire("triograph_run_started", run=attrs.evolve(run))
         event_hook = core.hooks.has("triograph_run_event")
-        link, unstored = core.cluster, handle.unstored
         if event_hook:  # the metadata event went out before the slot; its hook goes now
             await core.hooks.fire("triograph_run_event", run=run, event="metadata", data=metadata)
         graph_id = run.kwargs["config"]["configurable"]["graph_id"]
-        graph = await core.graphs.build(
-            core.bridge, graph_id, run.kwargs["config"], temporary=handle.temporary
-        )
+        user = run.kwargs["config"]["configurable"].get("langgraph_auth_user")
+        async with core.graphs.opened(
+            core.bridge,
+            graph_id,
+            run.kwargs["config"],
+            temporary=handle.temporary,
+            context=run.kwargs.get("context"),
+            user=User.from_dict(user) if isinstance(user, dict) else None,
+        ) as graph:
+            await self._stream(handle, graph, graph_id, event_hook)
+
+    async def _stream(
+        self, handle: RunHandle, graph: Graph, graph_id: str, event_hook: bool
+    ) -> None:
+        core, run = self.core, handle.run
+        link, unstored = core.cluster, handle.unstored
         info = RunInfo(
             run_id=run.run_id,
             thread_id=run.thread_id,
@@ -384,14 +400,22 @@ class RunSupervisor:
             self.handles.pop(run.run_id, None)  # no longer joinable: it is being deleted
             await core.runs.rollback(run)
             run.status = "interrupted"  # what it was when deleted, for the hook below
+            if not handle.temporary:
+                await core.threads.after_run(run, outcome, thread_error)
         else:
-            # every event is stored before the status
+            # every event is stored before the status, and so is the thread's state: a
+            # process that sees the run final (a join elsewhere) reads its values from the
+            # thread. The run still stored in flight is this process's: the thread's
+            # status does not count it.
             await core.cluster.flush(run.run_id, handle.unstored)
-            run.status = outcome
-            run.updated_at = now()
-            await core.storage.runs.update(run)
-        if not handle.temporary:
-            await core.threads.after_run(run, outcome, thread_error)
+            try:
+                if not handle.temporary:
+                    await core.threads.after_run(run, outcome, thread_error)
+            finally:  # the run's outcome is stored even if the thread's could not be
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + FINAL_WRITE):
+                    run.status = outcome
+                    run.updated_at = now()
+                    await core.storage.runs.update(run)
         await core.hooks.fire(
             "triograph_run_finished", run=attrs.evolve(run), outcome=outcome, error=thread_error
         )

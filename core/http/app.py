@@ -42,8 +42,9 @@ from triograph.core.http.access import AccessLog, note_route
 from triograph.core.http.admission import Admission
 from triograph.core.http.auth import Authentication
 from triograph.core.http.cors import Cors
-from triograph.core.http.custom_app import CustomApp, load_custom_app
+from triograph.core.http.custom_app import CUSTOM_APP_KEY, CustomApp, load_custom_app
 from triograph.core.http.headers import ConfigurableHeaders
+from triograph.core.http.loopback import serve_loopback
 from triograph.core.http.routes import (
     a2a,
     assistants,
@@ -173,6 +174,7 @@ async def _lifetime(
     core: Core,
     stop: trio.Event,
     custom: CustomApp | None,
+    api: ASGIApp,
     *,
     services: list[Callable[..., Awaitable[Any]]],
     task_status: trio.TaskStatus[None],
@@ -206,6 +208,7 @@ async def _lifetime(
             for service in services:  # the routes' own (the MCP transport's task group)
                 await core.supervisor.start_service(service)
             await nursery.start(core.heartbeats.serve)  # open streams outlive the runs
+            await nursery.start(serve_loopback, core.bridge, api)  # get_client() with no URL
             async with custom_lifespan:
                 plugin_services = PluginServices(
                     settings=settings,
@@ -262,10 +265,12 @@ def create_app(settings: Settings) -> QuartTrio:
     app.before_request(note_route)
     # under a burst, API requests are answered in arrival order (the custom app is outside)
     app.asgi_app = Admission(cast("ASGIApp", app.asgi_app))  # type: ignore[method-assign,assignment]
+    api = cast("ASGIApp", app.asgi_app)  # what a custom app and the SDK's loopback reach
     custom = None
     user_app = load_custom_app(settings)
     if user_app is not None:
-        custom = CustomApp(user_app, cast("ASGIApp", app.asgi_app), app.url_map, core.bridge)
+        app.config[CUSTOM_APP_KEY] = user_app
+        custom = CustomApp(user_app, api, app.url_map, core.bridge)
         app.asgi_app = custom  # type: ignore[method-assign,assignment]
     if core.access.enabled:
         app.asgi_app = Authentication(  # type: ignore[method-assign,assignment]
@@ -293,7 +298,7 @@ def create_app(settings: Settings) -> QuartTrio:
     async def startup() -> None:
         async def lifetime(*, task_status: trio.TaskStatus[None]) -> None:
             try:
-                await _lifetime(core, stop, custom, services=services, task_status=task_status)
+                await _lifetime(core, stop, custom, api, services=services, task_status=task_status)
             finally:
                 done.set()
 

@@ -7,8 +7,10 @@ the Trio side: routing, the 404 fall-through, and the app's lifespan inside ours
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,6 +33,9 @@ from triograph.core.infra.graph_bridge import (
 from triograph.core.infra.settings import Settings, import_object
 
 log = logging.getLogger("triograph.custom_app")
+
+#: the app config key holding the custom ``http.app`` (for ``/openapi.json``)
+CUSTOM_APP_KEY = "TRIOGRAPH_CUSTOM_APP"
 
 
 def load_custom_app(settings: Settings) -> ASGIApp | None:
@@ -213,10 +218,7 @@ class CustomApp:
                 started.set()
                 stopped.set()
 
-        loopback = TrioAsgi(self.bridge, _without_root_path(self.api))
-        _bind_sdk_loopback(loopback.app)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(loopback.serve)
             nursery.start_soon(run)
             await started.wait()
             if failure:
@@ -233,6 +235,45 @@ class CustomApp:
             raise ConfigError(f"the custom http.app failed to start: {failure[0]}")
 
 
+def openapi_paths(app: ASGIApp) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The custom app's routes for ``/openapi.json`` (they take precedence there too), and
+    the component schemas they use: a FastAPI app's own document; for a Starlette app,
+    each route's path and methods, summarised by its endpoint's docstring."""
+    make = getattr(app, "openapi", None)
+    if callable(make):
+        try:
+            own = make()
+        except Exception as exc:
+            log.warning("http.app: its OpenAPI document failed (%r); its routes are left out", exc)
+            return {}, {}
+        if isinstance(own, dict):
+            return dict(own.get("paths") or {}), dict(
+                (own.get("components") or {}).get("schemas") or {}
+            )
+    paths: dict[str, Any] = {}
+    for route in getattr(app, "routes", None) or ():
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if not isinstance(path, str) or not methods:  # a mount, a websocket
+            continue
+        path = re.sub(r"{([^}:]+):[^}]+}", r"{\1}", path)  # {id:int} -> {id}
+        endpoint = getattr(route, "endpoint", None)
+        doc = (inspect.getdoc(endpoint) or "").strip() if endpoint is not None else ""
+        operation: dict[str, Any] = {
+            "tags": ["custom"],
+            "summary": doc.splitlines()[0] if doc else getattr(route, "name", path),
+            "responses": {"200": {"description": "The custom route's answer."}},
+        }
+        params = re.findall(r"{([^}]+)}", path)
+        if params:
+            operation["parameters"] = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in params
+            ]
+        for method in sorted(set(methods) - {"HEAD"}):
+            paths.setdefault(path, {})[method.lower()] = operation
+    return paths, {}
+
+
 def _route_rest_to_api(app: ASGIApp) -> bool:
     """Make the API the fall-back of a Starlette-style app's router (``app.router.default``,
     which answers what no route matches); False for an app without one."""
@@ -241,39 +282,3 @@ def _route_rest_to_api(app: ASGIApp) -> bool:
         return False
     router.default = call_api_from_scope
     return True
-
-
-def _without_root_path(app: ASGIApp) -> ASGIApp:
-    """The SDK's in-process client sends ``root_path`` ``/noauth`` (no auth on the official
-    server; ours is outside the app it reaches), which the API's routing must not see."""
-
-    async def api(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        await app({**scope, "root_path": ""}, receive, send)
-
-    return api
-
-
-#: the API the SDK's in-process client reaches (the newest server's, in a process that
-#: starts several, as tests do)
-_loopback: list[ASGIApp] = []
-
-
-def _bind_sdk_loopback(api: ASGIApp) -> None:
-    """``langgraph_sdk.get_client()`` without a URL, called in the server (a custom route, a
-    graph node), reaches this server in process, as on the official server. The SDK makes
-    an ASGI transport for it and, outside the official server, leaves its app unset until
-    the server supplies one; the transport factory it uses is given ours here (once)."""
-    try:
-        from langgraph_sdk._async import client as sdk_client
-    except ImportError:  # pragma: no cover - the SDK is a dependency
-        return
-    first = not _loopback
-    _loopback[:] = [api]
-    if not first:
-        return
-    make: Callable[[], Any] = sdk_client.get_asgi_transport  # type: ignore[attr-defined]
-
-    def transport(app: ASGIApp | None = None, **kwargs: Any) -> Any:
-        return make()(app if app is not None else _loopback[0], **kwargs)
-
-    sdk_client.get_asgi_transport = lambda: transport  # type: ignore[attr-defined,assignment]

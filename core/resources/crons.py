@@ -224,6 +224,9 @@ class CronService:
     async def create(self, thread_id: str | None, raw: Any) -> Cron:
         """A cron from a create body; ``thread_id`` None makes each firing a new thread."""
         fields = structure(raw, CronCreate)
+        webhook = raw.get("webhook")
+        if isinstance(webhook, str):  # first, as on the official server (a 422 before a 404)
+            self.core.runs.webhook_policy.check(webhook)
         cron_id = new_id()
         user = current_user()
         value = {

@@ -100,7 +100,9 @@ class ThreadStates:
             )
         return str(graph_id)
 
-    async def _graph(self, thread_id: str, graph_id: str, assistant_id: Any) -> tuple[Graph, Any]:
+    async def _graph(
+        self, thread_id: str, graph_id: str, assistant_id: Any, access: str = "threads.read"
+    ) -> tuple[Graph, Any]:
         """The graph owning checkpoints of ``graph_id`` and the config to address the thread
         with; a factory is built with the assistant's config, as its runs were."""
         assistants = self.core.storage.assistants
@@ -116,7 +118,9 @@ class ThreadStates:
         }
         if assistant is not None:
             config["configurable"]["assistant_id"] = assistant.assistant_id
-        graph = await self.core.graphs.build(self.core.bridge, graph_id, config, temporary=False)
+        graph = await self.core.graphs.build(
+            self.core.bridge, graph_id, config, temporary=False, access=access
+        )
         return graph, config
 
     async def _graph_of(self, thread: Thread) -> tuple[Graph, Any] | None:
@@ -128,7 +132,8 @@ class ThreadStates:
 
     async def _writer(self, thread: Thread) -> tuple[Graph, Any]:
         graph_id = self._graph_id(thread)
-        return await self._graph(thread.thread_id, graph_id, thread.metadata.get("assistant_id"))
+        assistant_id = thread.metadata.get("assistant_id")
+        return await self._graph(thread.thread_id, graph_id, assistant_id, "threads.update")
 
     async def _write(self, make: Callable[[], Awaitable[T]]) -> T:
         """A LangGraph state write; an update LangGraph refuses is the client's 400."""

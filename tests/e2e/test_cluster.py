@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import trio
+from langgraph_sdk import get_client
 
 from tests import pg
 from tests.concurrency import (
@@ -85,6 +86,29 @@ async def test_join_and_join_stream_from_another_server(pair: tuple[Server, Serv
     joined = await b.sync(lambda c: c.runs.join(tid, rid))
     assert joined == {"delay": 0.3, "log": ["step1", "step2"]}
     assert (await b.sync(lambda c: c.runs.get(tid, rid)))["status"] == "success"
+
+
+async def test_a_join_on_another_server_returns_the_runs_values_every_time(
+    pair: tuple[Server, Server],
+) -> None:
+    """The thread's state is stored before the run's final status, so a server that sees
+    the run finished reads its values (it answered ``{}`` about one time in four)."""
+    a, b = pair
+
+    async def scenario(ca: Any) -> list[Any]:
+        joined = []
+        async with get_client(url=b.url, api_key=None) as cb:
+            for i in range(100):
+                thread = await ca.threads.create()
+                tid = thread["thread_id"]
+                run = await ca.runs.create(tid, "agent", input={"topic": f"t{i}"})
+                joined.append(await cb.runs.join(tid, run["run_id"]))
+        return joined
+
+    results = await a.aio(scenario)
+    assert [r.get("joke") for r in results] == [
+        f"This is a joke about t{i} and cats" for i in range(100)
+    ]
 
 
 async def test_a_resumable_stream_resumes_on_another_server(pair: tuple[Server, Server]) -> None:

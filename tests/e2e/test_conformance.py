@@ -6,6 +6,7 @@ store it writes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -17,6 +18,7 @@ import trio
 from langchain_core.runnables import RunnableConfig
 from langgraph.config import get_store
 from langgraph.graph import START, StateGraph
+from langgraph_sdk.runtime import ServerRuntime
 
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server, collect
@@ -63,10 +65,59 @@ store_graph = (
     StateGraph(State).add_node("remember", _remember_user).add_edge(START, "remember").compile()
 )
 
+#: what the factories below saw, in call order
+FACTORY_LOG: list[Any] = []
+
+
+def _echo_graph(seen: str) -> Any:
+    def node(state: State) -> State:
+        return {"seen": seen}
+
+    return StateGraph(State).add_node("node", node).add_edge(START, "node").compile()
+
+
+def two_parameter_factory(config: RunnableConfig, runtime):  # type: ignore[no-untyped-def]
+    """``(config, runtime)`` unannotated: the runtime is the second."""
+    FACTORY_LOG.append((runtime.access_context, runtime.user))
+    execution = runtime.execution_runtime
+    who = execution.context.get("who") if execution is not None else None
+    return _echo_graph(f"{config['configurable'].get('graph_id')}|{who}")
+
+
+def runtime_only_factory(runtime: ServerRuntime) -> Any:
+    """One parameter annotated ``ServerRuntime``: the runtime, not the config."""
+    execution = runtime.execution_runtime
+    return _echo_graph(f"runtime:{execution.context['who'] if execution else None}")
+
+
+@contextlib.asynccontextmanager
+async def managed_factory(config: RunnableConfig) -> AsyncIterator[Any]:
+    """An async context manager: set-up before the run, tear-down after it."""
+    FACTORY_LOG.append("set up")
+    try:
+        yield _echo_graph("managed")
+    finally:
+        FACTORY_LOG.append("torn down")
+
+
+async def _ask_the_server(state: State) -> State:
+    """Calls this server from inside a run through the SDK's in-process client."""
+    from langgraph_sdk import get_client
+
+    found = await get_client().assistants.search(graph_id="store_graph")
+    return {"seen": f"{len(found)} {found[0]['metadata']['created_by']}"}
+
+
+loopback_graph = StateGraph(State).add_node("ask", _ask_the_server).add_edge(START, "ask").compile()
+
 GRAPHS = {
+    "loopback": f"{THIS}:loopback_graph",
     "custom_error": f"{THIS}:custom_error_graph",
     "secret_error": f"{THIS}:secret_error_graph",
     "store_graph": f"{THIS}:store_graph",
+    "two_parameter": f"{THIS}:two_parameter_factory",
+    "runtime_only": f"{THIS}:runtime_only_factory",
+    "managed": f"{THIS}:managed_factory",
 }
 
 
@@ -151,3 +202,54 @@ async def test_task_start_events_carry_empty_interrupts(conf: Server) -> None:
         [],
         {"seen": "u"},
     )
+
+
+async def test_graph_factories_get_the_server_runtime(conf: Server) -> None:
+    """Every factory shape the official server documents: ``(config, runtime)``, a
+    ``ServerRuntime``-annotated parameter alone, an async context manager around the run;
+    the runtime carries the run's ``context`` when the factory builds a graph to run."""
+    FACTORY_LOG.clear()
+
+    async def scenario(c: Any) -> tuple[Any, ...]:
+        thread = await c.threads.create()
+        tid = thread["thread_id"]
+        two = await c.runs.wait(tid, "two_parameter", input={}, context={"who": "ann"})
+        await c.threads.get_state(tid)
+        alone = await c.runs.wait(None, "runtime_only", input={}, context={"who": "bob"})
+        managed = await c.runs.wait(None, "managed", input={})
+        return two, alone, managed
+
+    two, alone, managed = await conf.aio(scenario)
+    assert two["seen"] == "two_parameter|ann"
+    assert alone["seen"] == "runtime:bob"
+    assert managed["seen"] == "managed"
+    calls = [entry for entry in FACTORY_LOG if isinstance(entry, tuple)]
+    assert ("threads.create_run", None) in calls  # no auth configured: no user
+    assert ("threads.read", None) in calls  # the state read builds the graph too
+    managed_log = [entry for entry in FACTORY_LOG if isinstance(entry, str)]
+    assert managed_log == ["set up", "torn down"]
+
+
+async def test_events_mode_carries_chain_stream_events_as_the_python_server(
+    conf: Server,
+) -> None:
+    """Where the two official servers differ, the Python one is followed: its ``events``
+    mode forwards LangChain's ``on_chain_stream`` events (the JS server drops them)."""
+    parts = await conf.aio(
+        lambda c: collect(
+            c.runs.stream(
+                None,
+                "store_graph",
+                input={},
+                stream_mode="events",
+                config={"configurable": {"user_id": "u"}},
+            )
+        )
+    )
+    kinds = {p.data["event"] for p in parts if p.event == "events"}
+    assert {"on_chain_start", "on_chain_stream", "on_chain_end"} <= kinds
+
+
+async def test_get_client_without_a_url_reaches_this_server_from_a_graph(conf: Server) -> None:
+    result = await conf.sync(lambda c: c.runs.wait(None, "loopback", input={}))
+    assert result["seen"] == "1 system"

@@ -179,6 +179,8 @@ async def test_schedule_is_read_in_the_cron_timezone(server: Server) -> None:
         ({"input": {"topic": "x"}, "config": "x"}, 422, "$.config"),
         ({"config": {"configurable": [1]}}, 422, "$.config.configurable"),
         ({"webhook": "ftp://"}, 422, "Invalid webhook hostname"),
+        # the webhook is checked first, as on the official server: a 422, not the 404
+        ({"assistant_id": "nope", "webhook": "ftp://"}, 422, "Invalid webhook hostname"),
         ({"config": {"configurable": {"a": 1}}, "context": {"b": 2}}, 400, "Cannot specify both"),
     ],
 )
@@ -211,6 +213,9 @@ async def test_create_for_thread_rejects_bad_threads_and_strategies(server: Serv
     )
     assert strategy.status_code == 422
     assert "'bogus'" in strategy.json()["detail"]
+    async with server.http() as h:  # the webhook first, before the thread
+        bad_hook = await h.post(f"/threads/{unknown}/runs/crons", json={**body, "webhook": "x:"})
+    assert bad_hook.status_code == 422
     assert await server.sync(lambda c: c.crons.count()) == 0
 
 

@@ -299,6 +299,17 @@ async def test_a_starlette_app_wraps_the_whole_api(nursery: trio.Nursery) -> Non
         assert result["joke"] == "This is a joke about cats and cats"
 
 
+async def test_the_custom_routes_are_in_the_openapi_document(custom: Server) -> None:
+    async with custom.http() as http:
+        document = (await http.get("/openapi.json")).json()
+    paths = document["paths"]
+    assert paths["/hello"]["get"]["tags"] == ["custom"]
+    assert paths["/echo"]["post"]["summary"] == "echo"  # no docstring: the route's name
+    assert "head" not in paths["/hello"]
+    assert paths["/ok"]["get"]["summary"] == "Shadows the server's own ``GET /ok``."
+    assert "/threads/{thread_id}/state" in paths  # the API's stay
+
+
 async def test_a_body_the_custom_app_does_not_read_leaves_the_connection_usable(
     nursery: trio.Nursery,
 ) -> None:

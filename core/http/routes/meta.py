@@ -16,6 +16,7 @@ from quart import Blueprint, Response, current_app, request
 
 from triograph.core.http import openapi
 from triograph.core.http.auth import public
+from triograph.core.http.custom_app import CUSTOM_APP_KEY, openapi_paths
 from triograph.core.http.json_schema import Registered
 from triograph.core.http.openapi import HTML, OBJECT, responds
 from triograph.core.http.wire import core, json_response
@@ -125,6 +126,12 @@ def _document() -> dict[str, Any]:
                 recursion_limit=MAX_RECURSION_LIMIT,
             ),
         )
+        custom = config.get(CUSTOM_APP_KEY)
+        if custom is not None:  # its routes come first, there as in routing
+            paths, schemas = openapi_paths(custom)
+            for path, operations in paths.items():
+                document["paths"].setdefault(path, {}).update(operations)
+            document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
         # ``auth.openapi``: how clients authenticate, as the official server merges it
         security = core().settings.auth.get("openapi") or {}
         if "securitySchemes" in security:
