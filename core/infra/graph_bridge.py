@@ -378,9 +378,7 @@ class TrioAsgi:
         done: asyncio.Future[None] = loop.create_future()
         scope_ = trio.CancelScope()
         try:
-            self._token.run_sync_soon(
-                self._calls_in.send_nowait, (scope, receive, send, done, scope_)
-            )
+            self._token.run_sync_soon(self._accept, (scope, receive, send, done, scope_))
         except trio.RunFinishedError:
             raise OSError("the server is shutting down") from None
         try:
@@ -391,11 +389,31 @@ class TrioAsgi:
             raise
 
     # -- Trio side --
+    def _accept(
+        self,
+        call: tuple[dict[str, Any], Receive, Send, asyncio.Future[None], trio.CancelScope],
+    ) -> None:
+        try:
+            self._calls_in.send_nowait(call)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):  # no longer served
+            self._settle(call[3], OSError("the connection is closed"))
+
     async def serve(self) -> None:
-        """Run the calls made to :attr:`app` until cancelled (then they are cancelled too)."""
-        async with trio.open_nursery() as nursery:
-            async for call in self._calls:
-                nursery.start_soon(self._run, *call)
+        """Run the calls made to :attr:`app` until cancelled (then they are cancelled too);
+        a call made after that fails with ``OSError``, as on a closed connection."""
+        try:
+            async with trio.open_nursery() as nursery:
+                async for call in self._calls:
+                    nursery.start_soon(self._run, *call)
+        finally:
+            error = OSError("the connection is closed")
+            while True:  # calls that came in while the nursery was being cancelled
+                try:
+                    pending = self._calls.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._settle(pending[3], error)
+            self._calls.close()  # later calls fail in _accept
 
     async def _run(
         self,
@@ -420,7 +438,12 @@ class TrioAsgi:
         except Exception as exc:
             error = exc
         finally:
-            bridge.loop.call_soon_threadsafe(_settle_future, done, error)
+            self._settle(done, error)
+
+    def _settle(self, future: asyncio.Future[None], error: BaseException | None) -> None:
+        """Answer the asyncio caller (from Trio); nobody waits once the loop is closed."""
+        with suppress(RuntimeError):
+            self._bridge.loop.call_soon_threadsafe(_settle_future, future, error)
 
 
 def _settle_future(future: asyncio.Future[None], error: BaseException | None) -> None:

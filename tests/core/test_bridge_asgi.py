@@ -92,3 +92,42 @@ async def test_a_trio_cancel_cancels_the_app_and_closes_its_connection() -> None
         nursery.cancel_scope.cancel()
     assert seen == ["cancelled", "the connection is closed"]
     assert client.sent == []
+
+
+# -- TrioAsgi: a Trio app called from the graph loop --------------------------------------------
+
+
+async def test_a_trio_app_is_called_from_the_graph_loop_and_stops_being_served() -> None:
+    """Each call runs the Trio app in the serving task's context, its receive/send on the
+    graph loop; once the serving stops, a call fails with OSError instead of hanging."""
+    from triograph.core.infra.graph_bridge import TrioAsgi
+
+    where: list[Any] = []
+
+    async def trio_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        trio.lowlevel.current_task()  # raises outside Trio
+        message = await receive()
+        await send({"type": "http.response.body", "body": message["body"] + scope["path"]})
+
+    async def call(api: Any) -> list[Any]:
+        sent: list[Any] = []
+
+        async def receive() -> dict[str, Any]:
+            where.append(threading.current_thread().name)
+            return {"type": "http.request", "body": b"hi ", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message["body"])
+
+        await api({"type": "http", "path": b"/x"}, receive, send)
+        return sent
+
+    async with GraphBridge().open() as bridge:
+        served = TrioAsgi(bridge, trio_app)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(served.serve)
+            assert await bridge.call(lambda: call(served.app)) == [b"hi /x"]
+            nursery.cancel_scope.cancel()
+        with pytest.raises(OSError, match="closed"), trio.fail_after(10):  # it used to hang
+            await bridge.call(lambda: call(served.app))
+    assert where == ["triograph-graph-loop"]

@@ -84,7 +84,7 @@ def two_parameter_factory(config: RunnableConfig, runtime):  # type: ignore[no-u
     return _echo_graph(f"{config['configurable'].get('graph_id')}|{who}")
 
 
-def runtime_only_factory(runtime: ServerRuntime) -> Any:
+def runtime_only_factory(runtime: ServerRuntime[Any]) -> Any:
     """One parameter annotated ``ServerRuntime``: the runtime, not the config."""
     execution = runtime.execution_runtime
     return _echo_graph(f"runtime:{execution.context['who'] if execution else None}")
