@@ -283,3 +283,23 @@ def _custom_app() -> Any:
 
 
 custom_app = _custom_app()
+
+
+# -- per-user refusals without filters (the thread protocol's test) --------------------------------
+
+refusing = Auth()
+
+
+@refusing.authenticate
+async def _refusing(authorization: str | None) -> str:
+    return identity_of(authorization)
+
+
+@refusing.on.threads.create_run
+async def _runs_not_for_bob(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> bool:
+    return ctx.user.identity != "bob"
+
+
+@refusing.on.threads.read
+async def _reads_not_for_bob(ctx: Auth.types.AuthContext, value: dict[str, Any]) -> bool:
+    return ctx.user.identity != "bob"

@@ -6,7 +6,13 @@ supervisor builds one emitter per requested mode and asks LangGraph for the unio
 LangGraph stream modes they consume. Every chunk LangGraph produces is handed, in
 production order, to the emitters that consume its LangGraph mode; each returns the SSE
 events ``(name, data)`` it makes of it. ``"events"`` is the pseudo-mode for
-``astream_events(version="v2")`` dicts.
+``astream_events(version="v2")`` dicts, and ``"protocol"`` the one for the thread-centric
+protocol's events (``astream_events(version="v3")``: ``{"type": "event", "method",
+"params"}`` dicts, whose LangGraph modes the emitters name in ``protocol_modes``).
+
+An emitter may also implement ``begin()`` (events before the run's first chunk) and
+``end(outcome, error)`` (events once the outcome is known, before the run's final status is
+stored); the protocol's ``lifecycle`` channel uses both.
 """
 
 from __future__ import annotations
@@ -18,10 +24,27 @@ import attrs
 
 from triograph.core.infra.registry import Registry
 
-#: LangGraph's own stream modes, plus "events" (``astream_events`` v2 dicts).
+#: LangGraph's own stream modes, plus "events" (``astream_events`` v2 dicts) and "protocol"
+#: (``astream_events`` v3 protocol events).
 LANGGRAPH_MODES = frozenset(
-    {"values", "updates", "messages", "custom", "tasks", "checkpoints", "debug", "events"}
+    {
+        "values",
+        "updates",
+        "messages",
+        "custom",
+        "tasks",
+        "checkpoints",
+        "debug",
+        "events",
+        "protocol",
+    }
 )
+#: LangGraph modes a "protocol" emitter may ask ``astream_events(version="v3")`` for
+PROTOCOL_MODES = frozenset(
+    {"values", "updates", "messages", "custom", "tasks", "checkpoints", "tools"}
+)
+#: the outcomes ``end`` is told: a cancelled run is "interrupted" (as its status says)
+Outcome = str
 
 Namespace = tuple[str, ...]
 SSEEvent = tuple[str, Any]

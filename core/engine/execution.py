@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from triograph.core.engine.emitters import RunInfo, StreamEmitter
+from triograph.core.engine.emitters import PROTOCOL_MODES, RunInfo, StreamEmitter
 from triograph.core.infra import encoding
 from triograph.core.infra.auth import User
+from triograph.core.infra.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -81,13 +82,48 @@ class Dispatcher:
                 self.by_mode[lg_mode].append(emitter)
         for lg_mode, emitters in self.by_mode.items():  # observers of a mode speak last
             emitters.sort(key=functools.partial(_observes, lg_mode))
-        self.langgraph_modes = [m for m in self.by_mode if m != "events"]
+        self.langgraph_modes = [m for m in self.by_mode if m not in ("events", "protocol")]
         self.wants_events = "events" in self.by_mode
+        self.wants_protocol = "protocol" in self.by_mode
+        #: what ``astream_events(version="v3")`` is asked to stream for "protocol" emitters
+        self.protocol_modes = sorted(
+            {m for e in self.by_mode.get("protocol", ()) for m in getattr(e, "protocol_modes", ())}
+            & PROTOCOL_MODES
+        )
+
+    @staticmethod
+    def check(registry: StreamModeRegistry, modes: list[str]) -> None:
+        """Protocol channels come from ``astream_events(version="v3")``, the other modes from
+        ``astream``: one run cannot have both (a 422 naming them)."""
+        kinds = {"protocol" in getattr(registry.get(m), "langgraph_modes", ()) for m in modes}
+        if len(kinds) > 1:
+            raise InvalidRequest(
+                f"stream_mode {modes}: the thread protocol's channels cannot be combined with "
+                "other stream modes in one run"
+            )
 
     def dispatch(self, ns: tuple[str, ...], mode: str, data: Any) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
         for emitter in self.by_mode.get(mode, ()):
             out.extend(emitter.emit(ns, mode, data))
+        return out
+
+    def begin(self) -> list[tuple[str, Any]]:
+        """The emitters' events before the first chunk (``begin()``, where they have it)."""
+        out: list[tuple[str, Any]] = []
+        for emitter in self.emitters:
+            begin = getattr(emitter, "begin", None)
+            if begin is not None:
+                out.extend(begin())
+        return out
+
+    def end(self, outcome: str, error: dict[str, Any] | None) -> list[tuple[str, Any]]:
+        """The emitters' events once the outcome is known (``end()``, where they have it)."""
+        out: list[tuple[str, Any]] = []
+        for emitter in self.emitters:
+            end = getattr(emitter, "end", None)
+            if end is not None:
+                out.extend(end(outcome, error))
         return out
 
 
@@ -177,6 +213,9 @@ def chunk_source(
         "interrupt_after": kwargs.get("interrupt_after"),
         "context": graph_context(graph, kwargs.get("context")),
     }
+    if dispatcher.wants_protocol:  # v3 owns stream_mode (its transformers') and subgraphs
+        del stream_kwargs["stream_mode"], stream_kwargs["subgraphs"]
+        stream_kwargs["transformers"] = [_wanting(dispatcher.protocol_modes)]
     if graph.checkpointer is not None:  # LangGraph warns about durability without one
         stream_kwargs["durability"] = kwargs.get("durability") or "async"
     graph_in = graph_input(run)
@@ -186,6 +225,10 @@ def chunk_source(
         return chunk if subgraphs else ((), *chunk)
 
     async def chunks() -> AsyncIterator[tuple[tuple[str, ...], str, Any]]:
+        if dispatcher.wants_protocol:
+            async for event in _protocol_events(pregel, graph_in, config, stream_kwargs):
+                yield (), "protocol", event
+            return
         if not dispatcher.wants_events:
             async for chunk in pregel.astream(graph_in, config, **stream_kwargs):
                 yield split(chunk)
@@ -198,3 +241,34 @@ def chunk_source(
                 yield (), "events", event
 
     return chunks
+
+
+def _wanting(modes: list[str]) -> Any:
+    """A LangGraph stream transformer that asks for ``modes`` and projects nothing: the
+    server reads the raw protocol events, every channel of them."""
+    from langgraph.stream import StreamTransformer
+
+    class Wanting(StreamTransformer):
+        required_stream_modes = tuple(modes)
+
+        def init(self) -> dict[str, Any]:
+            return {}
+
+        def process(self, event: Any) -> bool:
+            return True
+
+    return Wanting
+
+
+async def _protocol_events(
+    pregel: Any, graph_in: Any, config: Any, stream_kwargs: dict[str, Any]
+) -> AsyncIterator[Any]:
+    """The protocol events of ``astream_events(version="v3")`` (LangGraph calls it beta)."""
+    import warnings
+
+    # LangGraph warns on every call that v3 is beta; the filter is (re)put first each time,
+    # as test harnesses reset the filters (catch_warnings would race other threads)
+    warnings.filterwarnings("ignore", message="The v3 streaming protocol")
+    run = await pregel.astream_events(graph_in, config, version="v3", **stream_kwargs)
+    async for event in run:
+        yield event

@@ -9,7 +9,7 @@ from __future__ import annotations
 import attrs
 import trio
 
-from triograph.core.engine.execution import RunOutput
+from triograph.core.engine.execution import Dispatcher, RunOutput
 from triograph.core.engine.streams import RunStream
 from triograph.core.infra.models import CancelAction, Run, now
 from triograph.core.infra.storage import StoredEvent
@@ -54,6 +54,8 @@ class RunHandle:
     unstored: list[StoredEvent] | None = None
     #: left to other workers at shutdown (shared backend, not started): nothing is recorded
     left: bool = False
+    #: the run's emitters, once it executes
+    dispatcher: Dispatcher | None = None
 
     @property
     def temporary(self) -> bool:

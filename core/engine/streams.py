@@ -114,6 +114,11 @@ class Subscription:
     def accepts(self, name: str) -> bool:
         return self._accepts is None or self._accepts(name)
 
+    @property
+    def queued(self) -> int:
+        """Events waiting to be received (after a subscribe: the replay)."""
+        return len(self._queue)
+
     def preload(self, events: Iterable[Event]) -> None:
         """Queue stored events (a replay) before any live one; the filter applies."""
         for event in events:

@@ -35,6 +35,7 @@ import attrs
 import trio
 
 from triograph.core.engine.emitters import RunInfo
+from triograph.core.engine.event_log import PREFIX as PROTOCOL_PREFIX
 from triograph.core.engine.execution import Dispatcher, chunk_source
 from triograph.core.engine.handles import RunHandle, ThreadLane, WorkerCrashed
 from triograph.core.engine.streams import RunStream
@@ -67,6 +68,18 @@ Outcome = Literal["success", "error", "interrupted", "rolled_back"]
 #: configurable keys that pick the checkpoint a run starts from (a fork): a retry that
 #: continues from its own last checkpoint drops them
 CHECKPOINT_KEYS = ("checkpoint_id", "checkpoint_ns", "checkpoint_map")
+
+
+def _run_info(handle: RunHandle) -> RunInfo:
+    run = handle.run
+    return RunInfo(
+        run_id=run.run_id,
+        thread_id=run.thread_id,
+        assistant_id=run.assistant_id,
+        graph_id=run.kwargs["config"]["configurable"]["graph_id"],
+        stream_subgraphs=bool(run.kwargs.get("subgraphs")),
+        temporary=handle.temporary,
+    )
 
 
 class RunSupervisor:
@@ -279,15 +292,12 @@ class RunSupervisor:
     ) -> None:
         core, run = self.core, handle.run
         link, unstored = core.cluster, handle.unstored
-        info = RunInfo(
-            run_id=run.run_id,
-            thread_id=run.thread_id,
-            assistant_id=run.assistant_id,
-            graph_id=graph_id,
-            stream_subgraphs=bool(run.kwargs.get("subgraphs")),
-            temporary=handle.temporary,
+        info = _run_info(handle)
+        dispatcher = handle.dispatcher = Dispatcher(
+            core.stream_modes, run.kwargs["stream_mode"], info
         )
-        dispatcher = Dispatcher(core.stream_modes, run.kwargs["stream_mode"], info)
+        for name, payload in dispatcher.begin():
+            await self._publish(handle, name, payload, event_hook)
         source = await self._attempt(handle)
         async with core.bridge.stream(chunk_source(graph, source, dispatcher)) as batches:
             async for batch in batches:
@@ -330,13 +340,16 @@ class RunSupervisor:
             )
 
     def _emit(self, handle: RunHandle, name: str, payload: Any) -> None:
-        """One event to the run's output, its stream and its thread's stream (no hook)."""
+        """One event to the run's output, its stream and its thread's stream (no hook); a
+        protocol channel's event to the thread's protocol log too."""
         encoded = encoding.dumps(payload)
         handle.output.observe(name, payload, encoded)
         event = handle.stream.publish(name, encoded)
         if handle.unstored is not None:
             handle.unstored.append((event.seq, name, encoded))
         self.core.thread_streams.publish(handle.run.thread_id, name, encoded)
+        if name.startswith(PROTOCOL_PREFIX) and not handle.temporary:
+            self.core.event_log.publish(handle.run.thread_id, name, encoded)
 
     # -- finishing ----------------------------------------------------------------------------
 
@@ -396,6 +409,13 @@ class RunSupervisor:
             await self._publish(handle, "error", thread_error, hook)
         elif outcome in ("interrupted", "rolled_back"):
             thread_error = {"error": "UserInterrupt", "message": handle.cancel_reason}
+        if handle.dispatcher is None:  # never executed: its emitters may still say how it ended
+            handle.dispatcher = Dispatcher(
+                core.stream_modes, run.kwargs["stream_mode"], _run_info(handle)
+            )
+        hook = core.hooks.has("triograph_run_event")
+        for name, payload in handle.dispatcher.end(outcome, thread_error):
+            await self._publish(handle, name, payload, hook)
         if outcome == "rolled_back":
             self.handles.pop(run.run_id, None)  # no longer joinable: it is being deleted
             await core.runs.rollback(run)

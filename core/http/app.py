@@ -31,6 +31,7 @@ from werkzeug.exceptions import HTTPException
 
 from triograph.core.engine.cluster import LocalLink
 from triograph.core.engine.emitters import StreamModeRegistry
+from triograph.core.engine.event_log import MemoryEventLog
 from triograph.core.engine.multitask import MultitaskRegistry
 from triograph.core.engine.shared_cluster import SharedLink
 from triograph.core.engine.stats import server_stats
@@ -52,6 +53,7 @@ from triograph.core.http.routes import (
     mcp,
     meta,
     metrics,
+    protocol,
     runs,
     store,
     threads,
@@ -75,6 +77,7 @@ from triograph.core.infra.settings import Settings
 from triograph.core.infra.storage import StorageRegistry
 from triograph.core.resources.assistants import AssistantService
 from triograph.core.resources.crons import CronService
+from triograph.core.resources.protocol import ProtocolService
 from triograph.core.resources.runs import RunService
 from triograph.core.resources.store import StoreService
 from triograph.core.resources.threads import ThreadService
@@ -95,6 +98,7 @@ BLUEPRINTS: tuple[tuple[str, Blueprint], ...] = (
     ("threads", threads.bp),
     ("runs", runs.bp),
     ("runs", crons.bp),  # cron routes live under /runs
+    ("runs", protocol.bp),  # the thread-centric protocol drives runs
     ("store", store.bp),
     ("mcp", mcp.bp),
     ("a2a", a2a.bp),
@@ -139,6 +143,8 @@ def build_core(settings: Settings) -> Core:
     core.crons = CronService(core)
     core.store = StoreService(core)
     core.thread_streams = ThreadStreams(core)
+    core.protocol = ProtocolService(core)
+    core.event_log = MemoryEventLog(settings.subscriber_buffer, settings.subscriber_buffer_bytes)
     core.heartbeats = Heartbeats(settings.heartbeat_interval)
     core.supervisor = RunSupervisor(core)
     core.metrics = CollectorRegistry(auto_describe=True)
@@ -437,6 +443,7 @@ async def serve_app(
         log.info("shutting down: runs in flight get %.1f s", settings.shutdown_grace)
         await app_core(app).supervisor.shutdown(settings.shutdown_grace)
         app_core(app).thread_streams.close()  # thread streams never end by themselves
+        app_core(app).event_log.close()  # nor do protocol streams
 
     async def run_hypercorn() -> None:
         # Hypercorn says it serves once the lifespan has ended its start-up, failed or not;

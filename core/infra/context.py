@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from triograph.core.engine.cluster import ClusterLink
     from triograph.core.engine.emitters import StreamModeRegistry
+    from triograph.core.engine.event_log import ThreadEventLog
     from triograph.core.engine.multitask import MultitaskRegistry
     from triograph.core.engine.streams import Heartbeats
     from triograph.core.engine.supervisor import RunSupervisor
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from triograph.core.infra.storage import Storage, StorageRegistry
     from triograph.core.resources.assistants import AssistantService
     from triograph.core.resources.crons import CronService
+    from triograph.core.resources.protocol import ProtocolService
     from triograph.core.resources.runs import RunService
     from triograph.core.resources.store import StoreService
     from triograph.core.resources.threads import ThreadService
@@ -56,7 +58,10 @@ class Core:
     runs: RunService = attrs.field(default=None)
     crons: CronService = attrs.field(default=None)
     store: StoreService = attrs.field(default=None)
+    protocol: ProtocolService = attrs.field(default=None)
     thread_streams: ThreadStreams = attrs.field(default=None)
+    #: the thread-centric protocol's events of every thread (``core.engine.event_log``)
+    event_log: ThreadEventLog = attrs.field(default=None)
     #: the one timer of every open SSE response's heartbeats
     heartbeats: Heartbeats = attrs.field(default=None)
     #: how this process coordinates with the others on its storage (a local link when none

@@ -40,6 +40,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "triograph.storage.file",
     "triograph.storage.postgres",
     "triograph.plugins.stream_modes",
+    "triograph.plugins.protocol_channels",
     "triograph.plugins.multitask",
     "triograph.plugins.webhooks:WebhookPlugin",
     "triograph.plugins.runlog:RunLog",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from triograph.core.engine.execution import Dispatcher
 from triograph.core.infra import encoding
 from triograph.core.infra.auth import Filters, scoped
 from triograph.core.infra.errors import BadRequest, Conflict, InvalidRequest, NotFound
@@ -125,6 +126,7 @@ class RunService:
         core = self.core
         stateless = thread_id is None
         modes = core.stream_modes.validate(body.stream_mode)
+        Dispatcher.check(core.stream_modes, modes)
         strategy_name = body.multitask_strategy or "enqueue"
         strategy = None if stateless else core.multitask.get(strategy_name)
         assistant_id = core.graphs.resolve_assistant_id(body.assistant_id)

@@ -239,6 +239,7 @@ class ThreadService:
     async def _erase(self, thread_id: str, *, checkpoints: bool = True) -> bool:
         """Delete the record (with its runs and crons) and the checkpoints; False if absent."""
         existed = await self.core.storage.threads.delete(thread_id)
+        self.core.event_log.forget([thread_id])
         if checkpoints:
             checkpointer = self.core.storage.checkpointer
             await self.core.bridge.call(lambda: checkpointer.adelete_thread(thread_id))

@@ -39,7 +39,7 @@ BAD_UUID = "Invalid assistant ID: must be a UUID"
 BOTH = "Cannot specify both configurable and context."
 SERVED = (
     "['agent', 'chat', 'ctxgraph', 'custom', 'erroring', 'factory', 'interrupter', 'slow', "
-    "'subgraph', 'subint', 'test_agent']"
+    "'subgraph', 'subint', 'test_agent', 'tooluser']"
 )
 
 

@@ -51,7 +51,7 @@ SECONDS = float(os.environ.get("TRIOGRAPH_FUZZ_SECONDS", "inf"))
 #: graphs that finish at once (``slow`` sleeps as long as its input says)
 GRAPHS = {"agent", "test_agent", "interrupter", "erroring", "custom", "subgraph"}
 #: operations that never end by design: the thread stream is open until the client leaves
-ENDLESS = {"GET /threads/{thread_id}/stream"}
+ENDLESS = {"GET /threads/{thread_id}/stream", "POST /threads/{thread_id}/stream/events"}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
