@@ -149,8 +149,15 @@ class ThreadEventLog(Protocol):
     def subscribe(
         self, thread_id: str, accepts: Callable[[str], bool], since: int | None
     ) -> Subscription:
-        """A reader of the thread: every kept event after ``since`` (all if None) that
-        ``accepts`` passes, then live ones; it ends only at shutdown or if it falls behind."""
+        """A reader of the thread: every kept event after ``since`` that ``accepts`` passes
+        (without ``since``: from the start of the thread's latest run), then live ones; it
+        ends only at shutdown or if it falls behind."""
+        ...
+
+    def run_created(self, thread_id: str) -> None:
+        """A run of the thread was created: a reader without ``since`` starts with it (the
+        clients hydrate what came before from the thread's state, and a finished run's
+        terminal event must not end their view of this one)."""
         ...
 
     def forget(self, thread_ids: Iterable[str]) -> None:
@@ -202,6 +209,8 @@ class _ThreadLog(Broadcast):
         self._seq = 1  # the protocol's sequence starts at 1: ``since: 0`` skips nothing
         self.log: deque[Event] = deque()
         self._bytes = 0
+        #: the last seq before the thread's latest run was created
+        self.run_start = 0
 
     def publish(self, name: str, params: bytes) -> None:
         ms = max(int(time.time() * 1000), self._last_ms)
@@ -221,7 +230,7 @@ class _ThreadLog(Broadcast):
         sub = Subscription(
             self, self.limit + len(self.log), accepts, limit_bytes=self.limit_bytes + self._bytes
         )
-        after = since or 0
+        after = self.run_start if since is None else since
         sub.preload(e for e in self.log if e.seq > after)
         self._subs.add(sub)
         return sub
@@ -256,6 +265,10 @@ class MemoryEventLog:
         if self._closed:
             sub._end()
         return sub
+
+    def run_created(self, thread_id: str) -> None:
+        log = self._log(thread_id)
+        log.run_start = log._seq - 1
 
     def forget(self, thread_ids: Iterable[str]) -> None:
         """The threads were deleted: their logs go (a new thread of the same id starts over)."""

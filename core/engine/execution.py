@@ -20,7 +20,7 @@ from triograph.core.infra.auth import User
 from triograph.core.infra.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     from triograph.core.engine.emitters import StreamModeRegistry
     from triograph.core.infra.graphs import Graph
@@ -90,6 +90,11 @@ class Dispatcher:
             {m for e in self.by_mode.get("protocol", ()) for m in getattr(e, "protocol_modes", ())}
             & PROTOCOL_MODES
         )
+
+    @staticmethod
+    def uses_protocol(registry: StreamModeRegistry, modes: Iterable[str]) -> bool:
+        """Whether ``modes`` are the thread protocol's channels."""
+        return any("protocol" in getattr(registry.get(m), "langgraph_modes", ()) for m in modes)
 
     @staticmethod
     def check(registry: StreamModeRegistry, modes: list[str]) -> None:

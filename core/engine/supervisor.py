@@ -175,6 +175,10 @@ class RunSupervisor:
         )
         if self.core.cluster.keeps_events(run):
             handle.unstored = []  # any process may serve its stream: store the events
+        if not handle.temporary and Dispatcher.uses_protocol(
+            self.core.stream_modes, run.kwargs.get("stream_mode") or ()
+        ):
+            self.core.event_log.run_created(run.thread_id)
         self.handles[run.run_id] = handle
         lane = self._lanes.get(run.thread_id)
         if lane is None:

@@ -3,13 +3,17 @@
 ``plan`` returns a whole ``AIMessage`` calling the ``add`` tool (no model streams it),
 ``tools`` runs it (LangGraph's ``ToolNode``), ``approve`` stops at ``interrupt()`` with the
 sum, and ``answer`` streams the reply token by token from a fake chat model: "the sum is
-<n>, <resume value>". Exercises every channel of the thread protocol.
+<n>, <resume value>", ``pause`` seconds apart (input ``pause``, default 0: a browser test
+reloads its page mid-answer). Exercises every channel of the thread protocol.
 """
 
-from typing import Annotated
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AnyMessage
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.tools import tool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -21,6 +25,18 @@ from typing_extensions import TypedDict  # pydantic builds the JSON schema on Py
 class State(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     verdict: str
+    pause: float
+
+
+class _PausingModel(GenericFakeChatModel):
+    """The fake chat model, waiting ``pause`` seconds before each token."""
+
+    pause: float = 0.0
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        async for chunk in super()._astream(*args, **kwargs):
+            await asyncio.sleep(self.pause)
+            yield chunk
 
 
 @tool
@@ -41,7 +57,7 @@ def approve(state: State) -> State:
 
 async def answer(state: State) -> State:
     text = f"the sum is {state['messages'][-1].content}, {state['verdict']}"
-    model = GenericFakeChatModel(messages=iter([AIMessage(content=text)]))
+    model = _PausingModel(messages=iter([AIMessage(content=text)]), pause=state.get("pause", 0))
     return {"messages": [await model.ainvoke(state["messages"])]}
 
 

@@ -43,12 +43,15 @@ await tools.input.respond({
   interrupt_id: tools.interrupts[0].interruptId,
   response: "yes",
 });
-for await (const values of tools.values) {
-  out.seen = (out.seen ?? 0) + 1;
-  if (values.verdict && values.messages.length === 4) {
-    out.tools = values;
+// the resumed run's end, read from the thread's state (the SDK's per-run projections of
+// this stream object belong to the interrupted run)
+for (let i = 0; i < 400; i++) {
+  const state = await client.threads.getState(tools.threadId);
+  if (state.values.verdict && state.next.length === 0) {
+    out.tools = state.values;
     break;
   }
+  await new Promise((r) => setTimeout(r, 50));
 }
 await tools.close();
 
