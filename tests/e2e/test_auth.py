@@ -357,6 +357,32 @@ async def test_the_docs_tutorial_auth_works_unchanged(nursery: trio.Nursery) -> 
 # -- the run's view ------------------------------------------------------------------------------
 
 
+async def test_a_graph_factory_gets_the_user_in_its_server_runtime(
+    nursery: trio.Nursery,
+) -> None:
+    """A ``(config, runtime)`` factory sees the authenticated user, for the run (with its
+    context) and for a read of the thread's state, as the official server calls it."""
+    from tests.e2e.test_conformance import FACTORY_LOG
+
+    factory = GraphSpec(
+        graph_id="two_parameter", path="tests.e2e.test_conformance:two_parameter_factory"
+    )
+    FACTORY_LOG.clear()
+    settings = example_settings(auth={"path": "tests.authapps:recording"}, shutdown_grace=0.5)
+    settings = attrs.evolve(settings, graphs=(*settings.graphs, factory))
+    async with asynccontextmanager(start_server)(nursery, settings) as server:
+        thread = await server.sync(lambda c: c.threads.create(), headers=user("ann"))
+        tid = thread["thread_id"]
+        result = await server.sync(
+            lambda c: c.runs.wait(tid, "two_parameter", input={}, context={"who": "x"}),
+            headers=user("ann"),
+        )
+        await server.sync(lambda c: c.threads.get_state(tid), headers=user("ann"))
+    assert result["seen"] == "two_parameter|x"
+    seen = {(access, getattr(who, "identity", None)) for access, who in FACTORY_LOG}
+    assert {("threads.create_run", "ann"), ("threads.read", "ann")} <= seen
+
+
 async def test_runs_carry_the_user_and_clients_cannot_forge_it(nursery: trio.Nursery) -> None:
     async with serving(nursery, "recording") as server:
         who = await whoami(server, user("ann"))
