@@ -114,7 +114,7 @@ def page(
 # not promise to evaluate AND in order).
 
 
-def _all(parts: Iterable[Sql]) -> Sql:
+def all_of(parts: Iterable[Sql]) -> Sql:
     listed = list(parts)
     if not listed:
         return "TRUE", []
@@ -174,19 +174,19 @@ class JsonDialect:
         return value
 
 
-def _sized(d: JsonDialect, node: Any, kind: str, n: int) -> Sql:
+def sized(d: JsonDialect, node: Any, kind: str, n: int) -> Sql:
     size, params = d.size(node, kind)
     return _when(d.kind(node, kind), (f"{size} = {d.mark}", [*params, n]))
 
 
-def _equal(d: JsonDialect, node: Any, want: Any) -> Sql:
+def equal(d: JsonDialect, node: Any, want: Any) -> Sql:
     """The value at ``node`` is there and ``== want`` as Python compares."""
     if isinstance(want, dict):
-        parts = [_equal(d, d.child(node, k), v) for k, v in want.items()]
-        return _all([_sized(d, node, "object", len(want)), *parts])
+        parts = [equal(d, d.child(node, k), v) for k, v in want.items()]
+        return all_of([sized(d, node, "object", len(want)), *parts])
     if isinstance(want, list | tuple):
-        parts = [_equal(d, d.item(node, i), v) for i, v in enumerate(want)]
-        return _all([_sized(d, node, "array", len(want)), *parts])
+        parts = [equal(d, d.item(node, i), v) for i, v in enumerate(want)]
+        return all_of([sized(d, node, "array", len(want)), *parts])
     if want is None:
         return d.kind(node, "null")
     if isinstance(want, str | int | float):
@@ -205,8 +205,8 @@ def _contained(d: JsonDialect, node: Any, needle: dict[str, Any]) -> Sql:
             parts += [d.kind(child, "object", "array", "string", "number", "boolean", "null")]
             parts.append(_contained(d, child, want))
         else:
-            parts.append(_equal(d, child, want))
-    return _all(parts)
+            parts.append(equal(d, child, want))
+    return all_of(parts)
 
 
 def _holds(d: JsonDialect, node: Any, items: Any) -> Sql:
@@ -214,9 +214,9 @@ def _holds(d: JsonDialect, node: Any, items: Any) -> Sql:
     found = []
     for item in items if isinstance(items, list) else [items]:
         (source, params), element = d.elements(node)
-        condition, more = _equal(d, element, item)
+        condition, more = equal(d, element, item)
         found.append((f"EXISTS (SELECT 1 FROM {source} WHERE {condition})", [*params, *more]))
-    return _when(d.kind(node, "array"), _all(found))
+    return _when(d.kind(node, "array"), all_of(found))
 
 
 def _allowed(d: JsonDialect, node: Any, filters: Filters) -> Sql:
@@ -224,19 +224,19 @@ def _allowed(d: JsonDialect, node: Any, filters: Filters) -> Sql:
     parts: list[Sql] = []
     for key, want in filters.items():
         if key == "$and":
-            parts.append(_all(_allowed(d, node, part) for part in want))
+            parts.append(all_of(_allowed(d, node, part) for part in want))
         elif key == "$or":
             parts.append(_any(_allowed(d, node, part) for part in want))
         elif isinstance(want, dict) and "$contains" in want:
             parts.append(_holds(d, d.child(node, key), want["$contains"]))
         else:
             parts.append(
-                _equal(d, d.child(node, key), want["$eq"] if isinstance(want, dict) else want)
+                equal(d, d.child(node, key), want["$eq"] if isinstance(want, dict) else want)
             )
-    return _all(parts)
+    return all_of(parts)
 
 
-class _Sqlite(JsonDialect):
+class SqliteJson(JsonDialect):
     """SQLite's JSON1: a node is a document (SQL) and a path into it (SQL: a parameter, or
     an expression for array elements). A key holding ``"``, which SQLite's paths cannot
     spell, is looked up with ``json_each`` instead."""
@@ -322,7 +322,7 @@ def _spellings(want: str | int | float) -> list[str]:
     return [text]
 
 
-class _Postgres(JsonDialect):
+class PostgresJson(JsonDialect):
     """``jsonb``: a node is an expression (SQL) and a path below it (``#>``)."""
 
     mark = "%s"
@@ -336,34 +336,35 @@ class _Postgres(JsonDialect):
     def item(self, node: Any, index: int) -> Any:
         return node[0], (*node[1], str(index))
 
-    def _at(self, node: Any) -> Sql:
+    def at(self, node: Any) -> Sql:
+        """The ``jsonb`` at ``node``."""
         expr, path = node
         return (f"({expr} #> %s::text[])", [list(path)]) if path else (expr, [])
 
     def kind(self, node: Any, *kinds: str) -> Sql:
-        at, params = self._at(node)
+        at, params = self.at(node)
         return f"jsonb_typeof({at}) IN ({', '.join(repr(k) for k in kinds)})", params
 
     def size(self, node: Any, kind: str) -> Sql:
-        at, params = self._at(node)
+        at, params = self.at(node)
         if kind == "array":
             return f"jsonb_array_length({at})", params
         return f"(SELECT count(*) FROM jsonb_object_keys({at}))", params
 
     def scalar(self, node: Any, value: str | int | float) -> Sql:
-        at, params = self._at(node)
+        at, params = self.at(node)
         return f"{at} = ANY(%s::jsonb[])", [*params, _spellings(value)]
 
     def elements(self, node: Any) -> tuple[Sql, Any]:
-        at, params = self._at(node)
+        at, params = self.at(node)
         return (f"jsonb_array_elements({at}) AS e(v)", params), ("e.v", ())
 
     def within(self, column: str, values: Sequence[Any]) -> Sql:
         return f"{column} = ANY(%s::text[])", [list(values)]
 
 
-SQLITE_JSON: JsonDialect = _Sqlite()
-POSTGRES_JSON: JsonDialect = _Postgres()
+SQLITE_JSON = SqliteJson()
+POSTGRES_JSON = PostgresJson()
 
 
 class Where:

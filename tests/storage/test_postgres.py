@@ -27,13 +27,14 @@ from triograph.core.infra.errors import ConfigError
 from triograph.core.infra.graph_bridge import GraphBridge
 from triograph.core.infra.models import Run, Thread, now
 from triograph.core.infra.settings import Settings, load_settings
-from triograph.storage.memory import MemoryStore, contains
+from triograph.storage.memory import MemoryStore
 from triograph.storage.postgres import (
     MIGRATIONS,
     PostgresStorage,
     claim_orphans,
     open_postgres_storage,
 )
+from triograph.storage.query import contains
 
 pytestmark = pytest.mark.skipif(
     pg.ADMIN_DSN is None, reason="the Postgres tests run when TRIOGRAPH_TEST_POSTGRES is set"
