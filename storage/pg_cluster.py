@@ -64,10 +64,17 @@ LOCK_POLL_MIN, LOCK_POLL_MAX = 0.002, 0.05
 
 _HEARTBEAT = """INSERT INTO workers (worker_id) VALUES (%s)
     ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()"""
-_APPEND = """WITH stored AS (
+#: events are stored only while the run is this worker's (lease fencing): the row is locked
+#: for share meanwhile, so a claim (``FOR UPDATE SKIP LOCKED``) waits for the next sweep and
+#: then reads these events before the claimant numbers its own after them
+_APPEND = """WITH owned AS (
+        SELECT run_id FROM runs WHERE run_id = %s AND owner = %s FOR SHARE),
+    stored AS (
         INSERT INTO run_events (run_id, seq, event, data)
-        SELECT %s, * FROM unnest(%s::integer[], %s::text[], %s::bytea[]))
-    SELECT pg_notify(%s, %s)"""
+        SELECT owned.run_id, e.seq, e.event, e.data
+        FROM owned, unnest(%s::integer[], %s::text[], %s::bytea[]) AS e(seq, event, data)
+        RETURNING 1)
+    SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%s, %s) END FROM stored"""
 _PRUNE = """WITH gone AS (
         DELETE FROM run_events e USING runs r
         WHERE e.run_id = r.run_id AND r.status NOT IN ('pending', 'running')
@@ -339,18 +346,22 @@ class PostgresCluster:
     async def claim(self, *, limit: int = 100) -> list[Run]:
         return await self._claim(limit)
 
+    async def owns(self, run_id: str) -> bool:
+        sql = "SELECT owner FROM runs WHERE run_id = %s"
+        row = await self._db.run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
+        return row is None or row[0] == self.worker_id
+
     async def append_events(self, run_id: str, events: Sequence[StoredEvent]) -> None:
-        """One statement stores the events and notifies; those of a run deleted meanwhile
-        are dropped with it."""
+        """One statement stores the events and notifies, if the run is still this worker's;
+        those of a run deleted or claimed by another worker meanwhile are dropped."""
         if not events:
             return
         seqs, names, data = (list(column) for column in zip(*events, strict=True))
         notice = self._notice("events", {"run_id": run_id, "seq": events[-1][0]})
-        params = (run_id, seqs, names, data, CHANNEL, notice)
-        try:
-            await self._db.run(lambda conn: conn.execute(_APPEND, params))
-        except psycopg.errors.ForeignKeyViolation:
-            log.debug("events of run %s dropped: the run is gone", run_id)
+        params = (run_id, self.worker_id, seqs, names, data, CHANNEL, notice)
+        row = await self._db.run(lambda conn: conn.execute(_APPEND, params).fetchone())
+        if not row or not row[0]:
+            log.debug("events of run %s dropped: the run is gone or another worker's", run_id)
 
     async def events(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         sql = """SELECT seq, event, data FROM run_events

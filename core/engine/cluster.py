@@ -55,6 +55,11 @@ class ClusterLink(Protocol):
         re-entrant within one Trio task."""
         ...
 
+    async def owns(self, run: Run) -> bool:
+        """Whether this process may still record the run's outcome: no other process has
+        claimed it meanwhile (lease fencing; always, with no other process)."""
+        ...
+
     async def adopt(self) -> set[str]:
         """Take over the runs no live process executes (their owner stopped), execute them
         here, and return the threads whose status may be stale because of it."""
@@ -152,6 +157,9 @@ class LocalLink:
         if runs:
             log.info("recovered %d runs left in flight by a stopped server", len(runs))
         return {run.thread_id for run in runs} | {t.thread_id for t in busy}
+
+    async def owns(self, run: Run) -> bool:
+        return True
 
     async def in_flight_elsewhere(self, thread_id: str) -> list[Run]:
         return []

@@ -149,6 +149,11 @@ class SharedLink:
             unstored.clear()
             await self.cluster.append_events(run_id, events)
 
+    async def owns(self, run: Run) -> bool:
+        """Lease fencing: a worker whose heartbeat stopped for a lease (a long pause, a
+        partition) may find its run claimed and running elsewhere; it must not record it."""
+        return await self.cluster.owns(run.run_id)
+
     def finished(self, run: Run) -> None:
         """A run of this process recorded its outcome: wake its followers and the runs of its
         thread waiting elsewhere."""

@@ -384,18 +384,37 @@ class RunSupervisor:
             outcome = "interrupted"
             if handle.cancel_action is None:  # cancelled from outside: the nursery is closing
                 handle.cancel_reason = SHUTDOWN_REASON
+        owned = True
         try:
-            await self._record(handle, outcome, error)
+            # lease fencing: another process that claimed the run (this one's heartbeat
+            # stopped for a lease) executes it again and records it; this outcome is not
+            # stored, nor its last events, and no hook says it finished
+            owned = await self.core.cluster.owns(run)
+            if owned:
+                await self._record(handle, outcome, error)
+            else:
+                if handle.unstored is not None:
+                    handle.unstored.clear()
+                log.warning(
+                    "run %s: claimed by another worker while it ran here (this worker's "
+                    "heartbeat stopped for a lease); its outcome here (%s) is discarded",
+                    run.run_id,
+                    outcome,
+                )
         except Exception as exc:
             log.exception("run %s: recording its outcome (%s) failed", run.run_id, outcome)
             self.core.hooks.call("triograph_error", error=exc, where="run")
         finally:
-            self.core.cluster.finished(run)
+            if owned:
+                self.core.cluster.finished(run)
             handle.stream.close()
             self.core.thread_streams.run_done(run.thread_id, run.run_id)
             self._release(handle)
             handle.done.set()
-            self._retain(handle, outcome)
+            if owned:
+                self._retain(handle, outcome)
+            else:  # joiners here follow the claimant's execution through the storage
+                self.handles.pop(run.run_id, None)
 
     async def _record(self, handle: RunHandle, outcome: Outcome, error: Exception | None) -> None:
         """The final run status (or its deletion), the thread status, the hooks."""

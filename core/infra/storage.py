@@ -214,6 +214,11 @@ class Cluster(Protocol):
         one higher, in the same transaction. Returns them as now stored."""
         ...
 
+    async def owns(self, run_id: str) -> bool:
+        """Whether the run is still this worker's: no other worker has claimed it (this one's
+        heartbeat stopped for a lease, say). True for a run no longer stored."""
+        ...
+
     def thread_lock(self, thread_id: str) -> AbstractAsyncContextManager[None]:
         """Exclusive across workers for the block: the admission of a run on a thread (the
         in-flight check, the multitask decision and the insert)."""

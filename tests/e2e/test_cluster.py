@@ -9,6 +9,7 @@ other take its runs over. Skipped unless ``TRIOGRAPH_TEST_POSTGRES`` names a ser
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -220,6 +221,62 @@ async def test_a_stopped_servers_runs_are_taken_over(
     b.server.stop.set()
     with trio.fail_after(20):
         await b.server.stopped.wait()
+
+
+async def test_a_worker_that_lost_its_lease_does_not_record_the_run(
+    nursery: trio.Nursery,
+    database: str,
+    tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Lease fencing (issue 15, item 11): ``a`` is alive but its heartbeat stops for longer
+    than a lease while its run executes; ``b`` claims the run and executes it again. When
+    ``a``'s execution ends it records nothing (no status, no events, no hooks): the run is
+    ``b``'s second attempt, finished once."""
+    caplog.set_level(logging.INFO)
+    a, b = await boot(nursery, database), await boot(nursery, database)
+    cluster = a.server.core.storage.cluster
+    assert cluster is not None
+    beating = trio.Event()
+    beat = cluster._beat  # type: ignore[attr-defined]
+
+    async def stalled(*, first: bool = False) -> None:
+        await beating.wait()
+        await beat(first=first)
+
+    gate = tmp_path / "gate"
+    tid = await new_thread(a.server)
+    body = {"gate": str(gate), "log": []}
+    rid = (await a.server.sync(lambda c: c.runs.create(tid, "gated", input=body)))["run_id"]
+    await log_reaches(b.server, tid, ["step1"])
+    handle = a.server.core.supervisor.get(rid)
+    assert handle is not None
+    cluster._beat = stalled  # type: ignore[attr-defined]
+    await poll(lambda: _async(executes_here(b.server, rid)), bool)  # b claimed it
+    beating.set()
+    cluster._beat = beat  # type: ignore[attr-defined]
+    await trio.Path(gate).touch()
+    with trio.fail_after(30):
+        await handle.done.wait()  # a's execution ended ...
+    assert await run_ends(b.server, tid, rid) == "success"  # ... and b's recorded the run
+    stored = await b.server.core.storage.runs.get(rid)
+    assert stored is not None
+    assert stored.attempt == 2
+    assert await a.server.core.storage.cluster.owns(rid) is False  # type: ignore[union-attr]
+    assert a.server.core.supervisor.get(rid) is None  # a keeps nothing of it to join
+    said = [r.getMessage() for r in caplog.records]
+    assert sum(f"run {rid}: claimed by another worker" in m for m in said) == 1
+    assert sum(m.startswith(f"run {rid} success") for m in said) == 1  # b's hook only
+    assert (await thread_settles(a.server, tid))["status"] == "idle"
+    for node in (a, b):
+        node.server.stop.set()
+    with trio.fail_after(20):
+        await a.server.stopped.wait()
+        await b.server.stopped.wait()
+
+
+async def _async(value: bool) -> bool:
+    return value
 
 
 async def test_crons_fire_once_across_servers(nursery: trio.Nursery, database: str) -> None:

@@ -63,13 +63,17 @@ async def db() -> AsyncIterator[PgDatabase]:
 
 
 async def add_run(
-    db: PgDatabase, run_id: str, status: str = "running", updated_at: dt.datetime | None = None
+    db: PgDatabase,
+    run_id: str,
+    status: str = "running",
+    updated_at: dt.datetime | None = None,
+    owner: str | None = "a",
 ) -> None:
     await sql(
         db,
-        """INSERT INTO runs (run_id, thread_id, status, created_at, updated_at, doc)
-        VALUES (%s, 't', %s, now(), %s, '{}')""",
-        (run_id, status, updated_at or dt.datetime.now(dt.UTC)),
+        """INSERT INTO runs (run_id, thread_id, status, created_at, updated_at, doc, owner)
+        VALUES (%s, 't', %s, now(), %s, '{}', %s)""",
+        (run_id, status, updated_at or dt.datetime.now(dt.UTC), owner),
     )
 
 
@@ -334,6 +338,22 @@ async def test_events_are_stored_read_after_a_seq_and_announced(db: PgDatabase) 
         assert await b.events("r1") == []
         await a.append_events("r1", [(4, "late", b"null")])  # the run is gone: dropped
         assert await sql(db, "SELECT count(*) FROM run_events") == [(0,)]
+
+
+async def test_only_the_runs_owner_stores_its_events_and_owns_it(db: PgDatabase) -> None:
+    """Lease fencing: once another worker claimed a run, the worker that lost it neither
+    stores its events nor owns it (a run no longer stored is nobody's to fence)."""
+    await add_run(db, "r1", owner="a")
+    async with running(db, "a", "b") as (a, b):
+        assert await a.owns("r1")
+        assert not await b.owns("r1")
+        await a.append_events("r1", [(1, "values", b"{}")])
+        await sql(db, "UPDATE runs SET owner = 'b' WHERE run_id = 'r1'")  # b claimed it
+        assert not await a.owns("r1")
+        await a.append_events("r1", [(2, "values", b"{}")])  # dropped: a lost the run
+        await b.append_events("r1", [(2, "end", b"null")])  # the claimant numbers after
+        assert await b.events("r1") == [(1, "values", b"{}"), (2, "end", b"null")]
+        assert await a.owns("gone")
 
 
 async def test_prune_drops_the_events_of_runs_finished_before_a_time(db: PgDatabase) -> None:
