@@ -43,6 +43,11 @@ LANGGRAPH_MODES = frozenset(
 PROTOCOL_MODES = frozenset(
     {"values", "updates", "messages", "custom", "tasks", "checkpoints", "tools"}
 )
+#: the methods of LangGraph's protocol events: a "protocol" emitter names those it reads in
+#: ``methods`` (it gets only those), else it gets them all
+PROTOCOL_METHODS = frozenset(
+    {"values", "updates", "messages", "custom", "tasks", "checkpoints", "tools", "lifecycle"}
+)
 #: the outcomes ``end`` is told: a cancelled run is "interrupted" (as its status says)
 Outcome = str
 

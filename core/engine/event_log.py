@@ -21,6 +21,7 @@ omits) and a depth below the prefix.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -59,12 +60,15 @@ def protocol_name(channel: str, namespace: Sequence[str]) -> str:
     return "|".join(("protocol", channel, *namespace))
 
 
-def split_name(name: str) -> tuple[str, list[str]]:
-    """``(channel, namespace)`` of a name made by :func:`protocol_name`."""
+@functools.lru_cache(maxsize=4096)
+def split_name(name: str) -> tuple[str, tuple[str, ...]]:
+    """``(channel, namespace)`` of a name made by :func:`protocol_name` (the few names of a
+    thread's events repeat for every token: each is split once)."""
     _, channel, *namespace = name.split("|")
-    return channel, namespace
+    return channel, tuple(namespace)
 
 
+@functools.lru_cache(maxsize=64)
 def method_of(channel: str) -> str:
     """The envelope's ``method``: ``custom:x`` is ``custom``, ``input`` is ``input.requested``."""
     base = channel.partition(":")[0]
@@ -121,7 +125,7 @@ class ProtocolFilter:
             return self.depth is None or len(namespace) <= self.depth
         return any(self._under(prefix, namespace) for prefix in self.namespaces)
 
-    def _under(self, prefix: tuple[str, ...], namespace: list[str]) -> bool:
+    def _under(self, prefix: tuple[str, ...], namespace: tuple[str, ...]) -> bool:
         if len(namespace) < len(prefix):
             return False
         for want, have in zip(prefix, namespace, strict=False):

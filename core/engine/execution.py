@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from triograph.core.engine.emitters import PROTOCOL_MODES, RunInfo, StreamEmitter
+from triograph.core.engine.emitters import (
+    PROTOCOL_METHODS,
+    PROTOCOL_MODES,
+    RunInfo,
+    StreamEmitter,
+)
 from triograph.core.infra import encoding
 from triograph.core.infra.auth import User
 from triograph.core.infra.errors import InvalidRequest
@@ -85,6 +90,11 @@ class Dispatcher:
         self.langgraph_modes = [m for m in self.by_mode if m not in ("events", "protocol")]
         self.wants_events = "events" in self.by_mode
         self.wants_protocol = "protocol" in self.by_mode
+        #: "protocol" emitters by the protocol methods they read (``methods``; all if absent)
+        self.by_method: dict[str, list[StreamEmitter]] = defaultdict(list)
+        for emitter in self.by_mode.get("protocol", ()):
+            for method in getattr(emitter, "methods", PROTOCOL_METHODS):
+                self.by_method[method].append(emitter)
         #: what ``astream_events(version="v3")`` is asked to stream for "protocol" emitters
         self.protocol_modes = sorted(
             {m for e in self.by_mode.get("protocol", ()) for m in getattr(e, "protocol_modes", ())}
@@ -109,7 +119,11 @@ class Dispatcher:
 
     def dispatch(self, ns: tuple[str, ...], mode: str, data: Any) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
-        for emitter in self.by_mode.get(mode, ()):
+        if mode == "protocol":  # a protocol event goes to the emitters of its method only
+            emitters = self.by_method.get(data["method"], ())
+        else:
+            emitters = self.by_mode.get(mode, ())
+        for emitter in emitters:
             out.extend(emitter.emit(ns, mode, data))
         return out
 
