@@ -437,23 +437,26 @@ class RunSupervisor:
                 core.stream_modes, run.kwargs["stream_mode"], _run_info(handle)
             )
         hook = core.hooks.has("triograph_run_event")
-        for name, payload in handle.dispatcher.end(outcome, thread_error):
-            await self._publish(handle, name, payload, hook)
         if outcome == "rolled_back":
+            for name, payload in handle.dispatcher.end(outcome, thread_error):
+                await self._publish(handle, name, payload, hook)
             self.handles.pop(run.run_id, None)  # no longer joinable: it is being deleted
             await core.runs.rollback(run)
             run.status = "interrupted"  # what it was when deleted, for the hook below
             if not handle.temporary:
                 await core.threads.after_run(run, outcome, thread_error)
         else:
-            # every event is stored before the status, and so is the thread's state: a
+            # The thread's state is stored first: a client told how the run ended (its
+            # emitters' end events) finds the thread final (its interrupts pending), and a
             # process that sees the run final (a join elsewhere) reads its values from the
-            # thread. The run still stored in flight is this process's: the thread's
-            # status does not count it.
-            await core.cluster.flush(run.run_id, handle.unstored)
+            # thread. Every event is stored before the run's status. The run still stored
+            # in flight is this process's: the thread's status does not count it.
             try:
                 if not handle.temporary:
                     await core.threads.after_run(run, outcome, thread_error)
+                for name, payload in handle.dispatcher.end(outcome, thread_error):
+                    await self._publish(handle, name, payload, hook)
+                await core.cluster.flush(run.run_id, handle.unstored)
             finally:  # the run's outcome is stored even if the thread's could not be
                 with trio.CancelScope(shield=True, deadline=trio.current_time() + FINAL_WRITE):
                     run.status = outcome
