@@ -34,10 +34,12 @@ from langgraph.store.base import (
 from langgraph.store.postgres import AsyncPostgresStore
 from langgraph.store.postgres.base import PostgresIndexConfig
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from triograph.core.infra.graph_bridge import detached
 from triograph.core.infra.models import now
+from triograph.storage import json_nul
 from triograph.storage.query import POSTGRES_JSON, Sql, all_of, equal, sized
 from triograph.storage.store_expiry import ExpiringStore, Statement, prefix, untimed
 
@@ -112,8 +114,11 @@ def _matches(path: Sequence[str], want: Any) -> Sql:
 
 
 async def _configure_graph(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Every graph-loop connection: store items carry UTC timestamps."""
+    """Every graph-loop connection: store items carry UTC timestamps; JSON as psycopg
+    writes and reads it by default, NUL characters included (``storage/json_nul.py``)."""
     await conn.execute("SET TIME ZONE 'UTC'")
+    set_json_dumps(json_nul.dumps_std, conn)
+    set_json_loads(json_nul.loads_std, conn)
 
 
 def graph_pool(conninfo: str) -> AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]:

@@ -42,7 +42,6 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar, cast
 
-import orjson
 import psycopg
 import trio
 from langgraph.checkpoint.postgres import PostgresSaver
@@ -60,7 +59,7 @@ from triograph.core.infra.models import Run, now
 from triograph.core.infra.settings import Settings
 from triograph.core.infra.storage import Cluster, StorageRegistry
 from triograph.core.infra.store_config import store_index, store_ttl
-from triograph.storage import repos
+from triograph.storage import json_nul, repos
 from triograph.storage.pg_cluster import PostgresCluster
 from triograph.storage.pg_graph import PostgresCheckpointer, PostgresStore
 from triograph.storage.sql import POSTGRES, migrate
@@ -153,10 +152,11 @@ def _conninfo(spec: str) -> str:
 
 
 def _configure(conn: _Connection) -> None:
-    """Every metadata connection: UTC (naive datetimes are UTC), JSON read by orjson."""
+    """Every metadata connection: UTC (naive datetimes are UTC), JSON read by orjson
+    (NUL characters unescaped: :mod:`triograph.storage.json_nul`)."""
     conn.execute("SET TIME ZONE 'UTC'")
     conn.commit()
-    set_json_loads(orjson.loads, conn)
+    set_json_loads(json_nul.loads, conn)
 
 
 def _scalar(conn: _Connection, sql: str, params: Sequence[Any] = ()) -> Any:

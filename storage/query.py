@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 
 import orjson
 
+from triograph.storage import json_nul
+
 #: an authorization filter, already checked (``core.infra.auth.check_filters``)
 Filters = dict[str, Any]
 #: SQL and its parameters, in order
@@ -264,6 +266,7 @@ class SqliteJson(JsonDialect):
         return f"{fn}({doc}, {path})", [*doc_params, *path_params]
 
     def child(self, node: Any, key: str) -> Any:
+        key = json_nul.escaped(key)
         if '"' not in key:
             return self._extend(node, f'."{key}"')
         each, params = self._at("json_each", node)
@@ -286,6 +289,8 @@ class SqliteJson(JsonDialect):
 
     def scalar(self, node: Any, value: str | int | float) -> Sql:
         kinds = ("string",) if isinstance(value, str) else ("number", "boolean")
+        if isinstance(value, str):
+            value = json_nul.escaped(value)
         if isinstance(value, int) and not -(2**63) <= value < 2**63:
             value = float(value)  # SQLite's integers are 64-bit; JSON1 reads bigger as REAL
         typed, params = self.kind(node, *kinds)
@@ -331,7 +336,7 @@ class PostgresJson(JsonDialect):
         return column, ()
 
     def child(self, node: Any, key: str) -> Any:
-        return node[0], (*node[1], key)
+        return node[0], (*node[1], json_nul.escaped(key))
 
     def item(self, node: Any, index: int) -> Any:
         return node[0], (*node[1], str(index))
@@ -353,6 +358,8 @@ class PostgresJson(JsonDialect):
 
     def scalar(self, node: Any, value: str | int | float) -> Sql:
         at, params = self.at(node)
+        if isinstance(value, str):
+            value = json_nul.escaped(value)
         return f"{at} = ANY(%s::jsonb[])", [*params, _spellings(value)]
 
     def elements(self, node: Any) -> tuple[Sql, Any]:

@@ -24,9 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
-import orjson
-
 from triograph.core.infra.errors import ConfigError
+from triograph.storage import json_nul
 from triograph.storage.query import POSTGRES_JSON, SQLITE_JSON, JsonDialect
 
 T = TypeVar("T")
@@ -82,6 +81,10 @@ class Dialect:
         """A JSON column's value, decoded."""
         return value
 
+    def dumps(self, value: Any) -> str:
+        """A JSON column's value, encoded (NUL characters escaped: ``json_nul``)."""
+        return json_nul.dumps(value)
+
     def order(self, column: str, descending: bool) -> str:
         """``ORDER BY`` one column: NULLs first ascending, last descending."""
         return f'"{column}" {"DESC" if descending else "ASC"}'
@@ -113,7 +116,7 @@ class SqliteDialect(Dialect):
     json = SQLITE_JSON
 
     def document(self, value: Any) -> Any:
-        return orjson.loads(value)
+        return json_nul.loads(value)
 
     @contextmanager
     def migrating(self, conn: Connection) -> Iterator[int]:
@@ -131,8 +134,9 @@ class SqliteDialect(Dialect):
 
 
 class PostgresDialect(Dialect):
-    """Postgres: ``timestamptz`` and ``jsonb`` (decoded by psycopg), an identity column
-    ``seq`` for insertion order; the version in ``triograph_migrations``, advisory locks."""
+    """Postgres: ``timestamptz`` and ``jsonb`` (decoded by psycopg; NUL characters escaped
+    by :mod:`triograph.storage.json_nul`), an identity column ``seq`` for insertion order;
+    the version in ``triograph_migrations``, advisory locks."""
 
     name = "postgres"
     json = POSTGRES_JSON

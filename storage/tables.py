@@ -18,16 +18,11 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from triograph.core.infra import encoding
 from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, Thread, converter
 from triograph.storage.query import Where
 from triograph.storage.sql import Connection, Dialect
 
 R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
-
-
-def _json(value: Any) -> str:
-    return encoding.dumps(value).decode()
 
 
 class Table(Generic[R]):
@@ -70,8 +65,9 @@ class Table(Generic[R]):
     def row(self, record: R) -> list[Any]:
         fields = attrs.asdict(record, recurse=False)
         values: list[Any] = [self.dialect.column(self.column(record, c)) for c in self.columns]
-        values += [_json(fields.pop(c)) for c in self.json]
-        return [*values, _json(fields)]
+        dumps = self.dialect.dumps
+        values += [dumps(fields.pop(c)) for c in self.json]
+        return [*values, dumps(fields)]
 
     def column(self, record: R, name: str) -> Any:
         derive = self.derived.get(name)

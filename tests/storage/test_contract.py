@@ -654,6 +654,47 @@ async def test_checkpoints_deleted_by_run(backend: Backend, storage: Storage) ->
     assert await values(backend, graph, tid) == {"log": ["run-1", "first", "second"]}
 
 
+class Text(TypedDict):
+    text: str
+    parts: list[str]
+
+
+#: strings Postgres's jsonb cannot hold as they are (a NUL), or that look escaped
+NUL_TEXTS = ["a\x00b", "\x00", '\x1bnul:"x"', "\x1bnul:plain", "back\\u0000slash"]
+
+
+async def test_nul_characters_are_stored_as_they_are(backend: Backend, storage: Storage) -> None:
+    """Graph output may hold NUL characters (the API refuses them only in requests): records,
+    checkpoints and store items keep them, in values and keys, and searches find them."""
+    values_ = {"text": NUL_TEXTS, "k\x00": {"\x1bnul:k": "v"}}
+    t = thread(metadata={"m": NUL_TEXTS[2]}, values=values_)
+    t.interrupts = {"task": [{"value": "a\x00b", "id": "1"}]}
+    await storage.threads.create(t)
+    assert await storage.threads.get(t.thread_id) == t
+    found, total = await storage.threads.search(values={"text": NUL_TEXTS})
+    assert ([x.thread_id for x in found], total) == ([t.thread_id], 1)
+    assert (await storage.threads.search(metadata={"m": NUL_TEXTS[2]}))[1] == 1
+    assert (await storage.threads.search(filters={"m": NUL_TEXTS[2]}))[1] == 1
+    assert (await storage.threads.search(metadata={"m": "\x1bnul:"}))[1] == 0
+    r = run(t.thread_id, kwargs={"input": {"text": "a\x00b"}})
+    await storage.runs.create(r)
+    assert await storage.runs.get(r.run_id) == r
+
+    builder = StateGraph(Text)
+    builder.add_node("say", lambda state: {"text": state["text"] + "\x00", "parts": NUL_TEXTS})
+    builder.add_edge("__start__", "say")
+    graph = builder.compile(checkpointer=storage.checkpointer)
+    config = {"configurable": {"thread_id": t.thread_id}}
+    out = await backend.call(lambda: graph.ainvoke({"text": "a\x00b", "parts": []}, config))
+    assert out == {"text": "a\x00b\x00", "parts": NUL_TEXTS}
+    assert await values(backend, graph, t.thread_id) == out
+
+    store = storage.store
+    await backend.call(lambda: store.aput(("n",), "k", {"text": "a\x00b", "k\x00": NUL_TEXTS}))
+    item = await backend.call(lambda: store.aget(("n",), "k"))
+    assert item.value == {"text": "a\x00b", "k\x00": NUL_TEXTS}
+
+
 async def test_checkpoints_copied_to_another_thread(backend: Backend, storage: Storage) -> None:
     graph, source, target = two_steps(storage), uid(), uid()
     await graph_run(backend, graph, source, "run-1")
