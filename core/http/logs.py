@@ -128,7 +128,9 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
             try:
                 self.stream.write("".join(lines))
                 self.stream.flush()
-            except Exception:  # a closed or broken stream: as StreamHandler, say so once
+            except ValueError:  # the stream was closed (the process is ending): nowhere to say it
+                pass
+            except Exception:  # a broken stream: as StreamHandler, say so
                 self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
 
     def _writer(self) -> None:
