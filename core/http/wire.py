@@ -216,7 +216,7 @@ def sse_response(
                     yield HEARTBEAT
                 if events:
                     yield b"".join(e.frame(with_id=with_id) for e in events)
-                elif sub.ended:
+                elif sub.ended and not sub.queued:  # what came during a heartbeat goes first
                     break
             finished = True
         finally:

@@ -9,7 +9,10 @@ from typing import Any
 import trio
 import trio.testing
 
-from triograph.core.engine.streams import Heartbeats, RunStream, parse_event_id
+from tests.conftest import example_settings
+from triograph.core.engine.streams import HEARTBEAT, Heartbeats, RunStream, parse_event_id
+from triograph.core.http.app import create_app
+from triograph.core.http.wire import sse_response
 
 
 def _publish(stream: RunStream, n: int, name: str = "values") -> None:
@@ -181,3 +184,20 @@ async def test_heartbeats_poke_each_open_subscription_every_interval(
         nursery.cancel_scope.cancel()
     times = {name: [round(t) for n, t in seen if n == name] for name in ("first", "second")}
     assert times == {"first": [5, 10, 15], "second": [7, 12, 17, 22, 27]}
+
+
+async def test_an_sse_response_sends_what_arrived_while_it_wrote_a_heartbeat() -> None:
+    """The run's last events and its end arrive while the response writes a heartbeat (a
+    slow client, a busy server): they are sent, not dropped with the stream's end."""
+    app = create_app(example_settings())
+    stream = RunStream("r", resumable=False)
+    sub = stream.subscribe()
+    async with app.app_context():
+        response = sse_response(sub, with_id=False, heartbeats=Heartbeats(60), headers={})
+        body = response.response.__aiter__()  # type: ignore[union-attr]
+        sub.poke()
+        assert await body.__anext__() == HEARTBEAT  # suspended while this is written ...
+        stream.publish("values", b'{"done":true}')  # ... the run ends
+        stream.close()
+        rest = [chunk async for chunk in body]
+    assert b"".join(rest) == b'event: values\r\ndata: {"done":true}\r\n\r\n'

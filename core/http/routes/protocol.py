@@ -139,7 +139,7 @@ async def stream_events(thread_id: str) -> Response:
                         break
                     checked = True
                     yield b"".join(sse_frame(e) for e in events)
-                elif sub.ended:
+                elif sub.ended and not sub.queued:  # what came during a heartbeat goes first
                     break
         finally:
             c.open_streams -= 1
