@@ -4,7 +4,8 @@
 ``tools`` runs it (LangGraph's ``ToolNode``), ``approve`` stops at ``interrupt()`` with the
 sum, and ``answer`` streams the reply token by token from a fake chat model: "the sum is
 <n>, <resume value>", ``pause`` seconds apart (input ``pause``, default 0: a browser test
-reloads its page mid-answer). Exercises every channel of the thread protocol.
+reloads its page mid-answer); ``approve`` waits ``pause`` seconds too before it stops.
+Exercises every channel of the thread protocol.
 """
 
 import asyncio
@@ -50,7 +51,8 @@ def plan(state: State) -> State:
     return {"messages": [AIMessage(content="", tool_calls=[call])]}
 
 
-def approve(state: State) -> State:
+async def approve(state: State) -> State:
+    await asyncio.sleep(state.get("pause", 0))  # a client's view of the tool call comes first
     verdict = interrupt({"question": "send the answer?", "sum": state["messages"][-1].content})
     return {"verdict": str(verdict)}
 

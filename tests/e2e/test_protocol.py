@@ -203,7 +203,10 @@ async def test_sdk_tool_calls_and_an_interrupt_answered(server: Server, transpor
         async with c.threads.stream(tid, assistant_id="tooluser", transport=transport) as thread:
             first, pump = watch(thread.tool_calls)
             await asyncio.sleep(0.2)  # the projection's stream is open
-            await thread.run.start(input={"messages": [{"role": "user", "content": "add"}]})
+            # the SDK ends its projections once the thread is interrupted: the graph waits
+            # a moment before it stops, so the tool call reaches the projection first
+            messages = [{"role": "user", "content": "add"}]
+            await thread.run.start(input={"messages": messages, "pause": 0.5})
             async with asyncio.timeout(20):
                 call = await first
                 result = (call.name, call.input, await call.output)
