@@ -19,16 +19,14 @@ from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, MapAdapter
 
 from triograph.core.infra.errors import ConfigError
+from triograph.core.infra.graph_asgi import API_SCOPE_KEY, TrioAsgi, call_api_from_scope, serve
 from triograph.core.infra.graph_bridge import (
-    API_SCOPE_KEY,
     CLEANUP_TIMEOUT,
     ASGIApp,
     GraphBridge,
     Message,
     Receive,
     Send,
-    TrioAsgi,
-    call_api_from_scope,
 )
 from triograph.core.infra.settings import Settings, import_object
 
@@ -164,7 +162,7 @@ class CustomApp:
 
     async def _run(self, scope: dict[str, Any], exchange: _Exchange) -> None:
         try:
-            await self.bridge.asgi(self.app, scope, exchange.receive, exchange.send)
+            await serve(self.bridge, self.app, scope, exchange.receive, exchange.send)
         except Exception as exc:
             log.error(
                 "custom app failed on %s %s", scope.get("method"), scope["path"], exc_info=exc
@@ -208,7 +206,7 @@ class CustomApp:
 
         async def run() -> None:
             try:
-                await self.bridge.asgi(self.app, scope, receive, send)
+                await serve(self.bridge, self.app, scope, receive, send)
             except Exception as exc:
                 if started.is_set():
                     log.error("custom app lifespan failed", exc_info=exc)

@@ -16,7 +16,8 @@ from typing import Any
 
 import trio
 
-from triograph.core.infra.graph_bridge import ASGIApp, GraphBridge, Receive, Send, TrioAsgi
+from triograph.core.infra.graph_asgi import TrioAsgi
+from triograph.core.infra.graph_bridge import ASGIApp, GraphBridge, Receive, Send
 
 #: the API the SDK's in-process client reaches
 _loopback: list[ASGIApp] = []

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trio
 
+from triograph.core.infra import graph_asgi
 from triograph.core.infra.graph_bridge import GraphBridge
 
 
@@ -52,7 +53,9 @@ async def test_messages_cross_both_ways_on_the_graph_loop() -> None:
         {"type": "http.request", "body": b"b", "more_body": False},
     )
     async with GraphBridge().open() as bridge:
-        await bridge.asgi(app, {"type": "http", "path": "/p"}, client.receive, client.send)
+        await graph_asgi.serve(
+            bridge, app, {"type": "http", "path": "/p"}, client.receive, client.send
+        )
     assert threads == ["triograph-graph-loop"]
     assert [m.get("body") for m in client.sent] == [None, b"ab", b"/p", b""]
 
@@ -64,7 +67,7 @@ async def test_the_apps_exception_is_raised_in_trio() -> None:
     client = Client()
     async with GraphBridge().open() as bridge:
         with pytest.raises(LookupError, match="from the app"):
-            await bridge.asgi(app, {"type": "http"}, client.receive, client.send)
+            await graph_asgi.serve(bridge, app, {"type": "http"}, client.receive, client.send)
 
 
 async def test_a_trio_cancel_cancels_the_app_and_closes_its_connection() -> None:
@@ -85,7 +88,7 @@ async def test_a_trio_cancel_cancels_the_app_and_closes_its_connection() -> None
     async with GraphBridge().open() as bridge, trio.open_nursery() as nursery:
 
         async def serve() -> None:
-            await bridge.asgi(app, {"type": "http"}, client.receive, client.send)
+            await graph_asgi.serve(bridge, app, {"type": "http"}, client.receive, client.send)
 
         nursery.start_soon(serve)
         await client.blocked.wait()
@@ -100,7 +103,7 @@ async def test_a_trio_cancel_cancels_the_app_and_closes_its_connection() -> None
 async def test_a_trio_app_is_called_from_the_graph_loop_and_stops_being_served() -> None:
     """Each call runs the Trio app in the serving task's context, its receive/send on the
     graph loop; once the serving stops, a call fails with OSError instead of hanging."""
-    from triograph.core.infra.graph_bridge import TrioAsgi
+    from triograph.core.infra.graph_asgi import TrioAsgi
 
     where: list[Any] = []
 
