@@ -36,22 +36,6 @@ from triograph.core.engine.emitters import (
 from triograph.core.engine.event_log import protocol_name
 from triograph.core.infra.hookspecs import hookimpl
 
-#: every channel's stream mode, in the order the official server lists them
-MODES = tuple(
-    f"protocol:{c}"
-    for c in (
-        "values",
-        "updates",
-        "messages",
-        "tools",
-        "lifecycle",
-        "custom",
-        "tasks",
-        "checkpoints",
-        "input",
-    )
-)
-
 
 def _now() -> int:
     return int(time.time() * 1000)
