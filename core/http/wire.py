@@ -10,7 +10,8 @@ cannot.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -25,7 +26,7 @@ from triograph.core.infra.limits import check_body
 from triograph.core.infra.models import structure
 
 if TYPE_CHECKING:
-    from triograph.core.engine.streams import Heartbeats, Subscription
+    from triograph.core.engine.streams import Event, Heartbeats, Subscription
     from triograph.core.infra.context import Core
     from triograph.core.infra.models import Run
 
@@ -185,6 +186,23 @@ def request_id() -> str:
     return request.headers.get("x-request-id") or str(uuid.uuid4())
 
 
+async def sse_batches(sub: Subscription, heartbeats: Heartbeats) -> AsyncGenerator[list[Event]]:
+    """What an SSE response writes for ``sub``: its events, in batches of at most
+    ``SSE_CHUNK_BYTES`` of data, and an empty batch each time ``heartbeats`` pokes it, until
+    the stream has ended and all it queued is out (events that came while a heartbeat was
+    written go before the end)."""
+    heartbeats.add(sub)
+    while True:
+        events = await sub.receive(SSE_CHUNK_BYTES)
+        if sub.beat:
+            sub.beat = False
+            yield []
+        if events:
+            yield events
+        elif sub.ended and not sub.queued:
+            return
+
+
 def sse_response(
     sub: Subscription | None,
     *,
@@ -208,16 +226,11 @@ def sse_response(
             if sub is None:
                 finished = True
                 return
-            heartbeats.add(sub)
-            while True:
-                events = await sub.receive(SSE_CHUNK_BYTES)
-                if sub.beat:
-                    sub.beat = False
-                    yield HEARTBEAT
-                if events:
-                    yield b"".join(e.frame(with_id=with_id) for e in events)
-                elif sub.ended and not sub.queued:  # what came during a heartbeat goes first
-                    break
+            async with aclosing(sse_batches(sub, heartbeats)) as batches:
+                async for events in batches:
+                    yield (
+                        b"".join(e.frame(with_id=with_id) for e in events) if events else HEARTBEAT
+                    )
             finished = True
         finally:
             c.open_streams -= 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -24,7 +25,14 @@ from triograph.core.engine.event_log import sse_frame
 from triograph.core.engine.streams import HEARTBEAT
 from triograph.core.http.openapi import OBJECT, SSE, request_body, responds
 from triograph.core.http.routes.runs import run_headers_of
-from triograph.core.http.wire import SSE_CHUNK_BYTES, SSE_HEADERS, core, json_response, request_id
+from triograph.core.http.wire import (
+    SSE_CHUNK_BYTES,
+    SSE_HEADERS,
+    core,
+    json_response,
+    request_id,
+    sse_batches,
+)
 from triograph.core.infra import encoding
 from triograph.core.infra.errors import BadRequest, TriographError
 from triograph.core.infra.models import JSON, bounded
@@ -127,20 +135,16 @@ async def stream_events(thread_id: str) -> Response:
         checked = exists
         c.open_streams += 1
         try:
-            c.heartbeats.add(sub)
-            while True:
-                events = await sub.receive(SSE_CHUNK_BYTES)
-                if sub.beat:
-                    sub.beat = False
-                    yield HEARTBEAT
-                if events:
+            async with aclosing(sse_batches(sub, c.heartbeats)) as batches:
+                async for events in batches:
+                    if not events:
+                        yield HEARTBEAT
+                        continue
                     # a thread made after the stream opened: may the caller read it?
                     if not checked and not await service.recheck(thread_id):
                         break
                     checked = True
                     yield b"".join(sse_frame(e) for e in events)
-                elif sub.ended and not sub.queued:  # what came during a heartbeat goes first
-                    break
         finally:
             c.open_streams -= 1
             sub.close()
