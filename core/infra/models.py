@@ -306,12 +306,13 @@ class AssistantSearch:
 class CancelMany:
     """Runs to cancel: by ``status``, or by ``run_ids`` on ``thread_id``."""
 
+    #: which fields are given (their values are checked by the fields' own schemas)
     __json_schema__: typing.ClassVar[dict[str, Any]] = {
         "oneOf": [
             {
                 "required": ["status"],
                 "properties": {
-                    "status": {"enum": ["pending", "running", "all"]},
+                    "status": {"type": "string"},
                     "thread_id": {"type": "null"},
                     "run_ids": {"type": "null"},
                 },
@@ -320,7 +321,7 @@ class CancelMany:
                 "required": ["thread_id", "run_ids"],
                 "properties": {
                     "status": {"type": "null"},
-                    "thread_id": {"type": "string", "format": "uuid"},
+                    "thread_id": {"type": "string"},
                     "run_ids": {"type": "array", "minItems": 1},
                 },
             },
