@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import trio
 
 from triograph.core.engine.event_log import ProtocolFilter, parse_since
 from triograph.core.infra.errors import AccessDenied, NotFound, TriographError
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from triograph.core.infra.context import Core
     from triograph.core.infra.models import Thread
 
+#: seconds ``input.respond`` waits for the run that asked for input to record its end
+RUN_END_WAIT = 10.0
 #: the stream modes of a run started through the protocol: every channel
 RUN_MODES = [
     f"protocol:{c}"
@@ -233,6 +236,8 @@ class ProtocolService:
                 raise invalid(f"{where}.response is required")
             resume[interrupt_id] = item["response"]
         thread = await self._thread(thread_id)
+        if thread.status == "busy":  # a client answers input.requested as soon as it sees it:
+            thread = await self._after_runs(thread)  # the run that asked may still be ending
         pending = {
             i.get("id")
             for items_ in (thread.interrupts or {}).values()
@@ -331,6 +336,16 @@ class ProtocolService:
             return validate_uuid(thread_id, "thread")
         except TriographError as exc:
             raise invalid(exc.message) from None
+
+    async def _after_runs(self, thread: Thread) -> Thread:
+        """The thread once the runs this process executes on it have recorded their outcome
+        (at most ``RUN_END_WAIT`` seconds), as then stored."""
+        handles = self.core.supervisor.handles.values()  # with those recording their end
+        ending = [h for h in handles if h.run.thread_id == thread.thread_id]
+        with trio.move_on_after(RUN_END_WAIT):
+            for handle in ending:
+                await handle.done.wait()
+        return await self._thread(thread.thread_id)
 
     async def _thread(self, thread_id: str) -> Thread:
         try:
