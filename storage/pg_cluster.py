@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -36,13 +37,16 @@ import psycopg
 import trio
 from psycopg.pq import ConnStatus
 
+from triograph.core.engine.event_log import LOG_BYTES, LOG_CAP
+from triograph.core.infra.storage import ThreadAppend
+
 if TYPE_CHECKING:
     import datetime as dt
 
     from psycopg_pool import ConnectionPool
 
     from triograph.core.infra.models import Run
-    from triograph.core.infra.storage import StoredEvent
+    from triograph.core.infra.storage import StoredEvent, ThreadEvent
 
 T = TypeVar("T")
 _Connection = psycopg.Connection[Any]
@@ -66,15 +70,64 @@ _HEARTBEAT = """INSERT INTO workers (worker_id) VALUES (%s)
     ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()"""
 #: events are stored only while the run is this worker's (lease fencing): the row is locked
 #: for share meanwhile, so a claim (``FOR UPDATE SKIP LOCKED``) waits for the next sweep and
-#: then reads these events before the claimant numbers its own after them
+#: then reads these events before the claimant numbers its own after them. The protocol
+#: events of the batch go to the thread's log too, numbered by the thread's row in
+#: ``thread_event_seqs`` (the upsert locks it: storers of one thread number in turn), and the
+#: log's events past ``LOG_CAP`` go
 _APPEND = """WITH owned AS (
-        SELECT run_id FROM runs WHERE run_id = %s AND owner = %s FOR SHARE),
+        SELECT run_id, thread_id FROM runs
+        WHERE run_id = %(run_id)s AND owner = %(owner)s FOR SHARE),
+    batch AS (
+        SELECT e.seq, e.event, e.data
+        FROM unnest(%(seqs)s::integer[], %(names)s::text[], %(data)s::bytea[])
+            AS e(seq, event, data)),
     stored AS (
         INSERT INTO run_events (run_id, seq, event, data)
-        SELECT owned.run_id, e.seq, e.event, e.data
-        FROM owned, unnest(%s::integer[], %s::text[], %s::bytea[]) AS e(seq, event, data)
+        SELECT owned.run_id, b.seq, b.event, b.data FROM owned, batch b
+        RETURNING 1),
+    protocol AS (
+        SELECT b.event, b.data, row_number() OVER (ORDER BY b.seq) AS n
+        FROM batch b WHERE starts_with(b.event, 'protocol|')),
+    counted AS (SELECT count(*) AS n FROM protocol),
+    head AS (
+        INSERT INTO thread_event_seqs AS h (thread_id, seq)
+        SELECT owned.thread_id, counted.n FROM owned, counted WHERE counted.n > 0
+        ON CONFLICT (thread_id) DO UPDATE SET seq = h.seq + EXCLUDED.seq
+        RETURNING h.thread_id, h.seq),
+    logged AS (
+        INSERT INTO thread_events (thread_id, seq, run_id, ms, event, data)
+        SELECT head.thread_id, head.seq - counted.n + p.n, owned.run_id, %(ms)s, p.event, p.data
+        FROM head, counted, owned, protocol p
+        RETURNING 1),
+    trimmed AS (
+        DELETE FROM thread_events e USING head
+        WHERE e.thread_id = head.thread_id AND e.seq <= head.seq - %(cap)s
         RETURNING 1)
-    SELECT count(*), CASE WHEN count(*) > 0 THEN pg_notify(%s, %s) END FROM stored"""
+    SELECT s.n, head.thread_id, head.seq, counted.n,
+        CASE WHEN s.n > 0 THEN pg_notify(%(channel)s, CASE WHEN head.seq IS NULL
+            THEN %(notice)s::text
+            ELSE jsonb_set(%(notice)s::text::jsonb, '{payload}',
+                (%(notice)s::text::jsonb -> 'payload')
+                || jsonb_build_object('thread_id', head.thread_id, 'thread_seq', head.seq))::text
+            END) END
+    FROM (SELECT count(*) AS n FROM stored) s CROSS JOIN counted LEFT JOIN head ON true"""
+_THREAD_EVENTS = """SELECT seq, ms, event, data FROM thread_events
+    WHERE thread_id = %s AND seq > %s AND seq <= %s ORDER BY seq"""
+_THREAD_RUN_START = """SELECT coalesce(
+    (SELECT min(e.seq) - 1 FROM thread_events e
+        WHERE e.thread_id = %(t)s AND e.run_id = (
+            SELECT run_id FROM runs WHERE thread_id = %(t)s
+            ORDER BY created_at DESC, seq DESC LIMIT 1)),
+    (SELECT seq FROM thread_event_seqs WHERE thread_id = %(t)s),
+    0)"""
+#: a thread's protocol log keeps its newest events up to ``LOG_BYTES`` of data
+_TRIM_BYTES = """DELETE FROM thread_events e USING (
+        SELECT thread_id, seq FROM (
+            SELECT thread_id, seq,
+                sum(length(data)) OVER (PARTITION BY thread_id ORDER BY seq DESC) AS kept
+            FROM thread_events) newest
+        WHERE kept > %s) old
+    WHERE e.thread_id = old.thread_id AND e.seq = old.seq"""
 _PRUNE = """WITH gone AS (
         DELETE FROM run_events e USING runs r
         WHERE e.run_id = r.run_id AND r.status NOT IN ('pending', 'running')
@@ -351,17 +404,35 @@ class PostgresCluster:
         row = await self._db.run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
         return row is None or row[0] == self.worker_id
 
-    async def append_events(self, run_id: str, events: Sequence[StoredEvent]) -> None:
-        """One statement stores the events and notifies, if the run is still this worker's;
-        those of a run deleted or claimed by another worker meanwhile are dropped."""
+    async def append_events(
+        self, run_id: str, events: Sequence[StoredEvent]
+    ) -> ThreadAppend | None:
+        """One statement stores the events (the protocol ones in the thread's log too) and
+        notifies, if the run is still this worker's; those of a run deleted or claimed by
+        another worker meanwhile are dropped."""
         if not events:
-            return
+            return None
         seqs, names, data = (list(column) for column in zip(*events, strict=True))
-        notice = self._notice("events", {"run_id": run_id, "seq": events[-1][0]})
-        params = (run_id, self.worker_id, seqs, names, data, CHANNEL, notice)
+        ms = int(time.time() * 1000)
+        params = {
+            "run_id": run_id,
+            "owner": self.worker_id,
+            "seqs": seqs,
+            "names": names,
+            "data": data,
+            "ms": ms,
+            "cap": LOG_CAP,
+            "channel": CHANNEL,
+            "notice": self._notice("events", {"run_id": run_id, "seq": events[-1][0]}),
+        }
         row = await self._db.run(lambda conn: conn.execute(_APPEND, params).fetchone())
         if not row or not row[0]:
             log.debug("events of run %s dropped: the run is gone or another worker's", run_id)
+            return None
+        _, thread_id, last, count, _ = row
+        if thread_id is None:
+            return None
+        return ThreadAppend(thread_id=thread_id, last=last, count=count, ms=ms)
 
     async def events(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         sql = """SELECT seq, event, data FROM run_events
@@ -369,10 +440,38 @@ class PostgresCluster:
         rows = await self._db.run(lambda conn: conn.execute(sql, (run_id, after, limit)).fetchall())
         return [(seq, event, data) for seq, event, data in rows]
 
-    async def prune_events(self, before: dt.datetime) -> int:
-        row = await self._db.run(lambda conn: conn.execute(_PRUNE, (before,)).fetchone())
+    async def thread_events(self, thread_id: str, *, after: int) -> tuple[int, list[ThreadEvent]]:
+        def read(conn: _Connection) -> tuple[int, list[ThreadEvent]]:
+            head_sql = "SELECT seq FROM thread_event_seqs WHERE thread_id = %s"
+            row = conn.execute(head_sql, (thread_id,)).fetchone()
+            head = row[0] if row else 0
+            rows = conn.execute(_THREAD_EVENTS, (thread_id, after, head)).fetchall()
+            return head, [(seq, ms, event, data) for seq, ms, event, data in rows]
+
+        return await self._db.run(read)
+
+    async def thread_heads(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        if not thread_ids:
+            return {}
+        sql = "SELECT thread_id, seq FROM thread_event_seqs WHERE thread_id = ANY(%s)"
+        ids = list(thread_ids)
+        rows = await self._db.run(lambda conn: conn.execute(sql, (ids,)).fetchall())
+        return dict(rows)
+
+    async def thread_run_start(self, thread_id: str) -> int:
+        params = {"t": thread_id}
+        row = await self._db.run(lambda conn: conn.execute(_THREAD_RUN_START, params).fetchone())
         assert row is not None
         return int(row[0])
+
+    async def prune_events(self, before: dt.datetime) -> int:
+        def prune(conn: _Connection) -> int:
+            row = conn.execute(_PRUNE, (before,)).fetchone()
+            conn.execute(_TRIM_BYTES, (LOG_BYTES,))
+            assert row is not None
+            return int(row[0])
+
+        return await self._db.run(prune)
 
 
 # -- in worker threads ------------------------------------------------------------------------

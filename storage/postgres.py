@@ -128,6 +128,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX triograph_checkpoints_by_run ON checkpoints ((metadata ->> 'run_id'))",
         "ALTER TABLE store ALTER COLUMN ttl_minutes TYPE DOUBLE PRECISION",
     ),
+    (
+        # the thread-centric protocol's log (pg_cluster): one sequence per thread, shared by
+        # every process, and the events it numbered
+        """CREATE TABLE thread_event_seqs (
+            thread_id TEXT COLLATE "C" PRIMARY KEY REFERENCES threads ON DELETE CASCADE,
+            seq BIGINT NOT NULL)""",
+        """CREATE TABLE thread_events (
+            thread_id TEXT COLLATE "C" NOT NULL REFERENCES threads ON DELETE CASCADE,
+            seq BIGINT NOT NULL, run_id TEXT COLLATE "C" NOT NULL, ms BIGINT NOT NULL,
+            event TEXT NOT NULL, data BYTEA NOT NULL, PRIMARY KEY (thread_id, seq))""",
+        "CREATE INDEX thread_events_by_run ON thread_events (thread_id, run_id, seq)",
+    ),
 )
 
 

@@ -73,6 +73,11 @@ class ClusterLink(Protocol):
         """Return once no run of another process holds ``run``'s thread or comes before it."""
         ...
 
+    def run_end_elsewhere(self, thread_id: str) -> trio.Event:
+        """An event set once a run of the thread that another process executes has recorded
+        its outcome (as that process announces it: wait with a timeout, and look again)."""
+        ...
+
     async def follow(self, run: Run) -> RunHandle | None:
         """A handle on a run another process executes (or executed: its stored events
         replay), or None if this process cannot see one."""
@@ -166,6 +171,9 @@ class LocalLink:
 
     async def wait_turn(self, run: Run) -> None:
         return
+
+    def run_end_elsewhere(self, thread_id: str) -> trio.Event:
+        return trio.Event()  # nothing runs elsewhere
 
     async def follow(self, run: Run) -> RunHandle | None:
         return None

@@ -11,8 +11,11 @@ resumes with ``since`` on any connection.
 
 :class:`ThreadEventLog` is the interface; :class:`MemoryEventLog` keeps each thread's log in
 this process, bounded by :data:`LOG_CAP` events and :data:`LOG_BYTES` bytes (the official
-server keeps 10,000 per run). A log shared by processes (a stream on one following a run on
-another) implements the same interface over storage.
+server keeps 10,000 per run): the log of the memory and file backends, which one process
+serves. On a backend shared by processes (Postgres, whose storage has a ``cluster``),
+:class:`~triograph.core.engine.shared_event_log.SharedEventLog` implements the same
+interface over the stored run events, with the same caps: a stream opened on one process
+follows a run executing on another.
 
 Filters (:class:`ProtocolFilter`) follow the protocol's subscription: channels, namespace
 prefixes (a prefix segment without ``:`` also matches a segment whose ``:<task id>`` it
@@ -150,7 +153,7 @@ class ThreadEventLog(Protocol):
         """Number, keep and deliver one event; ``params`` is its encoded ``params``."""
         ...
 
-    def subscribe(
+    async def subscribe(
         self, thread_id: str, accepts: Callable[[str], bool], since: int | None
     ) -> Subscription:
         """A reader of the thread: every kept event after ``since`` that ``accepts`` passes
@@ -262,7 +265,7 @@ class MemoryEventLog:
     def publish(self, thread_id: str, name: str, params: bytes) -> None:
         self._log(thread_id).publish(name, params)
 
-    def subscribe(
+    async def subscribe(
         self, thread_id: str, accepts: Callable[[str], bool], since: int | None
     ) -> Subscription:
         sub = self._log(thread_id).subscribe(accepts, since)

@@ -20,7 +20,9 @@ as on a single-process backend; the link adds what makes several processes one s
 
 Stream events of every run that is not temporary are stored (:meth:`SharedLink.flush`,
 once per batch of graph output), so any process can serve them, also for a
-``Last-Event-ID`` replay after the run's process died.
+``Last-Event-ID`` replay after the run's process died. The protocol events among them go to
+their thread's log in the same statement: :attr:`SharedLink.events`
+(:mod:`triograph.core.engine.shared_event_log`) is the app's ``core.event_log``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ import attrs
 import trio
 
 from triograph.core.engine.cluster import start_claimed
+from triograph.core.engine.event_log import PREFIX
 from triograph.core.engine.handles import RunHandle
+from triograph.core.engine.shared_event_log import SharedEventLog
 from triograph.core.engine.streams import RunStream
 from triograph.core.engine.supervisor import FINISHED_RETENTION
 from triograph.core.infra.models import IN_FLIGHT_RUN_STATUSES, CancelAction, Run
@@ -87,6 +91,11 @@ class SharedLink:
             math.inf
         )
         self._nursery: trio.Nursery | None = None
+        settings = core.settings
+        #: the protocol's event log of the processes sharing the storage (``core.event_log``)
+        self.events = SharedEventLog(
+            cluster, settings.subscriber_buffer, settings.subscriber_buffer_bytes
+        )
         cluster.subscribe(self._on_notice)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -95,6 +104,7 @@ class SharedLink:
             self._nursery = nursery
             nursery.start_soon(self._send_loop)
             nursery.start_soon(self._claim_loop)
+            await nursery.start(self.events.serve)
             task_status.started()
 
     # -- notifications ------------------------------------------------------------------------
@@ -119,6 +129,9 @@ class SharedLink:
             self.core.supervisor.cancel([run_id], action, str(payload.get("reason") or ""))
         elif topic in ("events", "done") and isinstance(run_id, str):
             self._wake(self._run_wakes, run_id)
+            thread_id, thread_seq = payload.get("thread_id"), payload.get("thread_seq")
+            if isinstance(thread_id, str) and isinstance(thread_seq, int):
+                self.events.announced(thread_id, thread_seq)
             if topic == "done" and isinstance(payload.get("thread_id"), str):
                 self._wake(self._thread_wakes, payload["thread_id"])
 
@@ -143,11 +156,15 @@ class SharedLink:
 
     async def flush(self, run_id: str, unstored: list[StoredEvent] | None) -> None:
         """Store the events a run of this process published since the last flush (and empty
-        the list)."""
+        the list); its protocol events go to the thread's log in the same statement, and
+        then to the log's readers here."""
         if unstored:
             events = unstored.copy()
             unstored.clear()
-            await self.cluster.append_events(run_id, events)
+            appended = await self.cluster.append_events(run_id, events)
+            if appended is not None:
+                protocol = [(name, data) for _, name, data in events if name.startswith(PREFIX)]
+                self.events.stored(appended, protocol)
 
     async def owns(self, run: Run) -> bool:
         """Lease fencing: a worker whose heartbeat stopped for a lease (a long pause, a
@@ -219,6 +236,11 @@ class SharedLink:
             thread_id=thread_id, statuses=IN_FLIGHT_RUN_STATUSES
         )
         return [run for run in stored if run.run_id not in local]
+
+    def run_end_elsewhere(self, thread_id: str) -> trio.Event:
+        """Set by the ``done`` notification of a run of the thread (sent once it recorded
+        its outcome, thread status included)."""
+        return self._waiter(self._thread_wakes, thread_id)
 
     async def wait_turn(self, run: Run) -> None:
         """Return once no run of another worker holds ``run``'s thread or comes before it

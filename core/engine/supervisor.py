@@ -441,6 +441,9 @@ class RunSupervisor:
             for name, payload in handle.dispatcher.end(outcome, thread_error):
                 await self._publish(handle, name, payload, hook)
             self.handles.pop(run.run_id, None)  # no longer joinable: it is being deleted
+            # its end events reach the thread's protocol log on a shared backend, which
+            # keeps them when the run's own events go with it
+            await core.cluster.flush(run.run_id, handle.unstored)
             await core.runs.rollback(run)
             run.status = "interrupted"  # what it was when deleted, for the hook below
             if not handle.temporary:

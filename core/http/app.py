@@ -199,9 +199,11 @@ async def _lifetime(
                 f"--workers {settings.workers}: the storage {storage.name!r} is not shared by "
                 "processes; use a Postgres one (--storage postgresql://...)"
             )
-        core.cluster = (
-            SharedLink(core, storage.cluster) if storage.cluster is not None else LocalLink(core)
-        )
+        if storage.cluster is not None:  # the processes sharing it share the protocol's log
+            link = SharedLink(core, storage.cluster)
+            core.cluster, core.event_log = link, link.events
+        else:
+            core.cluster = LocalLink(core)
         core.graphs.attach(storage.checkpointer, storage.store)
         await core.assistants.sync_system_assistants()
         async with trio.open_nursery() as nursery:

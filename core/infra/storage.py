@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
+import attrs
+
 from triograph.core.infra.errors import NotAvailable
 from triograph.core.infra.registry import Registry
 
@@ -192,6 +194,20 @@ class CronRepo(Protocol):
 
 #: one stored stream event of a run: (sequence number, event name, JSON-encoded data)
 StoredEvent = tuple[int, str, bytes]
+#: one event of a thread's protocol log: (thread sequence number, unix ms when it was
+#: stored, event name ``protocol|<channel>|...``, JSON-encoded params)
+ThreadEvent = tuple[int, int, str, bytes]
+
+
+@attrs.frozen
+class ThreadAppend:
+    """What :meth:`Cluster.append_events` added to a thread's protocol log: the batch's
+    protocol events, in order, numbered ``last - count + 1`` to ``last``, stored at ``ms``."""
+
+    thread_id: str
+    last: int
+    count: int
+    ms: int
 
 
 class Cluster(Protocol):
@@ -240,9 +256,32 @@ class Cluster(Protocol):
         every notification another worker sends, from now until the storage closes."""
         ...
 
-    async def append_events(self, run_id: str, events: Sequence[StoredEvent]) -> None:
+    async def append_events(
+        self, run_id: str, events: Sequence[StoredEvent]
+    ) -> ThreadAppend | None:
         """Store stream events of a run (they go with it) and notify topic ``events`` with
-        ``{"run_id": ..., "seq": <last seq>}``."""
+        ``{"run_id": ..., "seq": <last seq>}``, only while the run is this worker's.
+
+        The batch's protocol events (named ``protocol|...``) also go to its thread's protocol
+        log in the same statement, numbered after the thread's last (one sequence per thread,
+        whoever stores); the log keeps the newest ``LOG_CAP`` of them
+        (:mod:`triograph.core.engine.event_log`). The notice then also carries
+        ``"thread_id"`` and ``"thread_seq"`` (the last number), and the return value says
+        which numbers they got (None when none were stored)."""
+        ...
+
+    async def thread_events(self, thread_id: str, *, after: int) -> tuple[int, list[ThreadEvent]]:
+        """The thread's protocol log: the last number given (0: none yet) and the kept events
+        numbered above ``after``, in order, none above that last number."""
+        ...
+
+    async def thread_heads(self, thread_ids: Sequence[str]) -> dict[str, int]:
+        """The last protocol event number of each thread that has one."""
+        ...
+
+    async def thread_run_start(self, thread_id: str) -> int:
+        """Where a reader without ``since`` starts: the number before the first kept event of
+        the thread's latest run, or the thread's last number if that run has stored none."""
         ...
 
     async def events(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
@@ -251,7 +290,8 @@ class Cluster(Protocol):
 
     async def prune_events(self, before: dt.datetime) -> int:
         """Delete the events of runs that finished (not ``pending``/``running``) before
-        ``before``; returns how many runs' events went."""
+        ``before``, and the oldest protocol events of threads whose log holds more than
+        ``LOG_BYTES``; returns how many runs' events went."""
         ...
 
 

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 #: seconds ``input.respond`` waits for the run that asked for input to record its end
 RUN_END_WAIT = 10.0
+#: seconds between two looks at a thread whose run another process executes
+RUN_END_POLL = 1.0
 #: the stream modes of a run started through the protocol: every channel
 RUN_MODES = [
     f"protocol:{c}"
@@ -325,9 +327,11 @@ class ProtocolService:
             return False
         return True
 
-    def subscribe(self, thread_id: str, flt: ProtocolFilter, since: int | None) -> Subscription:
+    async def subscribe(
+        self, thread_id: str, flt: ProtocolFilter, since: int | None
+    ) -> Subscription:
         log: ThreadEventLog = self.core.event_log
-        return log.subscribe(self._thread_id(thread_id), flt.accepts, since)
+        return await log.subscribe(self._thread_id(thread_id), flt.accepts, since)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -338,14 +342,25 @@ class ProtocolService:
             raise invalid(exc.message) from None
 
     async def _after_runs(self, thread: Thread) -> Thread:
-        """The thread once the runs this process executes on it have recorded their outcome
-        (at most ``RUN_END_WAIT`` seconds), as then stored."""
+        """The thread once its runs have recorded their outcome (at most ``RUN_END_WAIT``
+        seconds), as then stored: those this process executes (it waits for them), then,
+        while the thread is still busy, those other processes execute (on a shared backend:
+        woken by their end's notification, or polling)."""
+        thread_id = thread.thread_id
         handles = self.core.supervisor.handles.values()  # with those recording their end
-        ending = [h for h in handles if h.run.thread_id == thread.thread_id]
+        ending = [h for h in handles if h.run.thread_id == thread_id]
+        cluster = self.core.cluster
         with trio.move_on_after(RUN_END_WAIT):
             for handle in ending:
                 await handle.done.wait()
-        return await self._thread(thread.thread_id)
+            while True:
+                ended = cluster.run_end_elsewhere(thread_id)  # listening before it looks
+                thread = await self._thread(thread_id)
+                if thread.status != "busy" or not await cluster.in_flight_elsewhere(thread_id):
+                    return thread
+                with trio.move_on_after(RUN_END_POLL):  # a notification may be lost
+                    await ended.wait()
+        return await self._thread(thread_id)
 
     async def _thread(self, thread_id: str) -> Thread:
         try:

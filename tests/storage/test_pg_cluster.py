@@ -370,3 +370,73 @@ async def test_prune_drops_the_events_of_runs_finished_before_a_time(db: PgDatab
     left = await sql(db, "SELECT DISTINCT run_id FROM run_events ORDER BY run_id")
     assert left == [("new-success",), ("old-pending",), ("old-running",)]
     assert await c.prune_events(old + dt.timedelta(days=1)) == 0
+
+
+# -- the protocol's thread log ----------------------------------------------------------------
+
+
+async def test_protocol_events_are_numbered_per_thread_by_whoever_stores_them(
+    db: PgDatabase,
+) -> None:
+    """The protocol events of a batch go to the thread's log too, in the same statement,
+    numbered after the thread's last whatever worker stores them; the notice says so."""
+    await add_run(db, "r1", owner="a")
+    await add_run(db, "r2", owner="b")
+    async with running(db, "a", "b") as (a, b):
+        to_b = inbox(b)
+        assert await b.thread_events("t", after=0) == (0, [])
+        assert await a.thread_run_start("t") == 0
+        stored = await a.append_events(
+            "r1",
+            [
+                (1, "metadata", b"{}"),
+                (2, "protocol|lifecycle", b'{"a":1}'),
+                (3, "values", b"{}"),
+                (4, "protocol|values|sub:1", b'{"a":2}'),
+            ],
+        )
+        assert stored is not None
+        assert (stored.thread_id, stored.last, stored.count) == ("t", 2, 2)
+        assert await a.append_events("r1", [(5, "values", b"{}")]) is None
+        stored = await b.append_events("r2", [(1, "protocol|lifecycle", b'{"a":3}')])
+        assert stored is not None
+        assert stored.last == 3
+        head, events = await b.thread_events("t", after=1)
+        assert head == 3
+        assert [(seq, name, data) for seq, _, name, data in events] == [
+            (2, "protocol|values|sub:1", b'{"a":2}'),
+            (3, "protocol|lifecycle", b'{"a":3}'),
+        ]
+        assert await a.thread_heads(["t", "unknown"]) == {"t": 3}
+        assert await a.thread_run_start("t") == 2  # r2 is the latest run: from its first
+        await until(lambda: len(to_b) == 2)
+        assert to_b[0] == (
+            "events",
+            {"run_id": "r1", "seq": 4, "thread_id": "t", "thread_seq": 2},
+        )
+        assert to_b[1] == ("events", {"run_id": "r1", "seq": 5})
+        # a worker that lost the run stores nothing, in either log
+        assert await a.append_events("r2", [(2, "protocol|values", b"{}")]) is None
+        assert await b.thread_heads(["t"]) == {"t": 3}
+        await add_run(db, "r3", owner="a")  # created last, nothing stored yet
+        assert await a.thread_run_start("t") == 3
+        await sql(db, "DELETE FROM threads WHERE thread_id = 't'")
+        assert await b.thread_events("t", after=0) == (0, [])
+
+
+async def test_a_thread_log_keeps_its_newest_events(
+    db: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from triograph.storage import pg_cluster
+
+    monkeypatch.setattr(pg_cluster, "LOG_CAP", 3)
+    monkeypatch.setattr(pg_cluster, "LOG_BYTES", 5)
+    await add_run(db, "r1", owner="a")
+    c = cluster(db, "a")
+    for seq in range(1, 6):
+        await c.append_events("r1", [(seq, "protocol|values", b"12")])
+    head, events = await c.thread_events("t", after=0)
+    assert (head, [e[0] for e in events]) == (5, [3, 4, 5])
+    await c.prune_events(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    head, events = await c.thread_events("t", after=0)
+    assert (head, [e[0] for e in events]) == (5, [4, 5])

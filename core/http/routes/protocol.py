@@ -128,7 +128,7 @@ async def stream_events(thread_id: str) -> Response:
     except TriographError as exc:  # 400, as on the official server
         raise BadRequest(exc.message) from None
     exists = await c.protocol.check_stream(thread_id)
-    sub = c.protocol.subscribe(thread_id, flt, since)
+    sub = await c.protocol.subscribe(thread_id, flt, since)
     service = c.protocol
 
     async def body() -> AsyncIterator[bytes]:
@@ -220,7 +220,7 @@ class _Socket:
         except TriographError as exc:
             raise ProtocolError("invalid_argument", exc.message) from None
         exists = await service.check_stream(self.thread_id)
-        sub = service.subscribe(self.thread_id, flt, since)
+        sub = await service.subscribe(self.thread_id, flt, since)
         subscription_id = params.get("subscription_id")
         if not isinstance(subscription_id, str) or subscription_id in self.subscriptions:
             subscription_id = str(uuid.uuid4())
