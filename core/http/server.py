@@ -11,6 +11,12 @@ classes, its graceful shutdown) around an accept loop of ours that takes every c
 the kernel has queued each time the listening socket is ready, and hands each to its own
 task in the server nursery.
 
+Each connection is a :class:`Connection`: Hypercorn's ``TCPServer``, which writes every piece
+of a response (the head, each body part, the end) with its own ``send``; on a loopback or LAN
+connection each ``send`` is also a packet and a wake-up of the peer, a tenth of the CPU of a
+small run's request. Inside :func:`one_write` (the transport wraps a response whose length is
+known, see ``core/http/transport.py``) its writes are gathered and go out as one.
+
 Accept errors that mean "out of resources" (no descriptors, no memory) are logged and
 retried after :data:`BACKOFF` seconds, as ``trio.serve_listeners`` does; others stop the
 server. :func:`raise_open_file_limit` lifts the process's soft limit on descriptors to its
@@ -19,15 +25,19 @@ hard limit (often 1,024 and 524,288): one descriptor per connection.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Event, RawData
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -42,6 +52,55 @@ BACKOFF = 0.1
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 #: accept errors about one connection that went away before it was accepted
 _GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+
+
+class _Writes:
+    """What a connection was asked to write inside one :func:`one_write`."""
+
+    __slots__ = ("chunks", "connection")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.connection: Connection | None = None
+
+    async def flush(self) -> None:
+        if self.connection is not None and self.chunks:
+            data, self.chunks = b"".join(self.chunks), []
+            await TCPServer.protocol_send(self.connection, RawData(data=data))
+
+
+#: the writes being gathered by the current task (set by :func:`one_write`)
+_gathering: ContextVar[_Writes | None] = ContextVar("triograph_gathering", default=None)
+
+
+@contextlib.asynccontextmanager
+async def one_write() -> AsyncIterator[None]:
+    """Gather what the connection is asked to write while the block runs (in this task) and
+    write it as one ``send`` when the block ends; any other event (the connection closing)
+    writes what was gathered first. Outside a :class:`Connection` it changes nothing."""
+    writes = _Writes()
+    token = _gathering.set(writes)
+    try:
+        yield
+    finally:
+        _gathering.reset(token)
+    await writes.flush()
+
+
+class Connection(TCPServer):
+    """Hypercorn's connection, whose writes :func:`one_write` can gather."""
+
+    async def protocol_send(self, event: Event) -> None:
+        writes = _gathering.get()
+        if writes is not None:
+            if writes.connection is None:
+                writes.connection = self
+            if writes.connection is self:
+                if isinstance(event, RawData):
+                    writes.chunks.append(event.data)
+                    return
+                await writes.flush()
+        await super().protocol_send(event)
 
 
 async def serve(
@@ -71,7 +130,7 @@ async def serve(
             await lifespan.wait_for_startup()
             async with trio.open_nursery() as server_nursery:
                 handler = functools.partial(
-                    TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy())
+                    Connection, wrapped, config, context, ConnectionState(lifespan_state.copy())
                 )
                 task_status.started(
                     [f"http://{repr_socket_addr(listener.family, listener.getsockname())}"]

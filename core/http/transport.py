@@ -28,6 +28,11 @@ closed. A body over the limit is never read: its 413 says ``Connection: close``.
 ``Content-Length`` above it with 413 before reading; a chunked body is cut off where it goes
 over, and handed to Quart as complete, which then answers 413 too (without the rest ever
 being buffered).
+
+**It writes a response of known length at once**: the head and the body (up to
+:data:`HOLD_BYTES`) are held until the body is complete and go out in one write (Hypercorn
+writes each message with its own ``send``). A streamed response (no ``Content-Length``) is
+written as it comes.
 """
 
 from __future__ import annotations
@@ -36,12 +41,15 @@ from typing import Any
 
 import trio
 
+from triograph.core.http.server import one_write
 from triograph.core.infra.graph_bridge import ASGIApp
 
 #: seconds Hypercorn's end-of-exchange bookkeeping may take inside the shielded send (it
 #: writes nothing large: the body was sent by the messages before)
 FINISH_TIMEOUT = 10.0
 _HTTP1 = frozenset({"1.0", "1.1"})
+#: bytes of a response of known length held back to go out with its head in one write
+HOLD_BYTES = 256 * 1024
 #: responses after which the rest of the body is not read: the connection closes
 _NOT_READ = frozenset({408, 413})
 
@@ -80,6 +88,10 @@ class _Exchange:
         #: set once the whole body is in (Hypercorn's parser has seen its end), or when
         #: there is none, or the client left
         self.body_done = trio.Event()
+        #: the response's messages not sent yet (its head, the body's first parts): a
+        #: response of known length goes out in one write (see ``core/http/server.py``)
+        self._held: list[dict[str, Any]] | None = None
+        self._held_bytes = 0
         if declared == 0:
             self.body_done.set()
 
@@ -102,22 +114,49 @@ class _Exchange:
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "http.response.start" and message["status"] in _NOT_READ:
-            self._refused = True  # the body will not come (408) or is not wanted (413)
-        if kind == "http.response.start" and self._refused and self._http1:
-            headers = [*message.get("headers", ()), (b"connection", b"close")]
-            message = {**message, "headers": headers}
-        elif kind == "http.response.body" and not message.get("more_body", False):
-            if not self._refused:
+        if kind == "http.response.start":
+            if message["status"] in _NOT_READ:
+                self._refused = True  # the body will not come (408) or is not wanted (413)
+            if self._refused and self._http1:
+                headers = [*message.get("headers", ()), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            if self._http1 and any(
+                n.lower() == b"content-length" for n, _ in message.get("headers", ())
+            ):
+                self._held = [message]  # a body of known length: written with the head
+                return
+        elif kind == "http.response.body" and message.get("more_body", False):
+            if self._held is not None:
+                self._held.append(message)
+                self._held_bytes += len(message.get("body", b""))
+                if self._held_bytes > HOLD_BYTES:  # a large body: written as it comes
+                    await self._write()
+                return
+        elif kind == "http.response.body":
+            if not self._refused and not self.body_done.is_set():
                 # an early response: the app (Quart keeps receiving) reads the rest of the
                 # body, so the connection can serve the next request; a body that does not
                 # come in time gets the connection closed instead
+                await self._write()
                 with trio.move_on_after(self._drain_timeout):
                     await self.body_done.wait()
             with trio.CancelScope(shield=True, deadline=trio.current_time() + FINISH_TIMEOUT):
+                await self._write(message)
+            return
+        await self._write(message)
+
+    async def _write(self, message: dict[str, Any] | None = None) -> None:
+        """Send what is held, then ``message``: as one write when there is more than one."""
+        held, self._held, self._held_bytes = self._held, None, 0
+        if held is None:
+            if message is not None:
                 await self._send(message)
             return
-        await self._send(message)
+        async with one_write():
+            for each in held:
+                await self._send(each)
+            if message is not None:
+                await self._send(message)
 
 
 def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:

@@ -40,6 +40,9 @@ SSE_HEADERS = {
 #: bytes of event data one write of an SSE body carries at most: what a connection holds in
 #: flight (several copies, down to the socket) stays small however far its reader is behind
 SSE_CHUNK_BYTES = 64 * 1024
+#: seconds a waiting response holds its headers back for the result: a result ready by then
+#: goes out as one plain response, written at once
+QUICK_ANSWER = 0.5
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -244,7 +247,7 @@ def sse_response(
     return response
 
 
-def waiting_json_response(
+async def waiting_json_response(
     done: trio.Event,
     produce: Callable[[], Awaitable[bytes]],
     *,
@@ -252,8 +255,19 @@ def waiting_json_response(
     headers: dict[str, str],
     on_disconnect: Callable[[], None] | None = None,
 ) -> Response:
-    """200 JSON sent as soon as ``done`` is set: headers at once, then ``\n`` every
-    ``heartbeat`` seconds while waiting (leading whitespace is valid JSON), then the body."""
+    """200 JSON once ``done`` is set. A result ready within :data:`QUICK_ANSWER` seconds (a
+    short run's) is a plain response of known length, written in one go; otherwise the
+    headers go out then, ``\n`` every ``heartbeat`` seconds while waiting (leading whitespace
+    is valid JSON), then the body. ``on_disconnect`` is called when the client leaves first."""
+    try:
+        with trio.move_on_after(min(heartbeat, QUICK_ANSWER)):
+            await done.wait()
+    except BaseException:  # cancelled: the client left before the result
+        if on_disconnect is not None and not done.is_set():
+            on_disconnect()
+        raise
+    if done.is_set():
+        return Response(await produce(), content_type="application/json", headers=headers)
 
     async def body() -> AsyncIterator[bytes]:
         finished = False

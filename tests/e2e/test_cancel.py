@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 import trio
 from langgraph_sdk.errors import ConflictError, NotFoundError
 
 from tests.concurrency import (
     FAST,
+    SLOW,
     STEP,
     checkpoints,
     exchange,
@@ -32,7 +34,7 @@ from tests.concurrency import (
     writers,
 )
 from tests.conftest import example_settings, start_server
-from tests.sdk import Server, stored
+from tests.sdk import Server, poll, stored
 from triograph.core.infra.hookspecs import hookimpl
 from triograph.core.infra.models import Run
 
@@ -212,6 +214,40 @@ async def test_a_client_leaving_a_wait(server: Server, on_disconnect: str) -> No
     else:
         assert await run_ends(server, tid, rid) == "success"
     await quiet(server)
+
+
+async def test_a_client_leaving_a_wait_before_its_headers(server: Server) -> None:
+    """A wait holds its headers back for a moment (a quick result goes out as one plain
+    response): a client that leaves in that moment still cancels with on_disconnect=cancel."""
+    tid = await new_thread(server)
+    body = orjson.dumps(
+        {"assistant_id": "slow", "input": slow_input(SLOW, "a"), "on_disconnect": "cancel"}
+    )
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        head = f"POST /threads/{tid}/runs/wait HTTP/1.1\r\nHost: {host}\r\n"
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        await stream.send_all(head.encode() + body)
+        runs = await poll(lambda: server.sync(lambda c: c.runs.list(tid)), bool)
+    assert await run_ends(server, tid, runs[0]["run_id"]) == "interrupted"
+    assert (await thread_settles(server, tid))["error"] == user_interrupt(DISCONNECTED)
+
+
+async def test_a_wait_answers_a_quick_result_in_one_plain_response(server: Server) -> None:
+    tid = await new_thread(server)
+    async with server.http() as http:
+        quick = await http.post(
+            f"/threads/{tid}/runs/wait", json={"assistant_id": "slow", "input": slow_input(FAST)}
+        )
+        slow = await http.post(
+            f"/threads/{tid}/runs/wait", json={"assistant_id": "slow", "input": slow_input(1.0)}
+        )
+    for response in (quick, slow):
+        assert response.status_code == 200
+        assert response.headers["content-location"].startswith(f"/threads/{tid}/runs/")
+        assert "delay" in response.json()
+    assert int(quick.headers["content-length"]) == len(quick.content)
+    assert slow.headers.get("transfer-encoding") == "chunked"  # its headers went out at once
 
 
 async def test_a_client_leaving_a_join_or_join_stream_with_cancel_on_disconnect(

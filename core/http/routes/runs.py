@@ -95,14 +95,14 @@ def _stream_response(body: RunCreate, handle: RunHandle, *, stateless: bool) -> 
     )
 
 
-def _wait_response(handle: RunHandle, *, cancel_on_disconnect: bool) -> Response:
+async def _wait_response(handle: RunHandle, *, cancel_on_disconnect: bool) -> Response:
     run, c = handle.run, core()  # the body runs outside the app context: capture now
     handle.stream.claim()
 
     async def produce() -> bytes:
         return await c.runs.result(run, handle)
 
-    return waiting_json_response(
+    return await waiting_json_response(
         handle.done,
         produce,
         heartbeat=c.settings.heartbeat_interval,
@@ -135,7 +135,7 @@ async def stream_run(thread_id: str) -> Response:
 @responds(ANY_JSON)
 async def wait_run(thread_id: str) -> Response:
     body, _, handle = await _create(thread_id)
-    return _wait_response(handle, cancel_on_disconnect=body.on_disconnect == "cancel")
+    return await _wait_response(handle, cancel_on_disconnect=body.on_disconnect == "cancel")
 
 
 @bp.get("/threads/<thread_id>/runs")
@@ -175,7 +175,7 @@ async def cancel_run(thread_id: str, run_id: str) -> Response:
     handle = await core().runs.cancel(thread_id, run_id, _action())
     if not qbool("wait"):
         return empty(202)
-    return _wait_response(handle, cancel_on_disconnect=False)
+    return await _wait_response(handle, cancel_on_disconnect=False)
 
 
 @bp.get("/threads/<thread_id>/runs/<run_id>/join")
@@ -187,7 +187,7 @@ async def join_run(thread_id: str, run_id: str) -> Response:
         headers = run_headers(run, suffix="/join")
         body = await core().runs.result(run, None)
         return Response(body, content_type="application/json", headers=headers)
-    return _wait_response(handle, cancel_on_disconnect=qbool("cancel_on_disconnect"))
+    return await _wait_response(handle, cancel_on_disconnect=qbool("cancel_on_disconnect"))
 
 
 async def _join_stream(handle: RunHandle | None, location: dict[str, str]) -> Response:
@@ -255,7 +255,7 @@ async def stream_stateless() -> Response:
 @responds(ANY_JSON)
 async def wait_stateless() -> Response:
     body, _, handle = await _create(None)
-    return _wait_response(handle, cancel_on_disconnect=body.on_disconnect == "cancel")
+    return await _wait_response(handle, cancel_on_disconnect=body.on_disconnect == "cancel")
 
 
 @bp.post("/runs/batch")
