@@ -2,9 +2,14 @@
 
 The model streams natively on asyncio, as the clients of real providers do; LangChain's
 ``GenericFakeChatModel`` alone would hop to a worker thread for every token, which no real
-model does. The reply is ``tokens`` tokens (words and the spaces between them).
+model does. It never waits between tokens, so a run streams all its tokens in one go while
+the other runs wait (the heaviest load per token the server can be given); with the input
+``interleave: true`` it yields to the event loop after each token, as a real client does
+while it waits for the next chunk from the network, so that runs take turns token by token.
+The reply is ``tokens`` tokens (words and the spaces between them).
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypedDict
 
@@ -17,6 +22,8 @@ from langgraph.graph.message import add_messages
 
 
 class StreamingFakeChat(GenericFakeChatModel):
+    interleave: bool = False
+
     async def _astream(
         self,
         messages: list[BaseMessage],
@@ -28,17 +35,20 @@ class StreamingFakeChat(GenericFakeChatModel):
             if run_manager is not None:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+            if self.interleave:
+                await asyncio.sleep(0)
 
 
 class State(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
     tokens: int
+    interleave: bool
 
 
 async def chat(state: State) -> State:
     words = max(1, (state.get("tokens", 100) + 1) // 2)  # "w w w": 2 * words - 1 tokens
     reply = AIMessage(content=" ".join(["token"] * words))
-    model = StreamingFakeChat(messages=iter([reply]))
+    model = StreamingFakeChat(messages=iter([reply]), interleave=state.get("interleave", False))
     return {"messages": [await model.ainvoke(state.get("messages", []))]}
 
 

@@ -24,9 +24,11 @@ class Reply:
     status: int = 0
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     body: bytes = b""
-    #: the head arrived / the first SSE event / the body ended
+    #: the head arrived / the first SSE event / the first one named ``count_name`` / the
+    #: body ended
     head_at: float | None = None
     first_event_at: float | None = None
+    first_counted_at: float | None = None
     end_at: float | None = None
     #: SSE events seen, and those whose name is ``count_name``
     events: int = 0
@@ -130,7 +132,10 @@ class _SseCounter:
         self.reply.events += events
         if self.named is not None:
             text = self.named_tail + data
-            self.reply.counted += text.count(self.named)
+            counted = text.count(self.named)
+            if counted and self.reply.first_counted_at is None:
+                self.reply.first_counted_at = time.perf_counter()
+            self.reply.counted += counted
             self.named_tail = text[-(len(self.named) - 1) :]
 
 

@@ -3,7 +3,11 @@
 
 A token is one ``messages`` event the client received. Reported: tokens per second
 delivered (all clients together, over the measured runs), the time from sending the request
-to the first SSE event (p50/p90/p99), and the server's CPU per token.
+to the first SSE event (``metadata``) and to the first token (p50/p90/p99), and the server's
+CPU per token. Twice: with the chat model streaming each run's tokens in one go (the
+heaviest load per token), then ``interleaved`` (the model yields after each token, as a
+client of a real provider does, so runs take turns): there a run's first token no longer
+waits for whole runs of the others, and each token costs a turn of the graph loop.
 """
 
 from __future__ import annotations
@@ -23,19 +27,24 @@ def expected(tokens: int) -> int:
     return 2 * max(1, (tokens + 1) // 2) - 1
 
 
-def body(tokens: int) -> dict[str, Any]:
+def body(tokens: int, interleave: bool = False) -> dict[str, Any]:
     return {
         "assistant_id": GRAPH,
-        "input": {"messages": [{"role": "user", "content": "hi"}], "tokens": tokens},
+        "input": {
+            "messages": [{"role": "user", "content": "hi"}],
+            "tokens": tokens,
+            "interleave": interleave,
+        },
         "stream_mode": ["messages-tuple"],
     }
 
 
-async def _tokens(base: str, pid: int, plan: dict[str, Any]) -> dict[str, Any]:
-    port = int(base.rsplit(":", 1)[1])
-    clients, runs, tokens = plan["token_clients"], plan["token_runs"], plan["tokens_per_run"]
-    conns = [await Connection.open(HOST, port) for _ in range(clients)]
+async def _phase(
+    conns: list[Connection], pid: int, plan: dict[str, Any], interleave: bool
+) -> dict[str, Any]:
+    runs, tokens = plan["token_runs"], plan["tokens_per_run"]
     first_event: list[float] = []
+    first_token: list[float] = []
     received = 0
 
     async def client(conn: Connection, count: int, measured: bool) -> None:
@@ -43,33 +52,51 @@ async def _tokens(base: str, pid: int, plan: dict[str, Any]) -> dict[str, Any]:
         for _ in range(count):
             sent = time.perf_counter()
             reply = await conn.request(
-                "POST", "/runs/stream", body(tokens), keep_body=False, count_name=b"messages"
+                "POST",
+                "/runs/stream",
+                body(tokens, interleave),
+                keep_body=False,
+                count_name=b"messages",
             )
             if reply.status != 200 or reply.counted != expected(tokens):
                 raise BenchError(f"chat stream: HTTP {reply.status}, {reply.counted} tokens")
             if measured:
                 assert reply.first_event_at is not None
+                assert reply.first_counted_at is not None
                 first_event.append(reply.first_event_at - sent)
+                first_token.append(reply.first_counted_at - sent)
                 received += reply.counted
 
-    try:
-        await asyncio.gather(*(client(c, 2, False) for c in conns))  # warm-up
-        before = Meter(Watched(pid))
-        per_client = max(1, runs // clients)
-        await asyncio.gather(*(client(c, per_client, True) for c in conns))
-        after = Meter(Watched(pid)).since(before, received)
-    finally:
-        for conn in conns:
-            conn.close()
+    await asyncio.gather(*(client(c, 2, False) for c in conns))  # warm-up
+    before = Meter(Watched(pid))
+    per_client = max(1, runs // len(conns))
+    await asyncio.gather(*(client(c, per_client, True) for c in conns))
+    after = Meter(Watched(pid)).since(before, received)
     return {
-        "clients": clients,
-        "tokens_per_run": tokens,
         "tokens": received,
         "tokens_per_s": received / after["wall_s"],
         "server_cpu_us_per_token": after["server_cpu_ms_per_run"] * 1000,
         "server_cpu_util": after["server_cpu_util"],
         "foreign_cpu_util": after["foreign_cpu_util"],
         **percentiles(first_event, "first_event_"),
+        **percentiles(first_token, "first_token_"),
+    }
+
+
+async def _tokens(base: str, pid: int, plan: dict[str, Any]) -> dict[str, Any]:
+    port = int(base.rsplit(":", 1)[1])
+    conns = [await Connection.open(HOST, port) for _ in range(plan["token_clients"])]
+    try:
+        burst = await _phase(conns, pid, plan, interleave=False)
+        interleaved = await _phase(conns, pid, plan, interleave=True)
+    finally:
+        for conn in conns:
+            conn.close()
+    return {
+        "clients": len(conns),
+        "tokens_per_run": plan["tokens_per_run"],
+        **burst,
+        **{f"interleaved_{k}": v for k, v in interleaved.items()},
     }
 
 
