@@ -6,7 +6,8 @@ all would get their answers late and together: the first stream opened after as 
 the last. :class:`Admission` lets at most :data:`LIMIT` requests be handled at once, in
 the order they arrived (``trio.CapacityLimiter`` is fair); a request holds its place only
 until its response starts (the headers go out), so a long stream or a ``/wait`` occupies
-no place while it waits for its run. Under a burst the first requests are answered at the
+no place while it waits for its run (one that waits before its response starts gives its
+place back through ``scope[RELEASE]``). Under a burst the first requests are answered at the
 server's full speed while the later ones wait their turn, cheaply.
 
 Health checks (``GET /ok``, ``/info``, ``/metrics``) go past the queue, so a burst never
@@ -24,6 +25,9 @@ from triograph.core.infra.graph_bridge import ASGIApp
 
 #: requests handled at once until their response starts; more wait in arrival order
 LIMIT = 64
+#: the scope key of a function giving the request's place back before its response starts
+#: (a ``/wait`` that holds its headers back for a quick result, ``core/http/wire.py``)
+RELEASE = "triograph.admission.release"
 #: paths answered without waiting (cheap, and what a load balancer polls)
 BYPASS = frozenset({"/ok", "/info", "/metrics"})
 
@@ -43,13 +47,18 @@ class Admission:
         await self.limiter.acquire_on_behalf_of(place)
         held = True
 
-        async def started(message: dict[str, Any]) -> None:
+        def release() -> None:
             nonlocal held
-            if held and message["type"] == "http.response.start":
+            if held:
                 held = False
                 self.limiter.release_on_behalf_of(place)
+
+        async def started(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                release()
             await send(message)
 
+        scope[RELEASE] = release
         try:
             await self.app(scope, receive, started)
         finally:

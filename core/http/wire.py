@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
 import orjson
@@ -20,6 +20,7 @@ import trio
 from quart import Response, current_app, request
 
 from triograph.core.engine.streams import HEARTBEAT
+from triograph.core.http.admission import RELEASE
 from triograph.core.infra import encoding
 from triograph.core.infra.errors import InvalidRequest, TriographError
 from triograph.core.infra.limits import check_body
@@ -259,6 +260,9 @@ async def waiting_json_response(
     short run's) is a plain response of known length, written in one go; otherwise the
     headers go out then, ``\n`` every ``heartbeat`` seconds while waiting (leading whitespace
     is valid JSON), then the body. ``on_disconnect`` is called when the client leaves first."""
+    release = cast("Callable[[], None] | None", request.scope.get(RELEASE))
+    if release is not None:
+        release()  # waiting holds no place in the admission queue
     try:
         with trio.move_on_after(min(heartbeat, QUICK_ANSWER)):
             await done.wait()

@@ -8,7 +8,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from triograph.core.http.admission import Admission
+from triograph.core.http.admission import RELEASE, Admission
 
 
 def _scope(path: str) -> dict[str, Any]:
@@ -47,6 +47,25 @@ async def test_requests_past_the_limit_wait_in_arrival_order() -> None:
             await trio.testing.wait_all_tasks_blocked()
         assert entered == [0, 1, 2, 3, 4, 5]
         assert most == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_request_waiting_before_its_response_can_give_its_place_back() -> None:
+    entered: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        entered.append(scope["path"])
+        scope[RELEASE]()  # a /wait holding its headers back for a quick result
+        scope[RELEASE]()  # given back once only
+        await trio.sleep_forever()
+
+    admission = Admission(app, limit=1)
+    async with trio.open_nursery() as nursery:
+        for path in ("/runs/wait", "/threads/search", "/runs/wait"):
+            nursery.start_soon(admission, _scope(path), None, _nothing)
+            await trio.testing.wait_all_tasks_blocked()
+        assert entered == ["/runs/wait", "/threads/search", "/runs/wait"]
+        assert admission.limiter.borrowed_tokens == 0
         nursery.cancel_scope.cancel()
 
 
