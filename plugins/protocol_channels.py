@@ -18,6 +18,10 @@ What the server adds to LangGraph's events, as the official servers do:
 - ``messages``: content-block events as LangGraph streams them; a message a node returned
   whole (no streaming model) is replayed as the same lifecycle (``message_to_events``).
 - ``checkpoints``: cut to ``{id, parent_id, step, source}``.
+- ``tasks``: LangGraph's own task events (a start with ``id``, ``name``, ``input``,
+  ``triggers``; a result with ``id``, ``result``, ``error``, ``interrupts``), which its
+  subgraph transformer folds into lifecycle events and drops from the log: the run's stream
+  transformer relays them (``core/engine/execution.py``, ``_wanting``).
 """
 
 from __future__ import annotations

@@ -234,7 +234,8 @@ def chunk_source(
     }
     if dispatcher.wants_protocol:  # v3 owns stream_mode (its transformers') and subgraphs
         del stream_kwargs["stream_mode"], stream_kwargs["subgraphs"]
-        stream_kwargs["transformers"] = [_wanting(dispatcher.protocol_modes)]
+        relay = "tasks" in dispatcher.by_method
+        stream_kwargs["transformers"] = [_wanting(dispatcher.protocol_modes, relay_tasks=relay)]
     if graph.checkpointer is not None:  # LangGraph warns about durability without one
         stream_kwargs["durability"] = kwargs.get("durability") or "async"
     graph_in = graph_input(run)
@@ -262,18 +263,34 @@ def chunk_source(
     return chunks
 
 
-def _wanting(modes: list[str]) -> Any:
+#: the custom channel ``_wanting`` relays LangGraph's ``tasks`` events on
+TASKS_RELAY = "triograph_tasks"
+
+
+def _wanting(modes: list[str], *, relay_tasks: bool = False) -> Any:
     """A LangGraph stream transformer that asks for ``modes`` and projects nothing: the
-    server reads the raw protocol events, every channel of them."""
-    from langgraph.stream import StreamTransformer
+    server reads the raw protocol events, every channel of them.
+
+    With ``relay_tasks``, it also hands on the ``tasks`` events, which LangGraph's own
+    subgraph transformer folds into its lifecycle events and drops from the event log:
+    each one's params go out at its place in the log as an event of the named channel
+    :data:`TASKS_RELAY` (a transformer's channel, which LangGraph forwards into the log as
+    ``custom:triograph_tasks``), and :func:`_protocol_events` turns it back into a ``tasks``
+    event."""
+    from langgraph.stream import StreamChannel, StreamTransformer
 
     class Wanting(StreamTransformer):
         required_stream_modes = tuple(modes)
 
         def init(self) -> dict[str, Any]:
-            return {}
+            if not relay_tasks:
+                return {}
+            self.tasks: Any = StreamChannel(TASKS_RELAY)
+            return {TASKS_RELAY: self.tasks}
 
         def process(self, event: Any) -> bool:
+            if relay_tasks and event["method"] == "tasks":
+                self.tasks.push(event["params"])
             return True
 
     return Wanting
@@ -289,5 +306,8 @@ async def _protocol_events(
     # as test harnesses reset the filters (catch_warnings would race other threads)
     warnings.filterwarnings("ignore", message="The v3 streaming protocol")
     run = await pregel.astream_events(graph_in, config, version="v3", **stream_kwargs)
+    relayed = f"custom:{TASKS_RELAY}"
     async for event in run:
+        if event["method"] == relayed:  # a tasks event (see _wanting)
+            event = {**event, "method": "tasks", "params": event["params"]["data"]}
         yield event

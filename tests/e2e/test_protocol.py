@@ -190,9 +190,7 @@ async def test_sdk_streams_a_chat_run_values_and_tokens(server: Server, transpor
     assert runs[0]["multitask_strategy"] == "enqueue"
 
 
-# over WebSocket the SDK's tool-call projection receives the events (the transport hands
-# them over) but never yields a call: not yet understood, so only SSE is asserted here
-@pytest.mark.parametrize("transport", ["sse"])
+@TRANSPORTS
 async def test_sdk_tool_calls_and_an_interrupt_answered(server: Server, transport: str) -> None:
     """Tool calls stream on ``thread.tool_calls`` (``tools`` channel); the interrupt that
     follows shows on ``thread.interrupts`` and is answered with ``run.respond``."""
@@ -262,6 +260,41 @@ async def test_sdk_subgraph_namespaces(server: Server, transport: str) -> None:
     )
     assert all(e["params"]["namespace"][0].startswith("node_2:") for e in only)
     assert only[-1]["params"]["data"] == {"foo": "hi! xbar", "bar": "bar"}
+
+
+async def test_tasks_channel_says_each_task_start_and_result(server: Server) -> None:
+    """``tasks``: a start (``id``, ``name``, ``input``, ``triggers``) and a result (same
+    ``id``, ``result``) per task, in its namespace, subgraph tasks too; LangGraph folds them
+    into its lifecycle events, the server hands them on."""
+    tid = str(uuid.uuid4())
+    start = {
+        "id": 1,
+        "method": "run.start",
+        "params": {"assistant_id": "subgraph", "input": {"foo": "x"}},
+    }
+    assert (await command(server, tid, start))[1]["type"] == "success"
+    events = await read_events(
+        server, tid, {"channels": ["tasks", "lifecycle"]}, until=root_terminal
+    )
+    tasks = [e for e in events if e["method"] == "tasks"]
+    started = {e["params"]["data"]["id"]: e for e in tasks if "result" not in e["params"]["data"]}
+    results = {e["params"]["data"]["id"]: e for e in tasks if "result" in e["params"]["data"]}
+    assert started
+    assert set(started) == set(results)
+    for task_id, begun in started.items():
+        data = begun["params"]["data"]
+        assert {"name", "input", "triggers"} <= set(data)
+        assert results[task_id]["params"]["namespace"] == begun["params"]["namespace"]
+        assert tasks.index(begun) < tasks.index(results[task_id])
+    root = [e["params"]["data"]["name"] for e in started.values() if not e["params"]["namespace"]]
+    assert root == ["node_1", "node_2"]
+    sub = [e for e in started.values() if e["params"]["namespace"]]
+    assert sub
+    assert all(e["params"]["namespace"][0].startswith("node_2:") for e in sub)
+    node_1 = next(e for e in results.values() if e["params"]["data"]["name"] == "node_1")
+    assert node_1["params"]["data"]["result"] == {"foo": "hi! x"}
+    # they come where they happened: the root lifecycle ends after the last one
+    assert events.index(tasks[-1]) < len(events) - 1
 
 
 async def test_two_streams_on_one_thread_and_reconnect_since(server: Server) -> None:

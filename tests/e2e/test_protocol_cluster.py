@@ -30,13 +30,15 @@ from tests.e2e.test_protocol import (
 )
 from tests.nodes import boot
 from tests.sdk import Server
+from triograph.core.engine.event_log import CHANNELS
 
 pytestmark = pytest.mark.skipif(
     TEST_STORAGE != "postgres" or pg.ADMIN_DSN is None,
     reason="servers sharing a database: the Postgres pass (TRIOGRAPH_TEST_STORAGE=postgres)",
 )
 
-EVERY = {"channels": ["values", "updates", "messages", "lifecycle", "checkpoints", "tools"]}
+#: every channel: a reader gets every number of the thread
+EVERY = {"channels": list(CHANNELS)}
 
 
 @pytest.fixture
