@@ -1,8 +1,8 @@
 """The thread-centric protocol across servers sharing one Postgres database: a stream opened on
-one server follows a run executing on another (the thread's protocol log is stored,
-``core/engine/shared_event_log.py``), a reconnect with ``since`` on the other server resumes
-where the client was (the sequence is the thread's, not a server's), and ``input.respond`` sent
-to the server that did not run the interrupted run resumes it.
+one server follows a run executing on another, over SSE and WebSocket (the thread's protocol
+log is stored, ``core/engine/shared_event_log.py``), a reconnect with ``since`` on the other
+server resumes where the client was (the sequence is the thread's, not a server's), and
+``input.respond`` sent to the server that did not run the interrupted run resumes it.
 
 Two in-process servers share a fresh database, as in ``test_cluster.py``. Runs only in the
 Postgres pass (``TRIOGRAPH_TEST_STORAGE=postgres``).
@@ -62,8 +62,9 @@ def start(assistant_id: str, value: dict[str, Any]) -> dict[str, Any]:
     return {"id": 1, "method": "run.start", "params": params}
 
 
+@pytest.mark.parametrize("transport", ["sse", "websocket"])
 async def test_a_stream_on_one_server_follows_a_run_on_another(
-    pair: tuple[Server, Server],
+    pair: tuple[Server, Server], transport: str
 ) -> None:
     """The SDK's ``client.threads.stream`` on ``a`` gets the tokens, the values and the end of
     a run that ``b`` executes; a raw stream on ``a`` numbers the events as one opened on ``b``
@@ -77,7 +78,7 @@ async def test_a_stream_on_one_server_follows_a_run_on_another(
     run_ids: list[str] = []
 
     async def scenario(c: Any) -> dict[str, Any]:
-        async with c.threads.stream(tid, assistant_id="chat") as thread:
+        async with c.threads.stream(tid, assistant_id="chat", transport=transport) as thread:
             message, pump = watch(thread.messages)
             # one projection after the other: the SDK opens a wider stream for the second
             # and closes the first, and a first closed before its response came never gets
