@@ -29,6 +29,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from triograph.storage.sql import COUNTS_ENV, Counts
+
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIG = HERE / "langgraph.json"
 HOST = "127.0.0.1"
@@ -139,6 +141,8 @@ class Watched:
 
     server: int
     database: int | None = None
+    #: where the server's SQL engines count their statements (``TRIOGRAPH_SQL_COUNTS``)
+    sql_counts: pathlib.Path | None = None
 
 
 class Meter:
@@ -151,6 +155,9 @@ class Meter:
         self.database = tree_cpu_seconds(watched.database) if watched.database else None
         self.client = time.process_time()
         self.cores = cpu_busy_seconds()
+        self.sql = Counts.read(watched.sql_counts) if watched.sql_counts else {}
+        # the worker processes of ``serve --workers N`` (none with one process)
+        self.workers = {pid: tree_cpu_seconds(pid) for pid in proc_children(watched.server)}
 
     def since(self, before: Meter, runs: int) -> dict[str, Any]:
         wall = self.wall - before.wall
@@ -174,6 +181,27 @@ class Meter:
         }
         if self.database is not None:
             figures["database_cpu_ms_per_run"] = database * 1000 / runs
+        counted = [
+            (pid, {k: n - before.sql.get(pid, {}).get(k, 0) for k, n in counts.items()})
+            for pid, counts in self.sql.items()
+        ]
+        if any(counts["calls"] for _, counts in counted):
+            # per run: the storage's statements, transactions, round trips, thread hops
+            for name in Counts.FIELDS:
+                figures[f"sql_{name}_per_run"] = sum(c[name] for _, c in counted) / runs
+        if len(self.workers) > 1:
+            # each worker: its CPU, and its share of the statements (so of the runs: every
+            # run sends as many)
+            statements = {pid: c["statements"] for pid, c in counted}
+            total = sum(statements.values()) or 1
+            figures["workers"] = {
+                str(pid): {
+                    "cpu_s": cpu - before.workers.get(pid, 0.0),
+                    "cpu_util": (cpu - before.workers.get(pid, 0.0)) / wall,
+                    "share_of_statements": statements.get(pid, 0) / total,
+                }
+                for pid, cpu in self.workers.items()
+            }
         return figures
 
 
@@ -248,7 +276,9 @@ def serve_command(
 
 
 @contextlib.contextmanager
-def server(cmd: list[str], pin: bool) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    cmd: list[str], pin: bool, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     log = tempfile.NamedTemporaryFile(prefix="triograph-bench-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(
         cmd,
@@ -257,7 +287,7 @@ def server(cmd: list[str], pin: bool) -> Iterator[subprocess.Popen[bytes]]:
         stderr=subprocess.STDOUT,
         cwd=HERE,
         preexec_fn=_pin_child if pin else None,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
         yield proc
@@ -304,10 +334,13 @@ def serving(
     port = free_port()
     base = f"http://{HOST}:{port}"
     database = local_postgres_pid(storage) if is_postgres(storage) else None
-    with server(serve_command(port, storage, workers, extra), pin) as proc:
+    with (
+        tempfile.TemporaryDirectory(prefix="triograph-sql-counts-") as counts,
+        server(serve_command(port, storage, workers, extra), pin, {COUNTS_ENV: counts}) as proc,
+    ):
         wait_ready(proc, base)
         print(f"server pid {proc.pid} on {base}", file=sys.stderr)
-        yield base, Watched(proc.pid, database), proc
+        yield base, Watched(proc.pid, database, pathlib.Path(counts)), proc
 
 
 # -- storage ----------------------------------------------------------------------------------

@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     out["load_average_before"] = load_average()
     try:
         if args.scale_out is not None:
+            out["concurrency"] = args.concurrency
             out["scale_out"] = wait.bench_scale_out(args, plan)
             wait.print_scale_out(out)
         elif args.backends:

@@ -262,26 +262,61 @@ def bench_scale_out(args: argparse.Namespace, plan: dict[str, Any]) -> dict[str,
             figures[f"workers_{workers}"] = phase_concurrent(
                 base, watched, args.concurrency, plan["cN_warmup"], plan["cN"], deadline
             )
+            if workers == 1:  # the load each of two workers gets (its half of the clients)
+                figures["workers_1_half"] = phase_concurrent(
+                    base, watched, args.concurrency // 2, plan["cN_warmup"], plan["cN"], deadline
+                )
     one, two = figures["workers_1"]["runs_per_s"], figures["workers_2"]["runs_per_s"]
     figures["ratio"] = two / one
+    # what two workers can do over one, from the CPU each spends per run (two workers, each
+    # on a core of its own, at that cost): not hostage to what else the machine runs
+    cpu_one = figures["workers_1"]["server_cpu_ms_per_run"]
+    cpu_two = figures["workers_2"]["server_cpu_ms_per_run"]
+    figures["cpu_ratio"] = 2 * cpu_one / cpu_two
+    # the same with one worker under the load each of the two had: a worker serving fewer
+    # clients at once does less of its work in batches, and spends more CPU per run
+    figures["cpu_ratio_same_load"] = (
+        2 * figures["workers_1_half"]["server_cpu_ms_per_run"] / cpu_two
+    )
     return figures
 
 
 def print_scale_out(results: dict[str, Any]) -> None:
-    rows = [("workers", "runs/s", "server CPU ms/run", "DB CPU ms/run", "p50 ms")]
-    for workers in (1, 2):
-        f = results["scale_out"][f"workers_{workers}"]
+    rows = [("workers", "runs/s", "server CPU ms/run", "DB CPU ms/run", "p50 ms", "round trips")]
+    each = [("worker of 2", "runs/s", "CPU ms/run", "CPU util")]
+    scale_out = results["scale_out"]
+    n = results.get("concurrency", 64)
+    for name, label in (("1", f"1, c={n}"), ("1_half", f"1, c={n // 2}"), ("2", f"2, c={n}")):
+        f = scale_out[f"workers_{name}"]
         rows.append(
             (
-                str(workers),
+                label,
                 f"{f['runs_per_s']:.0f}",
                 f"{f['server_cpu_ms_per_run']:.2f}",
                 _ms(f, "database_cpu_ms_per_run"),
                 f"{f['p50_ms']:.1f}",
+                _per_run(f, "round_trips"),
             )
         )
+        for pid, w in f.get("workers", {}).items():
+            runs = w["share_of_statements"] * f["requests"]
+            each.append(
+                (
+                    f"pid {pid}",
+                    f"{w['share_of_statements'] * f['runs_per_s']:.0f}",
+                    f"{w['cpu_s'] * 1000 / runs:.2f}" if runs else "-",
+                    f"{w['cpu_util']:.0%}",
+                )
+            )
     print_rows(rows)
-    print(f"throughput ratio, 2 workers / 1: {results['scale_out']['ratio']:.2f}")
+    if len(each) > 1:
+        print("each worker (its runs: its share of the statements, every run sends as many):")
+        print_rows(each)
+    print(
+        f"2 workers / 1: throughput x{scale_out['ratio']:.2f} (wall clock, on this machine), "
+        f"x{scale_out['cpu_ratio']:.2f} from the CPU per run (2 x one worker's / two's), "
+        f"x{scale_out['cpu_ratio_same_load']:.2f} against one worker with c={n // 2}"
+    )
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -345,6 +380,26 @@ def _ms(f: dict[str, Any], key: str) -> str:
     return f"{f[key]:.2f}" if key in f else "-"
 
 
+def _per_run(f: dict[str, Any], name: str) -> str:
+    key = f"sql_{name}_per_run"
+    return f"{f[key]:.2f}" if key in f else "-"
+
+
+def print_sql(backends: dict[str, Any], n: int) -> None:
+    """What the storage sent per run, counted by the server (``TRIOGRAPH_SQL_COUNTS``)."""
+    rows = [("backend", "phase", "statements", "transactions", "round trips", "thread hops")]
+    for name, f in backends.items():
+        for phase, key in (("c=1", "serial"), (f"c={n}", "concurrent")):
+            if "sql_calls_per_run" in f[key]:
+                counted = [_per_run(f[key], k) for k in ("statements", "transactions")]
+                trips = _per_run(f[key], "round_trips") if name == "postgres" else "-"
+                rows.append((name, phase, *counted, trips, _per_run(f[key], "calls")))
+    if len(rows) > 1:
+        print("SQL per run (the server's own count: transactions are explicit ones, a single")
+        print("statement is its own; round trips to Postgres; hops into a worker thread):")
+        print_rows(rows)
+
+
 def print_backends(results: dict[str, Any]) -> None:
     backends: dict[str, Any] = results["backends"]
     n = results["concurrency"]
@@ -394,6 +449,7 @@ def print_backends(results: dict[str, Any]) -> None:
         "DB CPU: the whole local Postgres server (other clients too), "
         "- when it is not on this machine; the file backend's SQLite is in the server's CPU"
     )
+    print_sql(backends, n)
     warn_if_busy(
         {
             f"{name} {phase}": f[key]["foreign_cpu_util"]

@@ -34,7 +34,7 @@ import pathlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import trio
 
@@ -45,7 +45,7 @@ from triograph.core.infra.storage import Cluster, StorageRegistry
 from triograph.core.infra.store_config import store_index, store_ttl
 from triograph.storage import repos
 from triograph.storage.file_graph import FileCheckpointer, FileStore, Link, migrate_store, wal
-from triograph.storage.sql import SQLITE, epoch_microseconds, migrate
+from triograph.storage.sql import SQLITE, Counts, epoch_microseconds, migrate
 from triograph.storage.tables import Tables
 
 T = TypeVar("T")
@@ -130,16 +130,40 @@ def _metadata_connection(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
-    """``fn(conn)`` between ``begin`` and a commit, rolled back if it raises."""
+def _transaction(
+    conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], begin: str | None
+) -> T:
+    """``fn(conn)`` between ``begin`` and a commit, rolled back if it raises; with no
+    ``begin``, alone (a single statement: a transaction of its own, in autocommit mode)."""
+    counts, used = Counts.of_process(), conn
+    if counts is not None:
+        counts.add(calls=1, transactions=0 if begin is None else 1)
+        used = cast("sqlite3.Connection", _Counted(conn, counts))
+    if begin is None:
+        return fn(used)
     conn.execute(begin)
     try:
-        result = fn(conn)
+        result = fn(used)
     except Exception:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return result
+
+
+class _Counted:
+    """A connection that counts its statements (``sql.Counts``)."""
+
+    def __init__(self, conn: sqlite3.Connection, counts: Counts) -> None:
+        self._conn = conn
+        self._counts = counts
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        self._counts.add(statements=1)
+        return self._conn.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
 
 class _Database:
@@ -168,19 +192,22 @@ class _Database:
         for conn in self._connections:
             conn.close()
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(writer)`` in a ``BEGIN IMMEDIATE`` transaction, after the writes before it."""
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
+        """``fn(writer)`` in a ``BEGIN IMMEDIATE`` transaction (or alone, ``single``), after
+        the writes before it."""
+        begin = None if single else "BEGIN IMMEDIATE"
         async with self._write_lock:
             return await trio.to_thread.run_sync(
-                _transaction, self._connections[0], fn, "BEGIN IMMEDIATE", limiter=self._limiter
+                _transaction, self._connections[0], fn, begin, limiter=self._limiter
             )
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(reader)`` in one read transaction, so it sees one snapshot."""
+    async def read(self, fn: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
+        """``fn(reader)`` in one read transaction, so it sees one snapshot (or alone,
+        ``single``)."""
         conn = await self._idle.receive()
         try:
             return await trio.to_thread.run_sync(
-                _transaction, conn, fn, "BEGIN", limiter=self._limiter
+                _transaction, conn, fn, None if single else "BEGIN", limiter=self._limiter
             )
         finally:
             self._idle_in.send_nowait(conn)

@@ -231,7 +231,9 @@ class _Runs(_Repo[Run]):
         thread = self.threads.get(record.thread_id)
         return None if thread is None else thread.metadata
 
-    async def create(self, run: Run) -> None:
+    async def create(self, run: Run, *, thread: Thread | None = None) -> None:
+        if thread is not None:
+            self.threads[thread.thread_id] = _copy(thread)
         self.rows[run.run_id] = _copy(run)
 
     async def for_thread(

@@ -39,6 +39,8 @@ from psycopg.pq import ConnStatus
 
 from triograph.core.engine.event_log import LOG_BYTES, LOG_CAP
 from triograph.core.infra.storage import ThreadAppend
+from triograph.storage.sql import POSTGRES, Counts
+from triograph.storage.tables import Tables
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -128,6 +130,11 @@ _TRIM_BYTES = """DELETE FROM thread_events e USING (
             FROM thread_events) newest
         WHERE kept > %s) old
     WHERE e.thread_id = old.thread_id AND e.seq = old.seq"""
+_RUNS = Tables.of(POSTGRES).runs
+#: a run's final record, written only while the run is this worker's (lease fencing); the
+#: SELECT sees the rows as they were before the UPDATE: True if it was updated, or is gone
+_RECORD = f"""WITH updated AS ({_RUNS.update} WHERE run_id = %s AND owner = %s RETURNING 1)
+    SELECT EXISTS (SELECT FROM updated) OR NOT EXISTS (SELECT FROM runs WHERE run_id = %s)"""
 _PRUNE = """WITH gone AS (
         DELETE FROM run_events e USING runs r
         WHERE e.run_id = r.run_id AND r.status NOT IN ('pending', 'running')
@@ -152,8 +159,9 @@ class Database(Protocol):
         """Where the cluster opens its own connections."""
         ...
 
-    async def run(self, fn: Callable[[_Connection], T]) -> T:
-        """``fn(connection)`` in a worker thread, in one transaction."""
+    async def run(self, fn: Callable[[_Connection], T], *, single: bool = False) -> T:
+        """``fn(connection)`` in a worker thread, in one transaction (``single``: alone, one
+        statement)."""
         ...
 
 
@@ -281,7 +289,9 @@ class PostgresCluster:
                 bytes): send ids, and let the receivers read the rest from the database.
         """
         notice = self._notice(topic, payload)
-        await self._db.run(lambda conn: conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, notice)))
+        await self._db.run(
+            lambda conn: conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, notice)), single=True
+        )
 
     def subscribe(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
         self._callbacks.append(callback)
@@ -401,8 +411,13 @@ class PostgresCluster:
 
     async def owns(self, run_id: str) -> bool:
         sql = "SELECT owner FROM runs WHERE run_id = %s"
-        row = await self._db.run(lambda conn: conn.execute(sql, (run_id,)).fetchone())
+        row = await self._db.run(lambda conn: conn.execute(sql, (run_id,)).fetchone(), single=True)
         return row is None or row[0] == self.worker_id
+
+    async def record(self, run: Run) -> bool:
+        params = [*_RUNS.row(run), run.run_id, self.worker_id, run.run_id]
+        row = await self._db.run(lambda conn: conn.execute(_RECORD, params).fetchone(), single=True)
+        return bool(row and row[0])
 
     async def append_events(
         self, run_id: str, events: Sequence[StoredEvent]
@@ -425,7 +440,7 @@ class PostgresCluster:
             "channel": CHANNEL,
             "notice": self._notice("events", {"run_id": run_id, "seq": events[-1][0]}),
         }
-        row = await self._db.run(lambda conn: conn.execute(_APPEND, params).fetchone())
+        row = await self._db.run(lambda conn: conn.execute(_APPEND, params).fetchone(), single=True)
         if not row or not row[0]:
             log.debug("events of run %s dropped: the run is gone or another worker's", run_id)
             return None
@@ -437,7 +452,9 @@ class PostgresCluster:
     async def events(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
         sql = """SELECT seq, event, data FROM run_events
             WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s"""
-        rows = await self._db.run(lambda conn: conn.execute(sql, (run_id, after, limit)).fetchall())
+        rows = await self._db.run(
+            lambda conn: conn.execute(sql, (run_id, after, limit)).fetchall(), single=True
+        )
         return [(seq, event, data) for seq, event, data in rows]
 
     async def thread_events(self, thread_id: str, *, after: int) -> tuple[int, list[ThreadEvent]]:
@@ -455,12 +472,14 @@ class PostgresCluster:
             return {}
         sql = "SELECT thread_id, seq FROM thread_event_seqs WHERE thread_id = ANY(%s)"
         ids = list(thread_ids)
-        rows = await self._db.run(lambda conn: conn.execute(sql, (ids,)).fetchall())
+        rows = await self._db.run(lambda conn: conn.execute(sql, (ids,)).fetchall(), single=True)
         return dict(rows)
 
     async def thread_run_start(self, thread_id: str) -> int:
         params = {"t": thread_id}
-        row = await self._db.run(lambda conn: conn.execute(_THREAD_RUN_START, params).fetchone())
+        row = await self._db.run(
+            lambda conn: conn.execute(_THREAD_RUN_START, params).fetchone(), single=True
+        )
         assert row is not None
         return int(row[0])
 
@@ -538,7 +557,14 @@ def _retire(control: _Connection | None, conninfo: str, worker_id: str, lease: f
             control.close()
 
 
+def _count() -> None:
+    """A statement on a pool connection outside ``PgDatabase``: counted with its own."""
+    if (counts := Counts.of_process()) is not None:
+        counts.add(calls=1, statements=1, trips=1)
+
+
 def _try_lock(conn: _Connection, thread_id: str) -> bool:
+    _count()
     row = conn.execute(
         "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (thread_id,)
     ).fetchone()
@@ -551,6 +577,7 @@ def _release(pool: ConnectionPool[Any], conn: _Connection, thread_id: str | None
     the lock might still be held on it."""
     try:
         if thread_id is not None:
+            _count()
             conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (thread_id,))
             conn.commit()
     except psycopg.Error as exc:

@@ -5,7 +5,8 @@ PostgreSQL database:
 
 * the metadata (assistants and their versions, threads, runs, crons), reached from Trio
   through a sync psycopg pool in worker threads (:class:`PgDatabase`: ``trio.to_thread``
-  under this backend's own ``CapacityLimiter``, as large as the pool), one transaction a call;
+  under this backend's own ``CapacityLimiter``, as large as the pool), one transaction a call
+  (a single statement is sent alone: one round trip);
 * checkpoints in LangGraph's ``AsyncPostgresSaver`` and the store in its
   ``AsyncPostgresStore`` (:mod:`triograph.storage.pg_graph`), each with an asyncio pool of
   its own, made on the graph loop at first use and closed there when the storage closes;
@@ -55,14 +56,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from triograph.core.infra.errors import ConfigError
 from triograph.core.infra.hookspecs import hookimpl
-from triograph.core.infra.models import Run, now
+from triograph.core.infra.models import Run, Thread, now
 from triograph.core.infra.settings import Settings
 from triograph.core.infra.storage import Cluster, StorageRegistry
 from triograph.core.infra.store_config import store_index, store_ttl
 from triograph.storage import json_nul, repos
 from triograph.storage.pg_cluster import PostgresCluster
 from triograph.storage.pg_graph import PostgresCheckpointer, PostgresStore
-from triograph.storage.sql import POSTGRES, migrate
+from triograph.storage.sql import POSTGRES, Counts, migrate
 from triograph.storage.tables import Tables
 
 T = TypeVar("T")
@@ -164,10 +165,10 @@ def _conninfo(spec: str) -> str:
 
 
 def _configure(conn: _Connection) -> None:
-    """Every metadata connection: UTC (naive datetimes are UTC), JSON read by orjson
-    (NUL characters unescaped: :mod:`triograph.storage.json_nul`)."""
+    """Every metadata connection: autocommit (a transaction is explicit), UTC (naive
+    datetimes are UTC), JSON read by orjson (NUL characters unescaped:
+    :mod:`triograph.storage.json_nul`)."""
     conn.execute("SET TIME ZONE 'UTC'")
-    conn.commit()
     set_json_loads(json_nul.loads, conn)
 
 
@@ -179,9 +180,11 @@ def _scalar(conn: _Connection, sql: str, params: Sequence[Any] = ()) -> Any:
 
 
 class PgDatabase:
-    """The metadata connections: a sync psycopg pool, reached from Trio in worker threads
-    (the :class:`~triograph.storage.sql.SqlEngine` of the repositories: reads and writes
-    alike are one transaction on a connection of the pool).
+    """The metadata connections: a sync psycopg pool of autocommit connections, reached
+    from Trio in worker threads (the :class:`~triograph.storage.sql.SqlEngine` of the
+    repositories). A call is one transaction, unless it is a single statement
+    (``single=True``): that one is sent alone, a transaction of its own, one round trip
+    instead of three (``BEGIN``, the statement, ``COMMIT``).
 
     Resource handling: the backend opens the pool before making this and closes it after
     the storage (and its cluster) closed.
@@ -196,17 +199,40 @@ class PgDatabase:
         #: admits the worker threads that use the pool's connections (as many as it has)
         self.limiter = limiter
         self.dialect = POSTGRES
+        self._counts = Counts.of_process()
 
-    async def run(self, fn: Callable[[_Connection], T]) -> T:
+    async def run(self, fn: Callable[[_Connection], T], *, single: bool = False) -> T:
         """``fn(connection)`` in a worker thread, in one transaction (rolled back if it
-        raises). A Trio cancel waits for it to finish."""
-        return await trio.to_thread.run_sync(self._transact, fn, limiter=self.limiter)
+        raises), or with ``single`` alone (``fn`` sends one statement). A Trio cancel waits
+        for it to finish."""
+        return await trio.to_thread.run_sync(self._transact, fn, single, limiter=self.limiter)
 
     read = write = run
 
-    def _transact(self, fn: Callable[[_Connection], T]) -> T:
-        with self.pool.connection() as conn:  # commits, or rolls back if fn raises
-            return fn(conn)
+    def _transact(self, fn: Callable[[_Connection], T], single: bool) -> T:
+        with self.pool.connection() as conn:
+            if self._counts is not None:
+                self._counts.add(calls=1, transactions=int(not single), trips=0 if single else 2)
+                conn = cast("_Connection", _Counted(conn, self._counts))
+            if single:
+                return fn(conn)
+            with conn.transaction():  # commits, or rolls back if fn raises
+                return fn(conn)
+
+
+class _Counted:
+    """A connection that counts its statements and round trips (``sql.Counts``)."""
+
+    def __init__(self, conn: _Connection, counts: Counts) -> None:
+        self._conn = conn
+        self._counts = counts
+
+    def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        self._counts.add(statements=1, trips=1)
+        return self._conn.execute(query, params, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
 
 
 @contextmanager
@@ -245,7 +271,12 @@ def _set_up(conninfo: str, index: IndexConfig | None) -> None:
 
 def _open_pool(conninfo: str) -> ConnectionPool[Any]:
     pool: ConnectionPool[Any] = ConnectionPool(
-        conninfo, min_size=1, max_size=POOL_SIZE, open=False, configure=_configure
+        conninfo,
+        min_size=1,
+        max_size=POOL_SIZE,
+        open=False,
+        configure=_configure,
+        kwargs={"autocommit": True},
     )
     try:
         pool.open(wait=True, timeout=CONNECT_TIMEOUT)
@@ -274,10 +305,14 @@ class _Runs(repos.Runs):
         super().__init__(db, _TABLES)
         self._worker_id = worker_id
 
-    async def create(self, run: Run) -> None:
-        """Store the run as this worker's."""
+    async def create(self, run: Run, *, thread: Thread | None = None) -> None:
+        """Store the run as this worker's; a new thread with it in the same statement."""
         row = [*_RUNS.row(run), self._worker_id]
-        await self._engine.write(lambda conn: conn.execute(_CREATE_OWNED, row))
+        sql = _CREATE_OWNED
+        if thread is not None:
+            sql = f"WITH thread AS ({_TABLES.threads.insert}) {sql}"
+            row = [*_TABLES.threads.row(thread), *row]
+        await self._engine.write(lambda conn: conn.execute(sql, row), single=True)
 
 
 _ORPHANS = f"""{_RUNS.select} WHERE status IN ('pending', 'running')

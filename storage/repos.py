@@ -41,24 +41,26 @@ class Repo(Generic[R]):
 
     async def get(self, key: str, *, filters: Filters | None = None) -> R | None:
         if not filters:
-            return await self._engine.read(lambda conn: self.table.get(conn, key))
+            return await self._engine.read(lambda conn: self.table.get(conn, key), single=True)
         found = await self._rows(self._scoped(self.table.where(key), filters), "")
         return found[0] if found else None
 
     async def update(self, record: R, *, filters: Filters | None = None) -> None:
         where = self._scoped(self.table.where(getattr(record, self.table.key[0])), filters)
-        await self._engine.write(lambda conn: self.table.replace(conn, record, where))
+        await self._engine.write(lambda conn: self.table.replace(conn, record, where), single=True)
 
     async def delete(self, key: str, *, filters: Filters | None = None) -> bool:
         where = self._scoped(self.table.where(key), filters)
-        return await self._engine.write(lambda conn: self.table.delete(conn, where))
+        return await self._engine.write(lambda conn: self.table.delete(conn, where), single=True)
 
     async def _insert(self, record: R) -> bool:
         """Insert unless the key exists; whether it did."""
-        return await self._engine.write(lambda conn: self.table.insert_new(conn, record))
+        return await self._engine.write(
+            lambda conn: self.table.insert_new(conn, record), single=True
+        )
 
     async def _put(self, record: R) -> None:
-        await self._engine.write(lambda conn: self.table.put(conn, record))
+        await self._engine.write(lambda conn: self.table.put(conn, record), single=True)
 
     async def _page(
         self, where: Where, sort_by: str, sort_order: str, limit: int, offset: int
@@ -68,7 +70,9 @@ class Repo(Generic[R]):
         )
 
     async def _rows(self, where: Where, tail: str, *params: Any) -> list[R]:
-        return await self._engine.read(lambda conn: self.table.rows(conn, where, tail, *params))
+        return await self._engine.read(
+            lambda conn: self.table.rows(conn, where, tail, *params), single=True
+        )
 
     def _by_insertion(self, column: str) -> str:
         """``ORDER BY`` ``column``, then insertion order, ``LIMIT`` a parameter."""
@@ -117,7 +121,9 @@ class Assistants(Repo[Assistant]):
 
     async def get_version(self, assistant_id: str, version: int) -> AssistantVersion | None:
         versions = self._tables.versions
-        return await self._engine.read(lambda conn: versions.get(conn, assistant_id, version))
+        return await self._engine.read(
+            lambda conn: versions.get(conn, assistant_id, version), single=True
+        )
 
     async def versions(
         self,
@@ -196,8 +202,17 @@ class Runs(Repo[Run]):
             f"thread_id IN (SELECT thread_id FROM threads WHERE {inner})", *inner.params
         )
 
-    async def create(self, run: Run) -> None:
-        await self._put(run)
+    async def create(self, run: Run, *, thread: Thread | None = None) -> None:
+        if thread is None:
+            await self._put(run)
+            return
+        tables = self._tables
+
+        def insert(conn: Connection) -> None:
+            tables.threads.put(conn, thread)
+            tables.runs.put(conn, run)
+
+        await self._engine.write(insert)
 
     async def for_thread(
         self, thread_id: str, *, status: str | None = None, limit: int = 10, offset: int = 0

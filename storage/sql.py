@@ -6,7 +6,8 @@ The repositories (:mod:`triograph.storage.repos`) and tables
 * an :class:`SqlEngine`, which runs a plain function on a DB-API connection (stdlib
   ``sqlite3``, psycopg 3: both have ``conn.execute(sql, params)`` returning a cursor) in a
   worker thread, in one transaction: :meth:`~SqlEngine.read` for reads (a snapshot),
-  :meth:`~SqlEngine.write` for writes. Each backend keeps its connections and pooling;
+  :meth:`~SqlEngine.write` for writes; a single statement (``single=True``) is its own
+  transaction. Each backend keeps its connections and pooling;
 * a :class:`Dialect`: what differs between SQLite and Postgres in what the layer says:
   placeholders, JSON (:class:`triograph.storage.query.JsonDialect`), how a column is stored
   and read back, NULL ordering, insertion order, substring search, the lock that numbers an
@@ -20,6 +21,11 @@ exactly once.
 from __future__ import annotations
 
 import datetime as dt
+import mmap
+import os
+import pathlib
+import struct
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
@@ -31,6 +37,9 @@ from triograph.storage.query import POSTGRES_JSON, SQLITE_JSON, JsonDialect
 T = TypeVar("T")
 #: the statements of each schema version, in order
 Migrations = tuple[tuple[str, ...], ...]
+#: benchmark instrumentation: a directory where each process's SQL engine counts what it
+#: sends (:class:`Counts`); unset, nothing is counted
+COUNTS_ENV = "TRIOGRAPH_SQL_COUNTS"
 
 
 class Cursor(Protocol):
@@ -52,14 +61,16 @@ class Connection(Protocol):
 
 class SqlEngine(Protocol):
     """Runs ``fn(connection)`` in a worker thread, in one transaction (rolled back if it
-    raises); a Trio cancel waits for it to finish."""
+    raises); a Trio cancel waits for it to finish. With ``single=True``, ``fn`` sends one
+    statement, which is a transaction of its own: the engine need not begin and commit one
+    around it (on Postgres each is a round trip)."""
 
     @property
     def dialect(self) -> Dialect: ...
 
-    async def read(self, fn: Callable[[Any], T]) -> T: ...
+    async def read(self, fn: Callable[[Any], T], *, single: bool = False) -> T: ...
 
-    async def write(self, fn: Callable[[Any], T]) -> T: ...
+    async def write(self, fn: Callable[[Any], T], *, single: bool = False) -> T: ...
 
 
 class Dialect:
@@ -198,3 +209,56 @@ def migrate(conn: Connection, dialect: Dialect, migrations: Migrations) -> None:
 def epoch_microseconds(text: str | None) -> int | None:
     """An ISO datetime (as JSON documents keep them) in SQLite's column form."""
     return None if text is None else SQLITE.column(dt.datetime.fromisoformat(text))
+
+
+class Counts:
+    """What this process's SQL engine did, for ``bench/`` (``TRIOGRAPH_SQL_COUNTS``): worker
+    thread hops (``calls``), ``transactions``, ``statements`` and, on Postgres,
+    ``round_trips`` to the server (a statement is one, and so are a transaction's ``BEGIN``
+    and ``COMMIT``). Kept in a file of the directory named after the process id,
+    memory-mapped, so a reader sees them as they change; every engine of the process adds
+    to one :class:`Counts`."""
+
+    FIELDS = ("calls", "transactions", "statements", "round_trips")
+    _FORMAT = "4q"
+    _instance: Counts | None = None
+    _looked = False
+
+    def __init__(self, path: pathlib.Path) -> None:
+        size = struct.calcsize(self._FORMAT)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self._values = [0] * len(self.FIELDS)
+        self._lock = threading.Lock()  # worker threads add to them
+
+    @classmethod
+    def of_process(cls) -> Counts | None:
+        """The process's counts if ``TRIOGRAPH_SQL_COUNTS`` names a directory, else None."""
+        if not cls._looked:
+            cls._looked = True
+            if folder := os.environ.get(COUNTS_ENV):
+                cls._instance = cls(pathlib.Path(folder) / str(os.getpid()))
+        return cls._instance
+
+    def add(
+        self, calls: int = 0, transactions: int = 0, statements: int = 0, trips: int = 0
+    ) -> None:
+        with self._lock:
+            for i, n in enumerate((calls, transactions, statements, trips)):
+                self._values[i] += n
+            struct.pack_into(self._FORMAT, self._map, 0, *self._values)
+
+    @classmethod
+    def read(cls, folder: pathlib.Path) -> dict[int, dict[str, int]]:
+        """The counts of each process (by id) that counted into ``folder``."""
+        size = struct.calcsize(cls._FORMAT)
+        return {
+            int(path.name): dict(
+                zip(cls.FIELDS, struct.unpack(cls._FORMAT, path.read_bytes()[:size]), strict=True)
+            )
+            for path in folder.iterdir()
+        }

@@ -60,6 +60,11 @@ class ClusterLink(Protocol):
         claimed it meanwhile (lease fencing; always, with no other process)."""
         ...
 
+    async def record(self, run: Run) -> bool:
+        """Store the run's final record if this process still :meth:`owns` it, in one
+        write; whether it did."""
+        ...
+
     async def adopt(self) -> set[str]:
         """Take over the runs no live process executes (their owner stopped), execute them
         here, and return the threads whose status may be stale because of it."""
@@ -164,6 +169,10 @@ class LocalLink:
         return {run.thread_id for run in runs} | {t.thread_id for t in busy}
 
     async def owns(self, run: Run) -> bool:
+        return True
+
+    async def record(self, run: Run) -> bool:
+        await self.core.storage.runs.update(run)
         return True
 
     async def in_flight_elsewhere(self, thread_id: str) -> list[Run]:

@@ -171,6 +171,10 @@ class SharedLink:
         partition) may find its run claimed and running elsewhere; it must not record it."""
         return await self.cluster.owns(run.run_id)
 
+    async def record(self, run: Run) -> bool:
+        """The final write, fenced as :meth:`owns` is."""
+        return await self.cluster.record(run)
+
     def finished(self, run: Run) -> None:
         """A run of this process recorded its outcome: wake its followers and the runs of its
         thread waiting elsewhere."""

@@ -388,11 +388,12 @@ class RunSupervisor:
         try:
             # lease fencing: another process that claimed the run (this one's heartbeat
             # stopped for a lease) executes it again and records it; this outcome is not
-            # stored, nor its last events, and no hook says it finished
-            owned = await self.core.cluster.owns(run)
+            # stored, nor its last events, and no hook says it finished. A temporary run
+            # writes nothing before its final record, which is fenced itself
+            owned = handle.temporary or await self.core.cluster.owns(run)
             if owned:
-                await self._record(handle, outcome, error)
-            else:
+                owned = await self._record(handle, outcome, error)
+            if not owned:
                 if handle.unstored is not None:
                     handle.unstored.clear()
                 log.warning(
@@ -416,8 +417,9 @@ class RunSupervisor:
             else:  # joiners here follow the claimant's execution through the storage
                 self.handles.pop(run.run_id, None)
 
-    async def _record(self, handle: RunHandle, outcome: Outcome, error: Exception | None) -> None:
-        """The final run status (or its deletion), the thread status, the hooks."""
+    async def _record(self, handle: RunHandle, outcome: Outcome, error: Exception | None) -> bool:
+        """The final run status (or its deletion), the thread status, the hooks; False if
+        the final record found the run another worker's (and nothing more was done)."""
         core, run = self.core, handle.run
         thread_error = None
         if outcome == "error":
@@ -454,6 +456,7 @@ class RunSupervisor:
             # process that sees the run final (a join elsewhere) reads its values from the
             # thread. Every event is stored before the run's status. The run still stored
             # in flight is this process's: the thread's status does not count it.
+            owned = True
             try:
                 if not handle.temporary:
                     await core.threads.after_run(run, outcome, thread_error)
@@ -464,12 +467,15 @@ class RunSupervisor:
                 with trio.CancelScope(shield=True, deadline=trio.current_time() + FINAL_WRITE):
                     run.status = outcome
                     run.updated_at = now()
-                    await core.storage.runs.update(run)
+                    owned = await core.cluster.record(run)
+            if not owned:  # claimed meanwhile: the claimant records it
+                return False
         await core.hooks.fire(
             "triograph_run_finished", run=attrs.evolve(run), outcome=outcome, error=thread_error
         )
         if handle.temporary:  # it kept no checkpoints: only the records go
-            await core.threads.delete(run.thread_id, cancel_runs=False, checkpoints=False)
+            await core.threads.discard(run.thread_id)
+        return True
 
     def _retain(self, handle: RunHandle, outcome: Outcome) -> None:
         """Keep a finished run joinable from memory for a while, or forget it now. A rolled

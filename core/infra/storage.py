@@ -131,7 +131,10 @@ class ThreadRepo(Protocol):
 
 
 class RunRepo(Protocol):
-    async def create(self, run: Run) -> None: ...
+    async def create(self, run: Run, *, thread: Thread | None = None) -> None:
+        """Store ``run``; with ``thread``, that new thread too (as ``threads.create``), in
+        one write."""
+        ...
 
     async def get(self, run_id: str, *, filters: Filters | None = None) -> Run | None: ...
 
@@ -233,6 +236,12 @@ class Cluster(Protocol):
     async def owns(self, run_id: str) -> bool:
         """Whether the run is still this worker's: no other worker has claimed it (this one's
         heartbeat stopped for a lease, say). True for a run no longer stored."""
+        ...
+
+    async def record(self, run: Run) -> bool:
+        """Store ``run`` (its final record) if it is still this worker's, in one statement:
+        :meth:`owns` and ``runs.update`` at once. Whether it was (True for a run no longer
+        stored, which is not written again)."""
         ...
 
     def thread_lock(self, thread_id: str) -> AbstractAsyncContextManager[None]:

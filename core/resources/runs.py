@@ -84,6 +84,8 @@ class _Plan:
     thread_metadata: dict[str, Any]
     assistant: Assistant
     admission: Admission | None
+    #: the thread is a stateless run's, new: nobody else knows its id
+    stateless: bool = False
 
 
 class RunService:
@@ -193,6 +195,7 @@ class RunService:
             thread_metadata=thread_metadata,
             assistant=assistant,
             admission=admission,
+            stateless=stateless,
         )
 
     async def commit(self, plan: _Plan, *, retain: bool = False) -> tuple[Run, RunHandle]:
@@ -247,11 +250,17 @@ class RunService:
         return cancelled + await self.core.cluster.cancel_elsewhere(run_ids, action, reason)
 
     async def _store(self, plan: _Plan) -> None:
-        """The thread (created, or marked ``busy``), then the run as ``pending``."""
+        """The thread (created, or marked ``busy``), then the run as ``pending``; a stateless
+        run's new thread and the run at once."""
         core, thread, assistant = self.core, plan.thread, plan.assistant
         graph = {"graph_id": assistant.graph_id, "assistant_id": assistant.assistant_id}
         if plan.created:
             thread.metadata.update({**graph, **plan.thread_metadata})
+        if plan.stateless:  # no other request can know the thread: no lock, one write
+            thread.status = "busy"
+            await core.storage.runs.create(plan.run, thread=thread)
+            await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
+            return
         if await core.threads.mark_busy(thread, create=plan.created, metadata=graph):
             await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
         await core.storage.runs.create(plan.run)

@@ -321,15 +321,15 @@ async def test_a_run_that_cannot_be_stored_is_undone(
 async def test_a_failing_final_write_is_logged_and_the_server_goes_on(
     server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    storage = server.core.storage
-    update = storage.runs.update
+    link = server.core.cluster  # the final write (fenced on a shared backend) is its record
+    record = link.record
 
-    async def failing_update(run: Run) -> None:
+    async def failing_record(run: Run) -> bool:
         if run.status == "success" and run.kwargs["input"]["log"] == ["a"]:
             raise RuntimeError("storage is down")
-        await update(run)
+        return await record(run)
 
-    monkeypatch.setattr(storage.runs, "update", failing_update)
+    monkeypatch.setattr(link, "record", failing_record)
     first, second = await new_thread(server), await new_thread(server)
     failed = await start_slow(server, first, FAST, "a")
     handle = server.core.supervisor.get(failed)

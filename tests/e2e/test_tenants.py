@@ -26,7 +26,8 @@ from tests import pg
 from tests.auth import auth_server, bearer
 from tests.sdk import poll
 
-ALICE, BOB = bearer("alice"), bearer("bob")
+# a day: the module is imported when a suite starts, which may run for longer than the default
+ALICE, BOB = bearer("alice", ttl=86400), bearer("bob", ttl=86400)
 YEARLY = "0 0 1 1 *"
 MODES = (
     "values",

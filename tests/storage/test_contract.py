@@ -354,6 +354,18 @@ async def test_run_records(storage: Storage) -> None:
     assert await storage.runs.get(r.run_id) is None
 
 
+async def test_a_run_stored_with_its_new_thread(storage: Storage) -> None:
+    """A stateless run's thread and the run in one write; deleting the thread takes both."""
+    t = thread(status="busy", metadata={"graph_id": "g"})
+    r = run(t.thread_id)
+    await storage.runs.create(r, thread=t)
+    assert await storage.threads.get(t.thread_id) == t
+    assert await storage.runs.get(r.run_id) == r
+    assert [x.run_id for x in await storage.runs.for_thread(t.thread_id)] == [r.run_id]
+    assert await storage.threads.delete(t.thread_id) is True
+    assert await storage.runs.get(r.run_id) is None
+
+
 async def test_runs_of_a_thread_and_run_search(storage: Storage) -> None:
     t, other = thread(), thread()
     for each in (t, other):

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import attrs
 import psycopg
 import pytest
 import trio
@@ -354,6 +355,21 @@ async def test_only_the_runs_owner_stores_its_events_and_owns_it(db: PgDatabase)
         await b.append_events("r1", [(2, "end", b"null")])  # the claimant numbers after
         assert await b.events("r1") == [(1, "values", b"{}"), (2, "end", b"null")]
         assert await a.owns("gone")
+
+
+async def test_a_runs_final_record_is_written_only_by_its_owner(db: PgDatabase) -> None:
+    """Lease fencing in the final write itself: the owner's record is stored, a worker that
+    lost the run stores nothing and is told so; a run no longer stored is nobody's to fence.
+    """
+    await add_run(db, "r1", owner="a")
+    done = Run(run_id="r1", thread_id="t", assistant_id="x", status="success")
+    async with running(db, "a", "b") as (a, b):
+        assert not await b.record(done)
+        assert await sql(db, "SELECT status FROM runs WHERE run_id = 'r1'") == [("running",)]
+        assert await a.record(done)
+        assert await sql(db, "SELECT status FROM runs WHERE run_id = 'r1'") == [("success",)]
+        assert await a.record(attrs.evolve(done, run_id="gone"))
+        assert await sql(db, "SELECT count(*) FROM runs WHERE run_id = 'gone'") == [(0,)]
 
 
 async def test_prune_drops_the_events_of_runs_finished_before_a_time(db: PgDatabase) -> None:
