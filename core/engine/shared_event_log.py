@@ -110,8 +110,13 @@ class SharedEventLog:
             watched = self._watched[thread_id] = _Watched(self, thread_id)
         watched.joining += 1
         try:
-            after = since if since is not None else await self.cluster.thread_run_start(thread_id)
+            # in the lock: the subscribers of a thread are answered in the order they came
+            # (the SDK's streams rotate, and it waits forever for one answered after its
+            # successor); and one reader of the database at a time
             async with watched.lock:
+                after = (
+                    since if since is not None else await self.cluster.thread_run_start(thread_id)
+                )
                 start = after if watched.last is None else min(after, watched.last)
                 head, rows = await self.cluster.thread_events(thread_id, after=start)
                 events = [_event(*row) for row in rows]

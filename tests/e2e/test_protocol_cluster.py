@@ -82,7 +82,7 @@ async def test_a_stream_on_one_server_follows_a_run_on_another(
             message, pump = watch(thread.messages)
             # one projection after the other: the SDK opens a wider stream for the second
             # and closes the first, and a first closed before its response came never gets
-            # ready (its projection waits forever); the server answers in no set order
+            # ready (its projection waits forever); two requests may be answered either way
             await asyncio.sleep(0.5)
             snapshots: list[Any] = []
 
