@@ -24,6 +24,7 @@ import trio
 
 from triograph.core.http import logs
 from triograph.core.http.logs import LOG_FORMATS
+from triograph.core.infra import heap
 from triograph.core.infra.errors import TriographError
 from triograph.core.infra.storage import backend_name
 
@@ -74,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    heap.use_c_allocator(argv)  # memory freed after a burst goes back to the system
     args = _parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     # Hypercorn's "Running on ..." comes before the start-up is known to have worked; the
