@@ -29,6 +29,7 @@ import contextlib
 import errno
 import functools
 import logging
+import math
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -87,8 +88,70 @@ async def one_write() -> AsyncIterator[None]:
     await writes.flush()
 
 
+class _IdleTimer:
+    """Hypercorn's keep-alive timer of a connection (the interface of its ``TrioSingleTask``,
+    which ``TCPServer`` calls ``restart`` when the connection becomes idle and ``stop`` when a
+    request comes) without a task per request: Hypercorn cancels its timer task when a
+    request starts and starts a new one when it ends, a lock, a task and an unwinding
+    cancellation per request. Here one task per connection waits with a deadline that is
+    moved: at ``keep_alive_timeout`` seconds of idleness, or at the server's shutdown once
+    idle, the connection is closed (as Hypercorn's timer closes it).
+
+    It also closes a connection whose client has gone at once (:meth:`gone`: its end of the
+    socket is shut): Hypercorn kept those until the keep-alive timeout, every closed
+    connection's socket (in ``CLOSE-WAIT``) and state held 75 s after its client left."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._scope: trio.CancelScope | None = None
+        self._idle = trio.Event()
+        self._gone = False  # nothing more will be read: close at once
+
+    async def restart(self, task_group: Any, action: Any) -> None:
+        self._idle.set()
+        if self._scope is None:
+            await task_group._nursery.start(self._watch)
+        elif self._gone:
+            self._scope.cancel()
+        else:
+            self._scope.deadline = trio.current_time() + self._connection.config.keep_alive_timeout
+
+    async def stop(self) -> None:
+        if self._idle.is_set():
+            self._idle = trio.Event()
+        if self._scope is not None:
+            self._scope.deadline = math.inf
+
+    def gone(self) -> None:
+        """Nothing more will be read (the client shut its end, or the socket failed or was
+        closed): Hypercorn has told a request in flight that its client left; close now. A
+        connection's task ends only once this one does."""
+        self._gone = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _watch(self, task_status: trio.TaskStatus[None]) -> None:
+        connection = self._connection
+        timeout = connection.config.keep_alive_timeout
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as self._scope:
+            task_status.started()
+            await connection.context.terminated.wait()  # the server is shutting down:
+            await self._idle.wait()  # the connection is closed once idle, as Hypercorn does
+        with trio.CancelScope(shield=True):
+            await connection._initiate_server_close()
+
+
 class Connection(TCPServer):
-    """Hypercorn's connection, whose writes :func:`one_write` can gather."""
+    """Hypercorn's connection, whose writes :func:`one_write` can gather, with a keep-alive
+    timer that costs no task per request (:class:`_IdleTimer`)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.idle_task = self._timer = _IdleTimer(self)  # type: ignore[assignment]
+
+    async def _read_data(self) -> None:
+        await super()._read_data()  # returns once the client's end is shut (or failed)
+        self._timer.gone()
 
     async def protocol_send(self, event: Event) -> None:
         writes = _gathering.get()

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import attrs
 import pytest
 import trio
 
+from tests.concurrency import until
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server
 from triograph.core.infra.limits import Limits
@@ -157,6 +159,53 @@ async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
         await conn.send(head("GET", "/ok"))
         assert (await conn.response()).status == 200
         assert await conn.closed()
+
+
+@pytest.fixture
+async def patient_server(nursery: trio.Nursery) -> AsyncIterator[Server]:
+    """A server whose keep-alive timeout is far longer than any test waits."""
+    settings = example_settings(storage="memory", limits=Limits(keep_alive_timeout=60))
+    async for s in start_server(nursery, settings):
+        yield s
+
+
+async def test_a_client_that_leaves_has_its_connection_closed_at_once(
+    patient_server: Server,
+) -> None:
+    """A client that shuts its end after a response is not kept until the keep-alive timeout
+    (Hypercorn held each such socket, in CLOSE-WAIT, and its state for that long)."""
+    for _ in range(2):
+        async with connect(patient_server) as conn:
+            await conn.send(head("GET", "/ok"))
+            assert (await conn.response()).status == 200
+            await conn.stream.send_eof()
+            assert await conn.closed()
+
+
+def _half_closed(port: int) -> int:
+    """The server's sockets on ``port`` whose client has closed (``CLOSE_WAIT``), from
+    ``/proc/net/tcp`` (the server runs in this process)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if int(local.split(":")[1], 16) == port and state == "08":
+            count += 1
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc/net/tcp (Linux)")
+async def test_clients_leaving_in_the_middle_of_streams_have_their_connections_closed(
+    patient_server: Server,
+) -> None:
+    port = int(patient_server.url.rsplit(":", 1)[1])
+    body = b'{"assistant_id": "slow", "input": {"delay": 3}}'
+    request = head("POST", "/runs/stream", **{"Content-Length": str(len(body))}) + body
+    for _ in range(3):
+        async with connect(patient_server) as conn:
+            await conn.send(request)
+            while b"event: metadata" not in conn.buffer:
+                await conn._more()
+    await until(lambda: not _half_closed(port))
 
 
 async def test_a_connection_that_never_sends_a_request_is_closed(conn_server: Server) -> None:
