@@ -120,6 +120,8 @@ def document(
     paths: dict[str, dict[str, Any]] = {}
     operation_ids: set[str] = set()
     for rule in sorted(url_map.iter_rules(), key=lambda r: r.rule):
+        if getattr(rule, "websocket", False):
+            continue  # OpenAPI describes HTTP operations; a WebSocket's GET is an upgrade
         path, parameters = _path(rule, registered)
         view = views[rule.endpoint]
         body, required = _body_type(view)

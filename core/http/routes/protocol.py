@@ -54,7 +54,7 @@ bp = Blueprint("protocol", __name__)
 class ProtocolCommand:
     """One command of the protocol (``langchain-protocol``'s ``Command``)."""
 
-    id: int
+    id: int = bounded(attrs.NOTHING, 0, 2**53)
     method: str
     params: dict[str, JSON] | None = None
 
