@@ -4,7 +4,8 @@ recovery and cluster tests. They run the ``gated`` example graph besides the exa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -65,3 +66,18 @@ async def boot(
 
     urls = await nursery.start(run)
     return Node(Server(url=urls[0], core=app_core(app), stop=stop, stopped=stopped), scope)
+
+
+@asynccontextmanager
+async def two_servers(
+    nursery: trio.Nursery, settings: Settings
+) -> AsyncIterator[tuple[Server, Server]]:
+    """Two servers of ``settings`` (one database: a cluster of two workers), stopped
+    gracefully when the block ends."""
+    a, b = await boot(nursery, settings), await boot(nursery, settings)
+    yield a.server, b.server
+    for node in (a, b):
+        node.server.stop.set()
+    with trio.fail_after(20):
+        await a.server.stopped.wait()
+        await b.server.stopped.wait()

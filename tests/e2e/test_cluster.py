@@ -33,7 +33,7 @@ from tests.concurrency import (
     writers,
 )
 from tests.conftest import example_settings
-from tests.nodes import Node
+from tests.nodes import Node, two_servers
 from tests.nodes import boot as boot_node
 from tests.sdk import Server, poll
 
@@ -60,13 +60,9 @@ async def boot(nursery: trio.Nursery, database: str, **overrides: Any) -> Node:
 
 @pytest.fixture
 async def pair(nursery: trio.Nursery, database: str) -> AsyncIterator[tuple[Server, Server]]:
-    a, b = await boot(nursery, database), await boot(nursery, database)
-    yield a.server, b.server
-    for node in (a, b):
-        node.server.stop.set()
-    with trio.fail_after(20):
-        await a.server.stopped.wait()
-        await b.server.stopped.wait()
+    settings = example_settings(storage=database, lease=LEASE, shutdown_grace=0.5)
+    async with two_servers(nursery, settings) as servers:
+        yield servers
 
 
 def executes_here(server: Server, rid: str) -> bool:

@@ -28,7 +28,7 @@ from tests.e2e.test_protocol import (
     text_of,
     watch,
 )
-from tests.nodes import boot
+from tests.nodes import two_servers
 from tests.sdk import Server
 from triograph.core.engine.event_log import CHANNELS
 
@@ -46,13 +46,8 @@ async def pair(nursery: trio.Nursery) -> AsyncIterator[tuple[Server, Server]]:
     url = await trio.to_thread.run_sync(pg.fresh_database)
     try:
         settings = example_settings(storage=url, lease=0.6, shutdown_grace=0.5)
-        a, b = await boot(nursery, settings), await boot(nursery, settings)
-        yield a.server, b.server
-        for node in (a, b):
-            node.server.stop.set()
-        with trio.fail_after(20):
-            await a.server.stopped.wait()
-            await b.server.stopped.wait()
+        async with two_servers(nursery, settings) as servers:
+            yield servers
     finally:
         await trio.to_thread.run_sync(pg.drop_database, url)
 
