@@ -29,9 +29,9 @@ import uuid
 from typing import Any
 
 import orjson
-from harness import CLIENT_CORE, HOST, BenchError, Meter, Watched, pinning, serving
+from harness import CLIENT_CORE, HOST, BenchError, pinning, serving
 from load import Connection
-from tokens import _tokens, body, expected
+from tokens import body, classic, expected, measure
 
 DELTA = b'"event":"content-block-delta"'
 
@@ -85,70 +85,30 @@ async def _protocol_run(port: int, commands: Connection, tokens: int) -> int:
 async def _classic_thread(base: str, pid: int, plan: dict[str, Any]) -> dict[str, Any]:
     """``POST /threads/{id}/runs/stream`` on a new thread per run (``if_not_exists``): the
     classic path with what a protocol run also pays (a thread, its checkpoints)."""
-    port = int(base.rsplit(":", 1)[1])
-    clients, runs, tokens = plan["token_clients"], plan["token_runs"], plan["tokens_per_run"]
-    conns = [await Connection.open(HOST, port) for _ in range(clients)]
-    received = 0
+    tokens = plan["tokens_per_run"]
 
-    async def client(conn: Connection, count: int, measured: bool) -> None:
-        nonlocal received
-        for _ in range(count):
-            path = f"/threads/{uuid.uuid4()}/runs/stream"
-            run = {**body(tokens), "if_not_exists": "create"}
-            reply = await conn.request("POST", path, run, keep_body=False, count_name=b"messages")
-            if reply.status != 200 or reply.counted != expected(tokens):
-                raise BenchError(f"thread stream: HTTP {reply.status}, {reply.counted} tokens")
-            if measured:
-                received += reply.counted
+    async def one_run(conn: Connection, measured: bool) -> int:
+        path = f"/threads/{uuid.uuid4()}/runs/stream"
+        run = {**body(tokens), "if_not_exists": "create"}
+        reply = await conn.request("POST", path, run, keep_body=False, count_name=b"messages")
+        if reply.status != 200 or reply.counted != expected(tokens):
+            raise BenchError(f"thread stream: HTTP {reply.status}, {reply.counted} tokens")
+        return reply.counted
 
-    try:
-        await asyncio.gather(*(client(c, 2, False) for c in conns))  # warm-up
-        before = Meter(Watched(pid))
-        await asyncio.gather(*(client(c, max(1, runs // clients), True) for c in conns))
-        after = Meter(Watched(pid)).since(before, received)
-    finally:
-        for conn in conns:
-            conn.close()
-    return {
-        "tokens": received,
-        "tokens_per_s": received / after["wall_s"],
-        "server_cpu_us_per_token": after["server_cpu_ms_per_run"] * 1000,
-        "foreign_cpu_util": after["foreign_cpu_util"],
-    }
+    return await measure(base, pid, plan, one_run)
 
 
 async def _protocol(base: str, pid: int, plan: dict[str, Any]) -> dict[str, Any]:
     port = int(base.rsplit(":", 1)[1])
-    clients, runs, tokens = plan["token_clients"], plan["token_runs"], plan["tokens_per_run"]
-    conns = [await Connection.open(HOST, port) for _ in range(clients)]
-    received = 0
+    tokens = plan["tokens_per_run"]
 
-    async def client(conn: Connection, count: int, measured: bool) -> None:
-        nonlocal received
-        for _ in range(count):
-            got = await _protocol_run(port, conn, tokens)
-            if got != expected(tokens):
-                raise BenchError(f"protocol run: {got} tokens, expected {expected(tokens)}")
-            if measured:
-                received += got
+    async def one_run(conn: Connection, measured: bool) -> int:
+        got = await _protocol_run(port, conn, tokens)
+        if got != expected(tokens):
+            raise BenchError(f"protocol run: {got} tokens, expected {expected(tokens)}")
+        return got
 
-    try:
-        await asyncio.gather(*(client(c, 2, False) for c in conns))  # warm-up
-        before = Meter(Watched(pid))
-        await asyncio.gather(*(client(c, max(1, runs // clients), True) for c in conns))
-        after = Meter(Watched(pid)).since(before, received)
-    finally:
-        for conn in conns:
-            conn.close()
-    return {
-        "clients": clients,
-        "tokens_per_run": tokens,
-        "tokens": received,
-        "tokens_per_s": received / after["wall_s"],
-        "server_cpu_us_per_token": after["server_cpu_ms_per_run"] * 1000,
-        "server_cpu_util": after["server_cpu_util"],
-        "foreign_cpu_util": after["foreign_cpu_util"],
-    }
+    return await measure(base, pid, plan, one_run)
 
 
 def main() -> None:
@@ -163,14 +123,14 @@ def main() -> None:
     if pin:
         os.sched_setaffinity(0, {CLIENT_CORE})
     with serving("memory", pin) as (base, watched, _):
-        classic = asyncio.run(_tokens(base, watched.server, plan))
+        stateless = asyncio.run(classic(base, watched.server, plan))
         thread = asyncio.run(_classic_thread(base, watched.server, plan))
         protocol = asyncio.run(_protocol(base, watched.server, plan))
     cost = protocol["server_cpu_us_per_token"]
-    ratio = cost / classic["server_cpu_us_per_token"]
+    ratio = cost / stateless["server_cpu_us_per_token"]
     thread_ratio = cost / thread["server_cpu_us_per_token"]
     print(f"{'path':<16} {'tokens/s':>10} {'server CPU µs/token':>20} {'foreign CPU':>12}")
-    rows = (("classic", classic), ("classic thread", thread), ("protocol", protocol))
+    rows = (("classic", stateless), ("classic thread", thread), ("protocol", protocol))
     for name, figures in rows:
         print(
             f"{name:<16} {figures['tokens_per_s']:>10.0f} "
@@ -179,7 +139,7 @@ def main() -> None:
     verdict = "PASS" if ratio <= 1.5 else "FAIL"
     print(f"protocol / classic /runs/stream CPU per token: {ratio:.2f} (goal <= 1.5: {verdict})")
     print(f"protocol / classic thread run CPU per token: {thread_ratio:.2f}")
-    figures = {"classic": classic, "classic_thread": thread, "protocol": protocol}
+    figures = {"classic": stateless, "classic_thread": thread, "protocol": protocol}
     print(json.dumps({**figures, "cpu_ratio": ratio, "cpu_ratio_thread": thread_ratio}))
     sys.stdout.flush()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from harness import HOST, BenchError, Meter, Watched, percentiles, serving
@@ -39,65 +40,83 @@ def body(tokens: int, interleave: bool = False) -> dict[str, Any]:
     }
 
 
-async def _phase(
-    conns: list[Connection], pid: int, plan: dict[str, Any], interleave: bool
+async def measure(
+    base: str, pid: int, plan: dict[str, Any], one_run: Callable[[Connection, bool], Awaitable[int]]
 ) -> dict[str, Any]:
-    runs, tokens = plan["token_runs"], plan["tokens_per_run"]
-    first_event: list[float] = []
-    first_token: list[float] = []
+    """``plan["token_clients"]`` clients on keep-alive connections of their own, each doing
+    two warm-up runs, then its share of ``plan["token_runs"]`` measured ones, one after the
+    other: ``one_run(connection, measured)`` does one and returns the tokens it received.
+    Returns the tokens received over the measured runs, per second, and the server's CPU."""
+    port = int(base.rsplit(":", 1)[1])
+    conns = [await Connection.open(HOST, port) for _ in range(plan["token_clients"])]
     received = 0
 
     async def client(conn: Connection, count: int, measured: bool) -> None:
         nonlocal received
         for _ in range(count):
-            sent = time.perf_counter()
-            reply = await conn.request(
-                "POST",
-                "/runs/stream",
-                body(tokens, interleave),
-                keep_body=False,
-                count_name=b"messages",
-            )
-            if reply.status != 200 or reply.counted != expected(tokens):
-                raise BenchError(f"chat stream: HTTP {reply.status}, {reply.counted} tokens")
+            got = await one_run(conn, measured)
             if measured:
-                assert reply.first_event_at is not None
-                assert reply.first_counted_at is not None
-                first_event.append(reply.first_event_at - sent)
-                first_token.append(reply.first_counted_at - sent)
-                received += reply.counted
+                received += got
 
-    await asyncio.gather(*(client(c, 2, False) for c in conns))  # warm-up
-    before = Meter(Watched(pid))
-    per_client = max(1, runs // len(conns))
-    await asyncio.gather(*(client(c, per_client, True) for c in conns))
-    after = Meter(Watched(pid)).since(before, received)
-    return {
-        "tokens": received,
-        "tokens_per_s": received / after["wall_s"],
-        "server_cpu_us_per_token": after["server_cpu_ms_per_run"] * 1000,
-        "server_cpu_util": after["server_cpu_util"],
-        "foreign_cpu_util": after["foreign_cpu_util"],
-        **percentiles(first_event, "first_event_"),
-        **percentiles(first_token, "first_token_"),
-    }
-
-
-async def _tokens(base: str, pid: int, plan: dict[str, Any]) -> dict[str, Any]:
-    port = int(base.rsplit(":", 1)[1])
-    conns = [await Connection.open(HOST, port) for _ in range(plan["token_clients"])]
     try:
-        burst = await _phase(conns, pid, plan, interleave=False)
-        interleaved = await _phase(conns, pid, plan, interleave=True)
+        await asyncio.gather(*(client(c, 2, False) for c in conns))  # warm-up
+        before = Meter(Watched(pid))
+        per_client = max(1, plan["token_runs"] // len(conns))
+        await asyncio.gather(*(client(c, per_client, True) for c in conns))
+        after = Meter(Watched(pid)).since(before, received)
     finally:
         for conn in conns:
             conn.close()
     return {
         "clients": len(conns),
         "tokens_per_run": plan["tokens_per_run"],
-        **burst,
-        **{f"interleaved_{k}": v for k, v in interleaved.items()},
+        "tokens": received,
+        "tokens_per_s": received / after["wall_s"],
+        "server_cpu_us_per_token": after["server_cpu_ms_per_run"] * 1000,
+        "server_cpu_util": after["server_cpu_util"],
+        "foreign_cpu_util": after["foreign_cpu_util"],
     }
+
+
+async def classic(
+    base: str, pid: int, plan: dict[str, Any], interleave: bool = False
+) -> dict[str, Any]:
+    """Stateless ``POST /runs/stream`` runs of the chat graph, with the first event's and
+    the first token's latency."""
+    tokens = plan["tokens_per_run"]
+    first_event: list[float] = []
+    first_token: list[float] = []
+
+    async def one_run(conn: Connection, measured: bool) -> int:
+        sent = time.perf_counter()
+        reply = await conn.request(
+            "POST",
+            "/runs/stream",
+            body(tokens, interleave),
+            keep_body=False,
+            count_name=b"messages",
+        )
+        if reply.status != 200 or reply.counted != expected(tokens):
+            raise BenchError(f"chat stream: HTTP {reply.status}, {reply.counted} tokens")
+        if measured:
+            assert reply.first_event_at is not None
+            assert reply.first_counted_at is not None
+            first_event.append(reply.first_event_at - sent)
+            first_token.append(reply.first_counted_at - sent)
+        return reply.counted
+
+    figures = await measure(base, pid, plan, one_run)
+    return {
+        **figures,
+        **percentiles(first_event, "first_event_"),
+        **percentiles(first_token, "first_token_"),
+    }
+
+
+async def _tokens(base: str, pid: int, plan: dict[str, Any]) -> dict[str, Any]:
+    burst = await classic(base, pid, plan)
+    interleaved = await classic(base, pid, plan, interleave=True)
+    return {**burst, **{f"interleaved_{k}": v for k, v in interleaved.items()}}
 
 
 def run(plan: dict[str, Any], pin: bool) -> dict[str, Any]:
