@@ -6,10 +6,12 @@ outside the backend's pool, so a pool busy with long requests can neither delay 
 past the lease nor hold up a notification:
 
 * the *control* connection writes the worker's heartbeat (``workers`` row) every
-  ``lease / 3`` seconds and holds the cluster leadership: a session advisory lock, taken
-  with ``pg_try_advisory_lock`` at each heartbeat until it is, and held until the session
-  ends. A heartbeat that fails means the session (and with it the leadership) may be gone:
-  the connection is closed and opened again at the next heartbeat.
+  ``lease / 3`` seconds, learning in the same statement which of the runs it executes
+  another worker has claimed meanwhile (:meth:`PostgresCluster.watch`), and holds the
+  cluster leadership: a session advisory lock, taken with ``pg_try_advisory_lock`` at each
+  heartbeat until it is, and held until the session ends. A heartbeat that fails means the
+  session (and with it the leadership) may be gone: the connection is closed and opened
+  again at the next heartbeat.
 * the *listener* connection ``LISTEN``\\ s on :data:`CHANNEL` and hands what other workers
   send to the subscribed callbacks, in Trio. It waits with ``trio.lowlevel.wait_readable`` on
   the connection's socket and reads what came in a worker thread (never blocking there), so
@@ -28,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -68,8 +70,12 @@ RECONNECT_DELAY = 1.0
 #: seconds between the first two attempts at a contended thread lock, and at most
 LOCK_POLL_MIN, LOCK_POLL_MAX = 0.002, 0.05
 
-_HEARTBEAT = """INSERT INTO workers (worker_id) VALUES (%s)
-    ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now()"""
+#: the heartbeat, which also answers which of the runs this worker executes another worker
+#: has claimed (lease fencing: this one's heartbeat stopped for a lease meanwhile)
+_HEARTBEAT = """WITH beat AS (
+        INSERT INTO workers (worker_id) VALUES (%(worker)s)
+        ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now())
+    SELECT run_id FROM runs WHERE run_id = ANY(%(runs)s::text[]) AND owner <> %(worker)s"""
 #: events are stored only while the run is this worker's (lease fencing): the row is locked
 #: for share meanwhile, so a claim (``FOR UPDATE SKIP LOCKED``) waits for the next sweep and
 #: then reads these events before the claimant numbers its own after them. The protocol
@@ -196,6 +202,8 @@ class PostgresCluster:
         self._leading_until = -math.inf
         self._control: _Connection | None = None
         self._callbacks: list[Callable[[str, dict[str, Any]], None]] = []
+        self._executing: Callable[[], Collection[str]] = tuple
+        self._lost: Callable[[list[str]], None] | None = None
         self._local_locks: dict[str, tuple[trio.Lock, int]] = {}
         # Thread locks hold a pool connection each, and their blocks need another one for
         # their queries: half the pool at most, so those queries always find one.
@@ -254,18 +262,25 @@ class PostgresCluster:
             await trio.sleep_until(deadline)
             await self._beat()
 
+    def watch(
+        self, executing: Callable[[], Collection[str]], lost: Callable[[list[str]], None]
+    ) -> None:
+        self._executing, self._lost = executing, lost
+
     async def _beat(self, *, first: bool = False) -> None:
         """Write the heartbeat on the control connection (opening it if needed), then take
-        the leadership if this worker has not got it. A failure but the first is logged, and
-        drops the connection, and with it the leadership, until the next heartbeat."""
+        the leadership if this worker has not got it; hand the watcher the runs it executes
+        that another worker has claimed (:meth:`watch`). A failure but the first is logged,
+        and drops the connection, and with it the leadership, until the next heartbeat."""
         began = trio.current_time()
         try:
             if self._control is None:
                 self._control = await trio.to_thread.run_sync(
                     _connect, self._db.conninfo, "control", self.worker_id, self._lease
                 )
-            self._leader = await trio.to_thread.run_sync(
-                _heartbeat, self._control, self.worker_id, self._leader
+            executing = list(self._executing())
+            self._leader, lost = await trio.to_thread.run_sync(
+                _heartbeat, self._control, self.worker_id, self._leader, executing
             )
             self._leading_until = began + self._lease
         except psycopg.Error as exc:
@@ -277,6 +292,12 @@ class PostgresCluster:
             if first:
                 raise
             log.warning("worker %s: heartbeat failed (%s); retrying", self.worker_id, exc)
+            return
+        if lost and self._lost is not None:
+            try:
+                self._lost(lost)
+            except Exception:
+                log.exception("worker %s: handing over the runs it lost failed", self.worker_id)
 
     # -- notifications ------------------------------------------------------------------------
 
@@ -531,14 +552,17 @@ def _drain(conn: _Connection) -> list[str]:
     return notices
 
 
-def _heartbeat(conn: _Connection, worker_id: str, leader: bool) -> bool:
+def _heartbeat(
+    conn: _Connection, worker_id: str, leader: bool, executing: list[str]
+) -> tuple[bool, list[str]]:
     """Write the heartbeat; returns whether this session holds the leadership now (a
-    heartbeat through the session that took it proves it still does)."""
-    conn.execute(_HEARTBEAT, (worker_id,))
+    heartbeat through the session that took it proves it still does), and which runs among
+    ``executing`` another worker owns."""
+    lost = [row[0] for row in conn.execute(_HEARTBEAT, {"worker": worker_id, "runs": executing})]
     if leader:
-        return True
+        return True, lost
     row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LEADER_LOCK).fetchone()
-    return bool(row and row[0])
+    return bool(row and row[0]), lost
 
 
 def _retire(control: _Connection | None, conninfo: str, worker_id: str, lease: float) -> None:

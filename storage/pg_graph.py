@@ -15,13 +15,21 @@ the searches', where an absent field counts as null and the ordering operators c
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, cast
 
 import psycopg
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+)
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.store.base import (
     IndexConfig,
@@ -204,6 +212,67 @@ _COPY_THREAD = (
 )
 
 
+#: Lease fencing of checkpoints (see :class:`PostgresCheckpointer`): each of LangGraph's
+#: statements that write a run's checkpoint, channel values or pending writes inserts its row
+#: unless the run's row is another worker's; the row is locked for share meanwhile (as when
+#: the run's events are stored, ``storage/pg_cluster.py``): a claim (``FOR UPDATE SKIP
+#: LOCKED``) waits for the next sweep, and a write after a claim finds the new owner and
+#: inserts nothing. (A run id no run row has, a graph invoked outside a run, is not fenced.)
+_OWNED = """WITH run AS (SELECT owner FROM runs WHERE run_id = %s FOR SHARE),
+    owned AS (SELECT WHERE NOT EXISTS (SELECT FROM run WHERE owner <> %s)) """
+_VALUES = re.compile(r"\bVALUES\s*\(([%s,\s]+)\)")
+
+
+def _fenced(sql: str) -> str:
+    """LangGraph's ``INSERT ... VALUES (...) ON CONFLICT ...`` as an insert from ``owned``."""
+    fenced, found = _VALUES.subn(r"SELECT \1 FROM owned", sql)
+    if found != 1:  # a LangGraph that writes otherwise: fail at start-up, not unfenced
+        raise RuntimeError(f"cannot fence this checkpoint statement: {sql}")
+    return _OWNED + fenced
+
+
+_FENCED = {
+    sql: _fenced(sql)
+    for sql in (
+        AsyncPostgresSaver.UPSERT_CHECKPOINT_BLOBS_SQL,
+        AsyncPostgresSaver.UPSERT_CHECKPOINTS_SQL,
+        AsyncPostgresSaver.UPSERT_CHECKPOINT_WRITES_SQL,
+        AsyncPostgresSaver.INSERT_CHECKPOINT_WRITES_SQL,
+    )
+}
+#: ``(run_id, owner)`` of the write in progress in this context (None: not a run's, unfenced)
+_FENCE: ContextVar[tuple[str, str] | None] = ContextVar("triograph_fence", default=None)
+
+
+class _FencedCursor:
+    """A cursor whose checkpoint writes are fenced by ``fence`` (``(run_id, owner)``); any
+    other write through it is refused rather than let through unfenced."""
+
+    def __init__(self, cursor: psycopg.AsyncCursor[DictRow], fence: tuple[str, str]) -> None:
+        self._cursor = cursor
+        self._fence = fence
+
+    def _sql(self, sql: Any) -> str:
+        fenced = _FENCED.get(sql) if isinstance(sql, str) else None
+        if fenced is None:
+            raise RuntimeError(f"an unfenced write of a run's checkpoints: {sql}")
+        return fenced
+
+    async def execute(self, sql: Any, params: Sequence[Any], **kwargs: Any) -> Any:
+        return await self._cursor.execute(self._sql(sql), (*self._fence, *params), **kwargs)
+
+    async def executemany(self, sql: Any, params: Iterable[Sequence[Any]], **kwargs: Any) -> None:
+        fenced = self._sql(sql)
+        rows = [(*self._fence, *row) for row in params]
+        await self._cursor.executemany(fenced, rows, **kwargs)
+
+
+def _guarded(cursor: psycopg.AsyncCursor[DictRow]) -> psycopg.AsyncCursor[DictRow]:
+    """``cursor``, fenced while a run's write is in progress in this context."""
+    fence = _FENCE.get()
+    return cursor if fence is None else cast("Any", _FencedCursor(cursor, fence))
+
+
 class PostgresCheckpointer(AsyncPostgresSaver):
     """``AsyncPostgresSaver`` that can also delete the checkpoints written by given runs and
     copy a thread's checkpoints to another thread, as ``MemoryCheckpointer``.
@@ -211,11 +280,19 @@ class PostgresCheckpointer(AsyncPostgresSaver):
     Every operation goes through :meth:`_cursor`, which finishes construction at the first
     (making the pool). Unlike its parent's, a cursor takes no lock shared by all: each uses
     a connection of its own from the pool, so runs checkpoint at once.
+
+    Lease fencing: with an ``owner`` (this worker's id), what a run writes (its config's
+    ``metadata.run_id``: checkpoints, channel values, pending writes) is stored only while
+    the run's row is not another worker's, in the same statements (:data:`_OWNED`): the
+    writes of a worker that lost the run to another are dropped, as if never made. Writes
+    that are no run's (a state update) are not fenced.
     """
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, owner: str | None = None) -> None:
         BaseCheckpointSaver.__init__(self)
         self.conninfo = conninfo
+        #: the worker whose runs' writes are stored (None: no fencing)
+        self.owner = owner
         self.pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] | None = None
         self.ready = False
 
@@ -238,16 +315,46 @@ class PostgresCheckpointer(AsyncPostgresSaver):
         async with self.pool.connection() as conn:
             if pipeline and self.supports_pipeline:
                 async with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
-                    yield cur
+                    yield _guarded(cur)
             elif pipeline:
                 async with (
                     conn.transaction(),
                     conn.cursor(binary=True, row_factory=dict_row) as cur,
                 ):
-                    yield cur
+                    yield _guarded(cur)
             else:
                 async with conn.cursor(binary=True, row_factory=dict_row) as cur:
-                    yield cur
+                    yield _guarded(cur)
+
+    def _fence(self, config: RunnableConfig) -> tuple[str, str] | None:
+        run_id = (config.get("metadata") or {}).get("run_id")
+        return None if self.owner is None or not isinstance(run_id, str) else (run_id, self.owner)
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        token = _FENCE.set(self._fence(config))
+        try:
+            return await super().aput(config, checkpoint, metadata, new_versions)
+        finally:
+            _FENCE.reset(token)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        token = _FENCE.set(self._fence(config))
+        try:
+            await super().aput_writes(config, writes, task_id, task_path)
+        finally:
+            _FENCE.reset(token)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Checkpoints whose metadata ``run_id`` is one of ``run_ids``, their writes, and the

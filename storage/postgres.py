@@ -392,9 +392,10 @@ async def open_postgres_storage(spec: str, settings: Settings) -> AsyncIterator[
     except ConfigError as exc:
         raise ConfigError(f"storage {_redacted(spec)!r}: {exc.message}") from None
     db = PgDatabase(conninfo, pool, limiter)
-    checkpointer = PostgresCheckpointer(conninfo)
+    worker_id = uuid.uuid4().hex
+    checkpointer = PostgresCheckpointer(conninfo, owner=worker_id)  # fenced: see its docs
     store = PostgresStore(conninfo, index=index, ttl=ttl)
-    storage = PostgresStorage(db, uuid.uuid4().hex, checkpointer, store)
+    storage = PostgresStorage(db, worker_id, checkpointer, store)
 
     def close() -> None:
         checkpointer.close()

@@ -8,6 +8,11 @@ as on a single-process backend; the link adds what makes several processes one s
 * **Claiming.** Every ``lease / 3`` seconds, and at start-up, the runs of workers that
   stopped heartbeating are claimed (``FOR UPDATE SKIP LOCKED``) and executed here, a
   ``running`` one retried from its last checkpoint with ``attempt`` one higher.
+* **Lease fencing.** A worker whose heartbeat stopped for a lease (a long pause, a
+  partition) but is still alive may find its runs claimed by another: at its next
+  heartbeat it cancels their execution here (:meth:`SharedLink._lost`), and until then
+  what it writes of them (events, checkpoints, the final record) is discarded by the
+  storage, which writes a run's rows only while the run is this worker's.
 * **One run of a thread at a time, across processes.** Admission (in-flight check,
   multitask decision, insert) and thread status writes hold the thread's cluster lock; a run
   about to execute first waits while another worker's run of the same thread is running, or
@@ -53,6 +58,8 @@ log = logging.getLogger("triograph.cluster")
 
 #: seconds between two looks at the database when no notification came
 POLL_INTERVAL = 1.0
+#: why a run this process lost to another worker stopped executing here
+LOST_REASON = "the run was taken over by another worker"
 
 
 @attrs.define(eq=False)
@@ -97,6 +104,7 @@ class SharedLink:
             cluster, settings.subscriber_buffer, settings.subscriber_buffer_bytes
         )
         cluster.subscribe(self._on_notice)
+        cluster.watch(self._executing, self._lost)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Send notifications, claim orphaned runs periodically, follow remote runs."""
@@ -174,6 +182,24 @@ class SharedLink:
     async def record(self, run: Run) -> bool:
         """The final write, fenced as :meth:`owns` is."""
         return await self.cluster.record(run)
+
+    def _executing(self) -> list[str]:
+        return [handle.run.run_id for handle in self.core.supervisor.all_in_flight()]
+
+    def _lost(self, run_ids: list[str]) -> None:
+        """Lease fencing: runs of this process that another worker claimed while this one's
+        heartbeat was stopped are the claimant's; their execution here is cancelled, and
+        their end records nothing (:meth:`owns`)."""
+        for run_id in run_ids:
+            handle = self.core.supervisor.get(run_id)
+            if handle is None or handle.cancel_reason == LOST_REASON:  # told already
+                continue
+            log.warning(
+                "run %s: another worker took it over (this worker's heartbeat stopped for a "
+                "lease); cancelling its execution here",
+                run_id,
+            )
+            handle.cancel("interrupt", LOST_REASON)
 
     def finished(self, run: Run) -> None:
         """A run of this process recorded its outcome: wake its followers and the runs of its

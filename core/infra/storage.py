@@ -21,7 +21,7 @@ semantics, in Python and compiled to SQL.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -242,6 +242,16 @@ class Cluster(Protocol):
         """Store ``run`` (its final record) if it is still this worker's, in one statement:
         :meth:`owns` and ``runs.update`` at once. Whether it was (True for a run no longer
         stored, which is not written again)."""
+        ...
+
+    def watch(
+        self, executing: Callable[[], Collection[str]], lost: Callable[[list[str]], None]
+    ) -> None:
+        """At every heartbeat, call ``lost(run_ids)`` (synchronously, in Trio) with those of
+        the runs ``executing()`` names (the ones this worker executes) that another worker
+        has claimed meanwhile: this worker's heartbeat stopped for a lease (a long pause, a
+        partition), and the run is the claimant's now. This worker must stop executing them,
+        writing nothing more of them."""
         ...
 
     def thread_lock(self, thread_id: str) -> AbstractAsyncContextManager[None]:

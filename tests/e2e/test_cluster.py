@@ -14,6 +14,7 @@ import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from langgraph_sdk import get_client
@@ -32,10 +33,11 @@ from tests.concurrency import (
     thread_settles,
     writers,
 )
-from tests.conftest import example_settings
+from tests.conftest import EXAMPLES, example_settings
 from tests.nodes import Node, two_servers
 from tests.nodes import boot as boot_node
 from tests.sdk import Server, poll
+from triograph.core.infra.settings import GraphSpec
 
 pytestmark = pytest.mark.skipif(
     pg.ADMIN_DSN is None, reason="needs TRIOGRAPH_TEST_POSTGRES (a server to create databases on)"
@@ -261,6 +263,91 @@ async def test_a_worker_that_lost_its_lease_does_not_record_the_run(
     assert await a.server.core.storage.cluster.owns(rid) is False  # type: ignore[union-attr]
     assert a.server.core.supervisor.get(rid) is None  # a keeps nothing of it to join
     said = [r.getMessage() for r in caplog.records]
+    assert sum(f"run {rid}: claimed by another worker" in m for m in said) == 1
+    assert sum(m.startswith(f"run {rid} success") for m in said) == 1  # b's hook only
+    assert (await thread_settles(a.server, tid))["status"] == "idle"
+    for node in (a, b):
+        node.server.stop.set()
+    with trio.fail_after(20):
+        await a.server.stopped.wait()
+        await b.server.stopped.wait()
+
+
+LOOPING = GraphSpec(graph_id="looping", path=f"{EXAMPLES / 'graphs' / 'looping.py'}:graph")
+
+
+def traced(trace: pathlib.Path, attempt: int) -> int:
+    """How many steps the run's ``attempt`` has executed (``looping`` traces each)."""
+    lines = trace.read_text().split() if trace.exists() else []
+    return lines.count(str(attempt))
+
+
+async def test_a_worker_that_lost_its_lease_stops_and_its_checkpoints_are_dropped(
+    nursery: trio.Nursery,
+    database: str,
+    tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Lease fencing of the execution (issue 15, item 11): ``a``'s heartbeat stops for
+    longer than a lease while its run steps on, writing a checkpoint per step; ``b`` claims
+    the run and executes it again (attempt 2) from the last checkpoint ``a`` wrote while it
+    owned the run. What ``a`` checkpoints after the claim is dropped, and once its heartbeat
+    comes back it finds the run taken and stops executing it, recording nothing: the run
+    ends once, with ``b``'s result, and its thread is left idle."""
+    caplog.set_level(logging.INFO)
+    settings = example_settings(storage=database, lease=LEASE, shutdown_grace=0.5)
+    settings = attrs.evolve(settings, graphs=(*settings.graphs, LOOPING))
+    a, b = await boot_node(nursery, settings), await boot_node(nursery, settings)
+    cluster = a.server.core.storage.cluster
+    assert cluster is not None
+    beating = trio.Event()
+    beat = cluster._beat  # type: ignore[attr-defined]
+
+    async def stalled(*, first: bool = False) -> None:
+        await beating.wait()
+        await beat(first=first)
+
+    gate, trace = tmp_path / "gate", tmp_path / "trace"
+    tid = await new_thread(a.server)
+    body = {"gate": str(gate), "trace": str(trace), "steps": []}
+    run = await a.server.sync(
+        lambda c: c.runs.create(tid, "looping", input=body, config={"recursion_limit": 100_000})
+    )
+    rid = run["run_id"]
+    await poll(lambda: _async(traced(trace, 1)), lambda n: n >= 2)  # checkpointing here
+    handle = a.server.core.supervisor.get(rid)
+    assert handle is not None
+    cluster._beat = stalled  # type: ignore[attr-defined]
+    await poll(lambda: _async(executes_here(b.server, rid)), bool)  # b claimed it
+    before = await checkpoints(b.server, tid)  # a's, from while it owned the run
+    stepped = traced(trace, 1)
+    await poll(lambda: _async(traced(trace, 1)), lambda n: n >= stepped + 3)  # a steps on
+    assert not handle.done.is_set()
+    beating.set()
+    cluster._beat = beat  # type: ignore[attr-defined]
+    with trio.fail_after(10):  # the gate is still closed: a stopped because it lost the run
+        await handle.done.wait()
+    stopped = traced(trace, 1)
+    await poll(lambda: _async(traced(trace, 2)), lambda n: n >= 3)  # b steps on
+    await trio.Path(gate).touch()
+    assert await run_ends(b.server, tid, rid) == "success"
+    assert traced(trace, 1) == stopped  # a executed nothing more
+    history = await checkpoints(b.server, tid)
+    mine = [c["checkpoint_id"] for c in before if c["metadata"]["run_attempt"] == 1]
+    assert [c["checkpoint_id"] for c in history if c["metadata"]["run_attempt"] == 1] == mine
+    assert {c["metadata"]["run_attempt"] for c in history[len(mine) :]} == {2}
+    state = await b.server.sync(lambda c: c.threads.get_state(tid))
+    steps = state["values"]["steps"]
+    assert steps == sorted(steps)  # b's steps after a's, none of a's after b's
+    assert steps.count(1) <= stepped < stopped  # a's steps after the claim are not kept
+    assert steps.count(2) >= 3
+    stored = await b.server.core.storage.runs.get(rid)
+    assert stored is not None
+    assert (stored.status, stored.attempt) == ("success", 2)
+    joined = await a.server.sync(lambda c: c.runs.join(tid, rid))
+    assert joined["steps"] == steps
+    said = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith(f"run {rid}: another worker took it over") for m in said) == 1
     assert sum(f"run {rid}: claimed by another worker" in m for m in said) == 1
     assert sum(m.startswith(f"run {rid} success") for m in said) == 1  # b's hook only
     assert (await thread_settles(a.server, tid))["status"] == "idle"

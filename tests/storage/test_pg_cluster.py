@@ -372,6 +372,21 @@ async def test_a_runs_final_record_is_written_only_by_its_owner(db: PgDatabase) 
         assert await sql(db, "SELECT count(*) FROM runs WHERE run_id = 'gone'") == [(0,)]
 
 
+async def test_a_heartbeat_hands_over_the_runs_another_worker_claimed(db: PgDatabase) -> None:
+    """Lease fencing of the execution: at each heartbeat the watcher hears which of the runs
+    it executes are another worker's now (not its own, not one no longer stored)."""
+    await add_run(db, "r1", owner="a")
+    await add_run(db, "r2", owner="a")
+    lost: list[list[str]] = []
+    async with running(db, "a") as (a,):
+        a.watch(lambda: ["r1", "r2", "gone"], lost.append)
+        await trio.sleep(LEASE)  # heartbeats: nothing lost
+        assert lost == []
+        await sql(db, "UPDATE runs SET owner = 'b' WHERE run_id = 'r2'")  # b claimed it
+        await until(lambda: bool(lost))
+        assert lost[0] == ["r2"]
+
+
 async def test_prune_drops_the_events_of_runs_finished_before_a_time(db: PgDatabase) -> None:
     old = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
     await add_run(db, "old-success", "success", old)
