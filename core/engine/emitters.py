@@ -7,8 +7,9 @@ LangGraph stream modes they consume. Every chunk LangGraph produces is handed, i
 production order, to the emitters that consume its LangGraph mode; each returns the SSE
 events ``(name, data)`` it makes of it. ``"events"`` is the pseudo-mode for
 ``astream_events(version="v2")`` dicts, and ``"protocol"`` the one for the thread-centric
-protocol's events (``astream_events(version="v3")``: ``{"type": "event", "method",
-"params"}`` dicts, whose LangGraph modes the emitters name in ``protocol_modes``).
+protocol's events (in the shape of ``astream_events(version="v3")``: ``{"type": "event",
+"method", "params"}`` dicts, whose LangGraph modes the emitters name in ``protocol_modes``;
+a ``messages`` one carries LangGraph's classic ``(message chunk, metadata)``).
 
 An emitter may also implement ``begin()`` (events before the run's first chunk) and
 ``end(outcome, error)`` (events once the outcome is known, before the run's final status is
@@ -25,7 +26,7 @@ import attrs
 from triograph.core.infra.registry import Registry
 
 #: LangGraph's own stream modes, plus "events" (``astream_events`` v2 dicts) and "protocol"
-#: (``astream_events`` v3 protocol events).
+#: (the stream parts of every namespace as protocol events, see ``execution._protocol_events``).
 LANGGRAPH_MODES = frozenset(
     {
         "values",
@@ -39,7 +40,7 @@ LANGGRAPH_MODES = frozenset(
         "protocol",
     }
 )
-#: LangGraph modes a "protocol" emitter may ask ``astream_events(version="v3")`` for
+#: LangGraph modes a "protocol" emitter may ask for
 PROTOCOL_MODES = frozenset(
     {"values", "updates", "messages", "custom", "tasks", "checkpoints", "tools"}
 )

@@ -55,6 +55,8 @@ CHANNELS = (
 )
 #: the envelope's ``method`` of each channel whose method is not the channel's name
 METHODS = {"input": "input.requested"}
+#: event names a subscription's filter remembers its verdict on (then it starts over)
+VERDICTS = 1024
 
 
 def protocol_name(channel: str, namespace: Sequence[str]) -> str:
@@ -85,6 +87,8 @@ class ProtocolFilter:
     channels: frozenset[str]
     namespaces: tuple[tuple[str, ...], ...] | None = None
     depth: int | None = None
+    #: what :meth:`accepts` said of each event name (a thread's few names repeat per token)
+    _verdicts: dict[str, bool] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     @classmethod
     def parse(cls, params: Any) -> ProtocolFilter:
@@ -119,6 +123,14 @@ class ProtocolFilter:
 
     def accepts(self, name: str) -> bool:
         """Whether the event named ``name`` (:func:`protocol_name`) passes."""
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            if len(self._verdicts) >= VERDICTS:
+                self._verdicts.clear()
+            verdict = self._verdicts[name] = self._judge(name)
+        return verdict
+
+    def _judge(self, name: str) -> bool:
         channel, namespace = split_name(name)
         if channel not in self.channels:
             base = channel.partition(":")[0]
@@ -176,37 +188,27 @@ class ThreadEventLog(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=4096)
+def _method_bytes(name: str) -> bytes:
+    return method_of(split_name(name)[0]).encode()
+
+
 def envelope(seq: int, event_id: str, name: str, params: bytes) -> bytes:
     """The protocol's event JSON, built around the already encoded ``params``."""
-    channel, _ = split_name(name)
-    return b"".join(
-        (
-            b'{"type":"event","event_id":"',
-            event_id.encode(),
-            b'","seq":',
-            str(seq).encode(),
-            b',"method":"',
-            method_of(channel).encode(),
-            b'","params":',
-            params,
-            b"}",
-        )
+    return b'{"type":"event","event_id":"%s","seq":%d,"method":"%s","params":%s}' % (
+        event_id.encode(),
+        seq,
+        _method_bytes(name),
+        params,
     )
 
 
 def sse_frame(event: Event) -> bytes:
     """``event: <method>``, ``data: <envelope>``, ``id: <seq>``: what the official server sends."""
-    channel, _ = split_name(event.name)
-    return b"".join(
-        (
-            b"event: ",
-            method_of(channel).encode(),
-            b"\r\ndata: ",
-            event.data,
-            b"\r\nid: ",
-            str(event.seq).encode(),
-            b"\r\n\r\n",
-        )
+    return b"event: %s\r\ndata: %s\r\nid: %d\r\n\r\n" % (
+        _method_bytes(event.name),
+        event.data,
+        event.seq,
     )
 
 

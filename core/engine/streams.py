@@ -296,6 +296,13 @@ class RunStream(Broadcast):
         self._deliver(event)
         return event
 
+    def number(self) -> int:
+        """The sequence number of an event the run's stream does not carry (one kept
+        elsewhere, but stored with the run's events)."""
+        seq = self._seq
+        self._seq += 1
+        return seq
+
     def subscribe(
         self, *, after: int | None = None, modes: Iterable[str] | None = None
     ) -> Subscription:

@@ -348,12 +348,16 @@ class RunSupervisor:
         protocol channel's event to the thread's protocol log too."""
         encoded = encoding.dumps(payload)
         handle.output.observe(name, payload, encoded)
-        event = handle.stream.publish(name, encoded)
-        if handle.unstored is not None:
-            handle.unstored.append((event.seq, name, encoded))
-        self.core.thread_streams.publish(handle.run.thread_id, name, encoded)
         if name.startswith(PROTOCOL_PREFIX) and not handle.temporary:
+            # the thread's protocol log keeps and delivers it: not the run's stream too (a
+            # classic join stream has no use for it), which only numbers it for storage
+            seq = handle.stream.number()
             self.core.event_log.publish(handle.run.thread_id, name, encoded)
+        else:
+            seq = handle.stream.publish(name, encoded).seq
+        if handle.unstored is not None:
+            handle.unstored.append((seq, name, encoded))
+        self.core.thread_streams.publish(handle.run.thread_id, name, encoded)
 
     # -- finishing ----------------------------------------------------------------------------
 
