@@ -20,7 +20,7 @@ import attrs
 from triograph.core.infra.hookspecs import hookimpl
 from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, Thread
 from triograph.core.infra.settings import Settings
-from triograph.core.infra.storage import Cluster, StorageRegistry
+from triograph.core.infra.storage import AssistantChanged, Cluster, StorageRegistry
 from triograph.core.infra.store_config import store_index, store_ttl
 from triograph.storage.memory_graph import MemoryCheckpointer, MemoryStore
 from triograph.storage.query import Filters, allows, contains, page
@@ -224,14 +224,21 @@ class _Runs(_Repo[Run]):
     """Runs are filtered by their thread's metadata (they are authorized on it)."""
 
     key = "run_id"
-    #: the thread rows, set by the storage once both exist
+    #: the thread and assistant rows, set by the storage once they exist
     threads: dict[str, Thread]
+    assistants: dict[str, Assistant]
 
     def _metadata(self, record: Run) -> dict[str, Any] | None:
         thread = self.threads.get(record.thread_id)
         return None if thread is None else thread.metadata
 
-    async def create(self, run: Run, *, thread: Thread | None = None) -> None:
+    async def create(
+        self, run: Run, *, thread: Thread | None = None, assistant: Assistant | None = None
+    ) -> None:
+        if assistant is not None:
+            stored = self.assistants.get(run.assistant_id)
+            if stored is None or stored.updated_at != assistant.updated_at:
+                raise AssistantChanged(run.assistant_id)
         if thread is not None:
             self.threads[thread.thread_id] = _copy(thread)
         self.rows[run.run_id] = _copy(run)
@@ -320,6 +327,7 @@ class MemoryStorage:
         self.runs = _Runs()
         self.threads = _Threads(self.runs, self.crons)
         self.runs.threads = self.threads.rows
+        self.runs.assistants = self.assistants.rows
         self._checkpointer = MemoryCheckpointer()
         self._store = (
             MemoryStore(index=store_index(settings), ttl=store_ttl(settings))

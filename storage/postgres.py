@@ -56,9 +56,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from triograph.core.infra.errors import ConfigError
 from triograph.core.infra.hookspecs import hookimpl
-from triograph.core.infra.models import Run, Thread, now
+from triograph.core.infra.models import Assistant, Run, Thread, now
 from triograph.core.infra.settings import Settings
-from triograph.core.infra.storage import Cluster, StorageRegistry
+from triograph.core.infra.storage import AssistantChanged, Cluster, StorageRegistry
 from triograph.core.infra.store_config import store_index, store_ttl
 from triograph.storage import json_nul, repos
 from triograph.storage.pg_cluster import PostgresCluster
@@ -296,6 +296,20 @@ _CREATE_OWNED = (
     "ON CONFLICT (run_id) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in _OWNED)
 )
 _CLAIM = f"{_RUNS.update}, owner = %s WHERE {_RUNS.match_key}"
+#: ``_CREATE_OWNED`` (and a new thread's insert) only if the run's assistant is stored as
+#: the copy the run was made from
+_CURRENT = "current AS (SELECT FROM assistants WHERE assistant_id = %s AND updated_at = %s)"
+_CREATE_IF_CURRENT = (
+    f"WITH {_CURRENT} INSERT INTO runs ({', '.join(_OWNED)}) "
+    f"SELECT {_RUNS.values}, %s WHERE EXISTS (SELECT FROM current) "
+    "ON CONFLICT (run_id) DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in _OWNED)
+)
+_CREATE_WITH_THREAD_IF_CURRENT = _CREATE_IF_CURRENT.replace(
+    f"WITH {_CURRENT}",
+    f"WITH {_CURRENT}, thread AS (INSERT INTO threads ({', '.join(_TABLES.threads.stored)}) "
+    f"SELECT {_TABLES.threads.values} WHERE EXISTS (SELECT FROM current))",
+    1,
+)
 
 
 class _Runs(repos.Runs):
@@ -305,14 +319,26 @@ class _Runs(repos.Runs):
         super().__init__(db, _TABLES)
         self._worker_id = worker_id
 
-    async def create(self, run: Run, *, thread: Thread | None = None) -> None:
-        """Store the run as this worker's; a new thread with it in the same statement."""
+    async def create(
+        self, run: Run, *, thread: Thread | None = None, assistant: Assistant | None = None
+    ) -> None:
+        """Store the run as this worker's; a new thread with it, and the check that the
+        assistant is unchanged, in the same statement."""
         row = [*_RUNS.row(run), self._worker_id]
-        sql = _CREATE_OWNED
+        if assistant is None:
+            sql = _CREATE_OWNED
+            if thread is not None:
+                sql = f"WITH thread AS ({_TABLES.threads.insert}) {sql}"
+                row = [*_TABLES.threads.row(thread), *row]
+            await self._engine.write(lambda conn: conn.execute(sql, row), single=True)
+            return
+        sql = _CREATE_IF_CURRENT if thread is None else _CREATE_WITH_THREAD_IF_CURRENT
+        row = [run.assistant_id, assistant.updated_at, *row]
         if thread is not None:
-            sql = f"WITH thread AS ({_TABLES.threads.insert}) {sql}"
-            row = [*_TABLES.threads.row(thread), *row]
-        await self._engine.write(lambda conn: conn.execute(sql, row), single=True)
+            row[2:2] = _TABLES.threads.row(thread)
+        done = await self._engine.write(lambda conn: conn.execute(sql, row).rowcount, single=True)
+        if not done:
+            raise AssistantChanged(run.assistant_id)
 
 
 _ORPHANS = f"""{_RUNS.select} WHERE status IN ('pending', 'running')

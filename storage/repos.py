@@ -17,6 +17,7 @@ from typing import Any, Generic
 import attrs
 
 from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, Thread
+from triograph.core.infra.storage import AssistantChanged
 from triograph.storage.query import Filters, Where
 from triograph.storage.sql import Connection, SqlEngine
 from triograph.storage.tables import R, Table, Tables
@@ -202,14 +203,25 @@ class Runs(Repo[Run]):
             f"thread_id IN (SELECT thread_id FROM threads WHERE {inner})", *inner.params
         )
 
-    async def create(self, run: Run, *, thread: Thread | None = None) -> None:
-        if thread is None:
+    async def create(
+        self, run: Run, *, thread: Thread | None = None, assistant: Assistant | None = None
+    ) -> None:
+        if thread is None and assistant is None:
             await self._put(run)
             return
-        tables = self._tables
+        tables, d = self._tables, self._engine.dialect
 
         def insert(conn: Connection) -> None:
-            tables.threads.put(conn, thread)
+            if assistant is not None:
+                found = conn.execute(
+                    f"SELECT 1 FROM assistants WHERE assistant_id = {d.mark} "
+                    f"AND updated_at = {d.mark}",
+                    (run.assistant_id, d.column(assistant.updated_at)),
+                ).fetchone()
+                if found is None:
+                    raise AssistantChanged(run.assistant_id)
+            if thread is not None:
+                tables.threads.put(conn, thread)
             tables.runs.put(conn, run)
 
         await self._engine.write(insert)

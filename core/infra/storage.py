@@ -130,10 +130,20 @@ class ThreadRepo(Protocol):
         ...
 
 
+class AssistantChanged(Exception):
+    """``runs.create(..., assistant=...)`` wrote nothing: the run's assistant is no longer
+    stored as the copy the run was made from (it was updated or deleted since)."""
+
+
 class RunRepo(Protocol):
-    async def create(self, run: Run, *, thread: Thread | None = None) -> None:
+    async def create(
+        self, run: Run, *, thread: Thread | None = None, assistant: Assistant | None = None
+    ) -> None:
         """Store ``run``; with ``thread``, that new thread too (as ``threads.create``), in
-        one write."""
+        one write. With ``assistant`` (the copy the run was made from), only if the run's
+        assistant is still stored as that one (the same ``updated_at``), checked in the same
+        write; else nothing is written and :class:`AssistantChanged` raises.
+        """
         ...
 
     async def get(self, run_id: str, *, filters: Filters | None = None) -> Run | None: ...

@@ -2,10 +2,11 @@
 with versions, search, and what an assistant's graph looks like (drawing, schemas,
 subgraphs).
 
-Everything is read from and written to ``core.storage.assistants``; this service keeps no
-state. A request is validated completely before anything is written, so a 4xx changes
-nothing. ``config.configurable`` and ``context`` are one value stored twice (§1.7): the
-stored assistant always holds them equal.
+Everything is read from and written to ``core.storage.assistants``; the service keeps
+only the copies a stateless run may start from (:meth:`AssistantService.resolve`), which
+the run's insert checks are current. A request is validated completely before anything
+is written, so a 4xx changes nothing. ``config.configurable`` and ``context`` are one value
+stored twice (§1.7): the stored assistant always holds them equal.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("triograph.assistants")
 
+#: assistants a process keeps copies of for stateless runs (``AssistantService.resolve``)
+CACHED_ASSISTANTS = 256
 #: configurable keys the server fills per run; not part of a graph's config schema
 RUN_CONFIGURABLE = (
     "__pregel_checkpointer",
@@ -198,6 +201,8 @@ def _graph_schemas(graph: Any) -> dict[str, Any]:
 class AssistantService:
     def __init__(self, core: Core) -> None:
         self.core = core
+        #: the assistants last read by id, for ``resolve(cached=True)``, oldest first
+        self._copies: dict[str, Assistant] = {}
 
     # -- system assistants --------------------------------------------------------------------
 
@@ -277,12 +282,23 @@ class AssistantService:
         """``GET /assistants/{id}``: by UUID only."""
         return await self._visible(assistant_id)
 
-    async def resolve(self, value: str) -> Assistant:
+    async def resolve(self, value: str, *, cached: bool = False) -> Assistant:
         """A run's ``assistant_id``: a graph id or a UUID (contract §2.1). A graph's own
         assistant is everyone's, as on the official server; any other needs
-        ``assistants.read``."""
+        ``assistants.read``.
+
+        With ``cached``, the copy this process read last may answer without a read: the
+        caller stores its run with ``runs.create(..., assistant=...)``, which checks in the
+        same write that the assistant is still stored as that copy (else
+        ``AssistantChanged``: resolve again without ``cached``). Another process's update
+        is seen that way, with no message between processes to miss or wait for."""
         assistant_id = self.core.graphs.resolve_assistant_id(value)
-        assistant = await self.core.storage.assistants.get(assistant_id)
+        copy = self._copies.get(assistant_id) if cached else None
+        if copy is not None:
+            assistant: Assistant | None = attrs.evolve(copy)
+        else:
+            assistant = await self.core.storage.assistants.get(assistant_id)
+            self._keep(assistant_id, assistant)
         if assistant is not None and assistant.metadata.get("created_by") != "system":
             allowed = await self.authorize("read", assistant_id=assistant_id)
             if allowed is not None:
@@ -290,6 +306,16 @@ class AssistantService:
         if assistant is None or assistant.graph_id not in self.core.graphs.graphs:
             raise NotFound("Thread or assistant not found.")
         return assistant
+
+    def _keep(self, assistant_id: str, assistant: Assistant | None) -> None:
+        """Remember the assistant as read (forget it if absent), up to
+        :data:`CACHED_ASSISTANTS` of them, dropping the oldest."""
+        self._copies.pop(assistant_id, None)
+        if assistant is None:
+            return
+        if len(self._copies) >= CACHED_ASSISTANTS:
+            del self._copies[next(iter(self._copies))]
+        self._copies[assistant_id] = attrs.evolve(assistant)
 
     # -- create, patch, delete ----------------------------------------------------------------
 
@@ -360,7 +386,9 @@ class AssistantService:
             description=current.description if body.description is None else body.description,
             updated_at=now(),
         )
-        return await self.core.storage.assistants.new_version(changed)
+        stored = await self.core.storage.assistants.new_version(changed)
+        self._copies.pop(current.assistant_id, None)  # saves this process a failed insert
+        return stored
 
     async def delete(self, assistant_id: str, *, delete_threads: bool = False) -> None:
         """Interrupt the assistant's runs in flight, delete its threads if asked (those whose
@@ -383,6 +411,7 @@ class AssistantService:
                 with contextlib.suppress(NotFound):  # deleted meanwhile
                     await self.core.threads.delete(thread.thread_id)
         await self.core.storage.assistants.delete(assistant_id)
+        self._copies.pop(assistant_id, None)
 
     # -- versions -----------------------------------------------------------------------------
 
@@ -417,6 +446,7 @@ class AssistantService:
             updated_at=now(),
         )
         await self.core.storage.assistants.update(restored)
+        self._copies.pop(assistant.assistant_id, None)
         return restored
 
     # -- search -------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from triograph.core.infra.models import (
     new_id,
     validate_uuid,
 )
+from triograph.core.infra.storage import AssistantChanged
 from triograph.core.infra.webhooks import WebhookPolicy
 from triograph.core.resources.run_records import (
     BOTH_CONFIGURABLE_AND_CONTEXT,
@@ -86,6 +87,8 @@ class _Plan:
     admission: Admission | None
     #: the thread is a stateless run's, new: nobody else knows its id
     stateless: bool = False
+    #: ``assistant`` may be this process's cached copy: the insert checks it is current
+    cached: bool = False
 
 
 class RunService:
@@ -108,8 +111,14 @@ class RunService:
         ``retain`` keeps it joinable from memory once finished (background runs);
         ``headers`` go into ``config.configurable`` (``http.configurable_headers``)."""
         if thread_id is None:  # a temporary thread: nobody else admits runs on it
-            plan = await self.prepare(thread_id, body, request_id=request_id, headers=headers)
-            return await self.commit(plan, retain=retain)
+            try:
+                plan = await self.prepare(
+                    None, body, request_id=request_id, headers=headers, cached=True
+                )
+                return await self.commit(plan, retain=retain)
+            except AssistantChanged:  # the cached assistant is stale: again from storage
+                plan = await self.prepare(None, body, request_id=request_id, headers=headers)
+                return await self.commit(plan, retain=retain)
         # other processes admit runs on this thread too: decide and insert under its lock
         async with self.core.cluster.thread_lock(validate_uuid(thread_id, "thread")):
             plan = await self.prepare(thread_id, body, request_id=request_id, headers=headers)
@@ -122,9 +131,11 @@ class RunService:
         *,
         request_id: str | None = None,
         headers: dict[str, str] | None = None,
+        cached: bool = False,
     ) -> _Plan:
         """Every check of a run creation, and the records to write; writes nothing.
-        ``headers``: request headers to copy into ``config.configurable``."""
+        ``headers``: request headers to copy into ``config.configurable``; ``cached``: the
+        assistant may be this process's copy (``AssistantService.resolve``)."""
         core = self.core
         stateless = thread_id is None
         modes = core.stream_modes.validate(body.stream_mode)
@@ -150,7 +161,7 @@ class RunService:
             raise BadRequest(BOTH_CONFIGURABLE_AND_CONTEXT)
         if body.webhook is not None:
             self.webhook_policy.check(body.webhook)
-        assistant = await core.assistants.resolve(assistant_id)
+        assistant = await core.assistants.resolve(assistant_id, cached=cached)
 
         temporary = stateless and (body.on_completion or "delete") == "delete"
         thread_id = new_id() if thread_id is None else thread_id
@@ -196,6 +207,7 @@ class RunService:
             assistant=assistant,
             admission=admission,
             stateless=stateless,
+            cached=cached,
         )
 
     async def commit(self, plan: _Plan, *, retain: bool = False) -> tuple[Run, RunHandle]:
@@ -215,6 +227,9 @@ class RunService:
                 await self._store(plan)
                 stored = attrs.evolve(run)  # the answer shows it as stored, not as it runs on
                 await core.supervisor.start(handle)
+            except AssistantChanged:  # nothing was stored
+                core.supervisor.discard(handle)
+                raise
             except Exception:
                 core.supervisor.discard(handle)
                 await core.storage.runs.delete(run.run_id)
@@ -258,7 +273,8 @@ class RunService:
             thread.metadata.update({**graph, **plan.thread_metadata})
         if plan.stateless:  # no other request can know the thread: no lock, one write
             thread.status = "busy"
-            await core.storage.runs.create(plan.run, thread=thread)
+            current = plan.assistant if plan.cached else None
+            await core.storage.runs.create(plan.run, thread=thread, assistant=current)
             await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
             return
         if await core.threads.mark_busy(thread, create=plan.created, metadata=graph):

@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
+import httpx
 import pytest
 import trio
-from langgraph_sdk import get_client
+from langgraph_sdk import get_client, get_sync_client
 
 from tests import pg
 from tests.concurrency import (
@@ -130,6 +131,41 @@ async def test_a_resumable_stream_resumes_on_another_server(pair: tuple[Server, 
             timeout=30,
         )
     assert sse(rest.content) == [("updates", {"step2": {"log": ["step2"]}})]
+
+
+async def test_a_stateless_run_sees_an_assistant_changed_by_another_server(
+    pair: tuple[Server, Server],
+) -> None:
+    """A server starts stateless runs from its copy of the assistant (no read per run); the
+    run's insert checks the copy is current, so the run that follows another server's
+    update, restore or deletion of the assistant sees it at once."""
+    a, b = pair
+
+    def answer(c: Any, aid: str) -> Any:
+        return c.runs.wait(None, aid, input={"question": "q"})["answer"]
+
+    def scenario(ca: Any) -> list[Any]:
+        with get_sync_client(url=b.url, api_key=None) as cb:
+            aid = ca.assistants.create("ctxgraph", context={"user": "alice"})["assistant_id"]
+            seen = [answer(cb, aid), answer(cb, aid)]  # the second from b's copy
+            ca.assistants.update(aid, context={"user": "bob"})
+            seen += [answer(cb, aid), answer(cb, aid)]
+            ca.assistants.set_latest(aid, 1)
+            seen.append(answer(cb, aid))
+            ca.assistants.delete(aid)
+            with pytest.raises(httpx.HTTPStatusError) as refused:
+                answer(cb, aid)
+            seen.append(refused.value.response.status_code)
+            return seen
+
+    assert await a.sync(scenario) == [
+        "alice asked q",
+        "alice asked q",
+        "bob asked q",
+        "bob asked q",
+        "alice asked q",
+        404,
+    ]
 
 
 async def test_cancel_from_another_server(pair: tuple[Server, Server]) -> None:

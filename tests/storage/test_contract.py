@@ -33,7 +33,7 @@ from triograph.core.infra.graph_bridge import GraphBridge
 from triograph.core.infra.models import Assistant, Cron, Run, Thread
 from triograph.core.infra.plugin_manager import fill_registry, make_plugin_manager
 from triograph.core.infra.settings import Settings
-from triograph.core.infra.storage import Storage, StorageRegistry
+from triograph.core.infra.storage import AssistantChanged, Storage, StorageRegistry
 
 
 def registered_backends() -> StorageRegistry:
@@ -364,6 +364,43 @@ async def test_a_run_stored_with_its_new_thread(storage: Storage) -> None:
     assert [x.run_id for x in await storage.runs.for_thread(t.thread_id)] == [r.run_id]
     assert await storage.threads.delete(t.thread_id) is True
     assert await storage.runs.get(r.run_id) is None
+
+
+@pytest.mark.parametrize("with_thread", [True, False])
+async def test_a_run_stored_only_while_its_assistant_is_unchanged(
+    storage: Storage, with_thread: bool
+) -> None:
+    """``runs.create(..., assistant=copy)`` stores the run (and its new thread) only while
+    the assistant is stored as ``copy``; after an update, or once it is deleted, it writes
+    nothing and raises ``AssistantChanged``."""
+    a = assistant(created_at=at(0), updated_at=at(0))
+    await storage.assistants.create(a)
+
+    async def create(copy: Assistant) -> tuple[Thread, Run]:
+        t = thread(status="busy")
+        if not with_thread:
+            await storage.threads.create(t)
+        r = run(t.thread_id, assistant_id=a.assistant_id)
+        try:
+            await storage.runs.create(r, thread=t if with_thread else None, assistant=copy)
+        except AssistantChanged:
+            assert await storage.runs.get(r.run_id) is None
+            assert (await storage.threads.get(t.thread_id) is None) is with_thread
+            raise
+        return t, r
+
+    t, r = await create(attrs.evolve(a))
+    assert await storage.runs.get(r.run_id) == r
+    assert await storage.threads.get(t.thread_id) == t
+    changed = await storage.assistants.new_version(
+        attrs.evolve(a, name="changed", updated_at=at(1))
+    )
+    with pytest.raises(AssistantChanged):
+        await create(attrs.evolve(a))
+    await create(changed)
+    await storage.assistants.delete(a.assistant_id)
+    with pytest.raises(AssistantChanged):
+        await create(changed)
 
 
 async def test_runs_of_a_thread_and_run_search(storage: Storage) -> None:
