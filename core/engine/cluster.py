@@ -61,8 +61,8 @@ class ClusterLink(Protocol):
         ...
 
     async def record(self, run: Run) -> bool:
-        """Store the run's final record if this process still :meth:`owns` it, in one
-        write; whether it did."""
+        """Store the run's record (``running`` as it starts, then its final one) if this
+        process still :meth:`owns` it, in one write; whether it did."""
         ...
 
     async def adopt(self) -> set[str]:

@@ -30,6 +30,14 @@ class WorkerCrashed(Exception):
         return {"error": type(self).__name__, "message": str(self)}
 
 
+class TakenOver(Exception):
+    """A run another worker claimed before it started here (this worker's heartbeat stopped
+    for a lease meanwhile): it is not executed here, and nothing of it is recorded."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} was taken over by another worker before it started")
+
+
 @attrs.define(eq=False)
 class RunHandle:
     """A run the supervisor knows: its record, stream, cancel scope and outcome."""

@@ -180,7 +180,8 @@ class SharedLink:
         return await self.cluster.owns(run.run_id)
 
     async def record(self, run: Run) -> bool:
-        """The final write, fenced as :meth:`owns` is."""
+        """The run's writes of its status (as it starts, as it ends), fenced as :meth:`owns`
+        is."""
         return await self.cluster.record(run)
 
     def _executing(self) -> list[str]:

@@ -37,7 +37,7 @@ import trio
 from triograph.core.engine.emitters import RunInfo
 from triograph.core.engine.event_log import PREFIX as PROTOCOL_PREFIX
 from triograph.core.engine.execution import Dispatcher, chunk_source
-from triograph.core.engine.handles import RunHandle, ThreadLane, WorkerCrashed
+from triograph.core.engine.handles import RunHandle, TakenOver, ThreadLane, WorkerCrashed
 from triograph.core.engine.streams import RunStream
 from triograph.core.infra import encoding, heap
 from triograph.core.infra.auth import User, acting_as
@@ -274,7 +274,8 @@ class RunSupervisor:
         handle.started = True
         run.status = "running"
         run.updated_at = now()
-        await core.storage.runs.update(run)
+        if not await core.cluster.record(run):  # fenced as the final record is
+            raise TakenOver(run.run_id)
         await core.hooks.fire("triograph_run_started", run=attrs.evolve(run))
         event_hook = core.hooks.has("triograph_run_event")
         if event_hook:  # the metadata event went out before the slot; its hook goes now

@@ -249,9 +249,9 @@ class Cluster(Protocol):
         ...
 
     async def record(self, run: Run) -> bool:
-        """Store ``run`` (its final record) if it is still this worker's, in one statement:
-        :meth:`owns` and ``runs.update`` at once. Whether it was (True for a run no longer
-        stored, which is not written again)."""
+        """Store ``run`` (``running`` as it starts, then its final record) if it is still
+        this worker's, in one statement: :meth:`owns` and ``runs.update`` at once. Whether
+        it was (True for a run no longer stored, which is not written again)."""
         ...
 
     def watch(

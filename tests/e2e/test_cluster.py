@@ -394,6 +394,62 @@ async def test_a_worker_that_lost_its_lease_stops_and_its_checkpoints_are_droppe
         await b.server.stopped.wait()
 
 
+async def test_a_run_claimed_before_it_started_is_not_started_by_the_worker_that_lost_it(
+    nursery: trio.Nursery,
+    database: str,
+    tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Lease fencing of a run's start: ``a``'s heartbeat stops while its second run of a
+    thread waits behind the first; ``b`` claims both. Once the first ends, ``a`` would start
+    the second: its ``running`` record is fenced as the final one, so ``a`` neither writes it
+    over ``b``'s nor executes the run, and ``b`` records the run once."""
+    caplog.set_level(logging.INFO)
+    a, b = await boot(nursery, database), await boot(nursery, database)
+    cluster = a.server.core.storage.cluster
+    assert cluster is not None
+    beating = trio.Event()
+    beat = cluster._beat  # type: ignore[attr-defined]
+
+    async def stalled(*, first: bool = False) -> None:
+        await beating.wait()
+        await beat(first=first)
+
+    first_gate, second_gate = tmp_path / "first", tmp_path / "second"
+    tid = await new_thread(a.server)
+
+    async def create(gate: pathlib.Path, **kwargs: Any) -> str:
+        body = {"gate": str(gate), "log": []}
+        run = await a.server.sync(lambda c: c.runs.create(tid, "gated", input=body, **kwargs))
+        return str(run["run_id"])
+
+    first = await create(first_gate)
+    await log_reaches(b.server, tid, ["step1"])
+    second = await create(second_gate, multitask_strategy="enqueue")
+    waiting = a.server.core.supervisor.get(second)
+    assert waiting is not None
+    cluster._beat = stalled  # type: ignore[attr-defined]
+    await poll(lambda: _async(executes_here(b.server, second)), bool)  # b claimed both
+    await trio.Path(first_gate).touch()
+    with trio.fail_after(10):  # its gate is still closed: a did not execute it
+        await waiting.done.wait()
+    assert waiting.dispatcher is None  # it never streamed
+    assert await run_ends(b.server, tid, first) == "success"
+    await trio.Path(second_gate).touch()
+    assert await run_ends(b.server, tid, second) == "success"
+    said = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith(f"run {second} success") for m in said) == 1  # b's hook only
+    assert sum(m.startswith(f"run {second} running") for m in said) == 1  # b's start only
+    assert (await thread_settles(a.server, tid))["status"] == "idle"
+    beating.set()
+    cluster._beat = beat  # type: ignore[attr-defined]
+    for node in (a, b):
+        node.server.stop.set()
+    with trio.fail_after(20):
+        await a.server.stopped.wait()
+        await b.server.stopped.wait()
+
+
 async def _async(value: bool) -> bool:
     return value
 
