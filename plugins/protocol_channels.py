@@ -158,13 +158,24 @@ def _text_blocks(msg: Any) -> list[tuple[Any, dict[str, Any]]] | None:
     return [(_TEXT_KEY, {"type": "text", "text": content})] if content else []
 
 
+def _streamed(metadata: Any, open_: bool) -> bool:
+    """Whether a message chunk is a chat model's token (its call's metadata: LangChain's
+    ``ls_`` keys of a chat model) rather than a chunk a node returned whole (its node's)."""
+    return open_ or (
+        isinstance(metadata, dict)
+        and (
+            "ls_model_type" in metadata or metadata.get("ls_integration") == "langchain_chat_model"
+        )
+    )
+
+
 class MessagesChannel(_Channel):
     """Content-block events (``message-start``, ``content-block-start`` / ``-delta`` /
     ``-finish``, ``message-finish``) from LangGraph's classic ``messages`` mode: a streamed
     message's chunks (``AIMessageChunk``, one LLM call's chunks sharing one metadata dict,
-    the last one ``chunk_position="last"``), or a whole message a node returned or a model
-    produced without streaming (``message_to_events``; tool results are not chat messages:
-    skipped, as LangGraph's v3 stream does). The conversion is LangChain's
+    the last one ``chunk_position="last"``), or a whole message a node returned (a chunk
+    too) or a model produced without streaming (``message_to_events``; tool results are not
+    chat messages: skipped, as LangGraph's v3 stream does). The conversion is LangChain's
     (``chunks_to_events``, driven a chunk at a time with its own helpers), so the events are
     those of ``astream_events(version="v3")``; why the server does it, see
     ``_protocol_events`` in ``core/engine/execution.py``."""
@@ -186,7 +197,7 @@ class MessagesChannel(_Channel):
     def convert(self, params: dict[str, Any]) -> Iterable[SSEEvent]:
         payload, metadata = params["data"]
         chunk_type, message_type, tool_type = self._types
-        if isinstance(payload, chunk_type):
+        if isinstance(payload, chunk_type) and _streamed(metadata, id(metadata) in self._open):
             events = self._chunk(payload, metadata)
         elif isinstance(payload, message_type) and not isinstance(payload, tool_type):
             events = list(self._bridge.message_to_events(payload))

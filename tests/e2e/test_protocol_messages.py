@@ -3,7 +3,7 @@ the content-block events from the classic ``messages`` stream (plugins/protocol_
 and they must be those ``astream_events(version="v3")`` gives for the same graph, run here in
 process as the reference: text tokens, tool-call chunks (their ``tool-call-delta`` args, the
 parsed call on ``content-block-finish``), usage and finish metadata, a whole message a node
-returns (and a tool result it returns, which is not a chat message), a model inside a
+returns (a message chunk too, and a tool result, which is not a chat message), a model inside a
 subgraph (its namespace), a reply with reasoning content."""
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ async def thinking(state: State) -> State:
 
 def whole(state: State) -> State:
     done = ToolMessage(content="3", tool_call_id="call_1")
-    return {"messages": [done, AIMessage(content="the sum is 3", id="whole-1")]}
+    chunk = AIMessageChunk(content="a chunk, whole", id="whole-2")  # never streamed
+    return {"messages": [done, AIMessage(content="the sum is 3", id="whole-1"), chunk]}
 
 
 async def chat(state: State) -> State:
@@ -203,7 +204,7 @@ async def test_messages_channel_matches_langgraphs_v3_stream(
     # what the comparison covers, spelled out
     data = [e["params"]["data"] for e in events if e["method"] == "messages"]
     kinds = [d["event"] for d in data]
-    assert kinds.count("message-start") == kinds.count("message-finish") == 4
+    assert kinds.count("message-start") == kinds.count("message-finish") == 5
     deltas = [d["delta"] for d in data if d["event"] == "content-block-delta"]
     assert {"type": "tool-call-delta", "args": ', "b": 2}'} in deltas
     assert {"type": "reasoning-delta", "reasoning": "easy"} in deltas
@@ -212,6 +213,7 @@ async def test_messages_channel_matches_langgraphs_v3_stream(
         finished
     )
     assert {"type": "text", "text": "the sum is 3"} in finished  # the whole message
+    assert {"type": "text", "text": "a chunk, whole"} in finished  # a whole chunk: finished
     assert not any(f.get("text") == "3" for f in finished)  # the tool result is not one
     usage = [d["usage"] for d in data if d["event"] == "message-finish" and "usage" in d]
     assert usage == [{"input_tokens": 3, "output_tokens": 5, "total_tokens": 8}]
