@@ -8,12 +8,15 @@ more, a lookup and a row lock more per statement. This times the same runs throu
 without (``owner=None``, LangGraph's statements as they are), alternating the two in each
 repeat: a graph of three nodes in a line over ``{"log": list}`` (a list: channel values
 are blobs, as a chat's messages are), one new thread per run, ``durability="async"`` as the
-server runs graphs; once one run at a time, once ``--concurrency`` at a time.
+server runs graphs; once one run at a time, once ``--concurrency`` at a time. Per run: the
+wall clock, the CPU of this process (LangGraph and psycopg, client side) and, when the
+Postgres server runs on this machine, its CPU (its whole process tree): on a busy machine
+the CPU figures are the ones to read.
 
     .ci/postgres sh -c '.venv/bin/python bench/fencing.py --postgres "$TRIOGRAPH_TEST_POSTGRES"'
 
-It creates a database on that server for the run and drops it after. Prints a table and the
-figures as one JSON line.
+It creates a database on that server for the run and drops it after. Prints a table (medians
+of the repeats) and the figures as one JSON line.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import operator
 import statistics
 import time
@@ -28,8 +32,8 @@ import uuid
 from typing import Annotated, Any
 
 import psycopg
+from harness import fresh_postgres_database, local_postgres_pid, tree_cpu_seconds
 from langgraph.graph import END, START, StateGraph
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typing_extensions import TypedDict
 
 from triograph.storage.pg_graph import PostgresCheckpointer
@@ -75,8 +79,11 @@ def _add_runs(conninfo: str, run_ids: list[str]) -> None:
             )
 
 
-async def _phase(graph: Any, run_ids: list[str], concurrency: int) -> float:
-    """Milliseconds per run, ``concurrency`` runs at a time."""
+async def _phase(
+    graph: Any, run_ids: list[str], concurrency: int, db_pid: int | None
+) -> dict[str, float]:
+    """Milliseconds per run (wall clock, this process's CPU, the database's CPU),
+    ``concurrency`` runs at a time."""
     queue = list(run_ids)
 
     async def worker() -> None:
@@ -86,37 +93,49 @@ async def _phase(graph: Any, run_ids: list[str], concurrency: int) -> float:
             out = await graph.ainvoke({"log": []}, config, durability="async")
             assert out == {"log": ["a", "b", "c"]}, out
 
-    began = time.perf_counter()
+    db = tree_cpu_seconds(db_pid) if db_pid else math.nan
+    began, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return (time.perf_counter() - began) * 1000 / len(run_ids)
+    per_run = 1000 / len(run_ids)
+    return {
+        "wall": (time.perf_counter() - began) * per_run,
+        "cpu": (time.process_time() - cpu) * per_run,
+        "db_cpu": ((tree_cpu_seconds(db_pid) - db) if db_pid else math.nan) * per_run,
+    }
 
 
-async def _measure(conninfo: str, runs: int, repeat: int, concurrency: int) -> dict[str, Any]:
+async def _measure(
+    conninfo: str, runs: int, repeat: int, concurrency: int, db_pid: int | None
+) -> dict[str, Any]:
     fenced = PostgresCheckpointer(conninfo, owner=OWNER)
     plain = PostgresCheckpointer(conninfo)
     graphs = {"fenced": _graph(fenced), "unfenced": _graph(plain)}
-    figures: dict[str, dict[str, list[float]]] = {
-        name: {"c=1": [], f"c={concurrency}": []} for name in graphs
+    phases = {"c=1": 1, f"c={concurrency}": concurrency}
+    figures: dict[str, dict[str, list[dict[str, float]]]] = {
+        name: {label: [] for label in phases} for name in graphs
     }
     try:
         for graph in graphs.values():  # warm-up: pools, prepared plans
             ids = [str(uuid.uuid4()) for _ in range(20)]
             await asyncio.to_thread(_add_runs, conninfo, ids)
-            await _phase(graph, ids, 1)
+            await _phase(graph, ids, 1, None)
             stored = await graph.aget_state({"configurable": {"thread_id": ids[0]}})
             assert stored.values == {"log": ["a", "b", "c"]}, stored  # written, fenced or not
         for _ in range(repeat):
             for name, graph in graphs.items():
-                for label, c in (("c=1", 1), (f"c={concurrency}", concurrency)):
+                for label, c in phases.items():
                     ids = [str(uuid.uuid4()) for _ in range(runs)]
                     await asyncio.to_thread(_add_runs, conninfo, ids)
-                    figures[name][label].append(await _phase(graph, ids, c))
+                    figures[name][label].append(await _phase(graph, ids, c, db_pid))
     finally:
         for saver in (fenced, plain):
             if saver.pool is not None:
                 await saver.pool.close()
     return {
-        name: {label: statistics.median(values) for label, values in by_phase.items()}
+        name: {
+            label: {key: statistics.median(v[key] for v in values) for key in values[0]}
+            for label, values in by_phase.items()
+        }
         for name, by_phase in figures.items()
     }
 
@@ -128,27 +147,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    name = f"triograph_bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(args.postgres, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    conninfo = make_conninfo(args.postgres, dbname=name)
-    try:
-        _set_up(conninfo, None)
-        result = asyncio.run(_measure(conninfo, args.runs, args.repeat, args.concurrency))
-    finally:
-        with psycopg.connect(args.postgres, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_postgres_database(args.postgres) as url:
+        _set_up(url, None)
+        db_pid = local_postgres_pid(url)
+        result = asyncio.run(_measure(url, args.runs, args.repeat, args.concurrency, db_pid))
     labels = list(result["fenced"])
-    print(
-        f"{'ms per run (median of ' + str(args.repeat) + ')':<28}"
-        + "".join(f"{x:>12}" for x in labels)
-    )
+    keys = ("wall", "cpu", "db_cpu")
+    columns = [(label, key) for label in labels for key in keys]
+    print(f"{'ms per run':<12}" + "".join(f"{label + ' ' + key:>16}" for label, key in columns))
     for variant, by_phase in result.items():
-        print(f"{variant:<28}" + "".join(f"{by_phase[x]:>12.3f}" for x in labels))
-    cost = {x: result["fenced"][x] - result["unfenced"][x] for x in labels}
-    print(f"{'fencing costs':<28}" + "".join(f"{cost[x]:>+12.3f}" for x in labels))
-    server = conninfo_to_dict(args.postgres).get("host", "")
-    print(json.dumps({"bench": "fencing", "server": server, "runs": args.runs, **result}))
+        print(f"{variant:<12}" + "".join(f"{by_phase[x][k]:>16.3f}" for x, k in columns))
+    cost = [result["fenced"][x][k] - result["unfenced"][x][k] for x, k in columns]
+    print(f"{'fenced - un':<12}" + "".join(f"{c:>+16.3f}" for c in cost))
+    print(json.dumps({"bench": "fencing", "runs": args.runs, "repeat": args.repeat, **result}))
 
 
 if __name__ == "__main__":
