@@ -7,8 +7,9 @@ waits for a metadata write:
 * ``PATH``: the metadata (assistants and their versions, threads, runs, crons), reached from
   Trio with the stdlib ``sqlite3`` in worker threads (``trio.to_thread`` under this backend's
   own ``CapacityLimiter``). One writer connection runs the writes one at a time, each in a
-  ``BEGIN IMMEDIATE`` transaction; a few reader connections read meanwhile (in WAL mode
-  readers never wait for the writer).
+  ``BEGIN IMMEDIATE`` transaction (those that queued meanwhile together in one worker
+  thread call); a few reader connections read meanwhile (in WAL mode readers never wait
+  for the writer).
 * ``PATH-checkpoints``: LangGraph's ``AsyncSqliteSaver`` (``FileCheckpointer``);
 * ``PATH-store``: LangGraph's ``AsyncSqliteStore`` (``FileStore``), both in
   :mod:`triograph.storage.file_graph`.
@@ -36,6 +37,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar, cast
 
+import attrs
+import outcome
 import trio
 
 from triograph.core.infra.errors import ConfigError
@@ -137,7 +140,7 @@ def _transaction(
     ``begin``, alone (a single statement: a transaction of its own, in autocommit mode)."""
     counts, used = Counts.of_process(), conn
     if counts is not None:
-        counts.add(calls=1, transactions=0 if begin is None else 1)
+        counts.add(transactions=0 if begin is None else 1)
         used = cast("sqlite3.Connection", _Counted(conn, counts))
     if begin is None:
         return fn(used)
@@ -149,6 +152,29 @@ def _transaction(
         raise
     conn.execute("COMMIT")
     return result
+
+
+def _hop(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a worker thread's call: counted as one (``sql.Counts``)."""
+    if (counts := Counts.of_process()) is not None:
+        counts.add(calls=1)
+    return fn(*args)
+
+
+@attrs.define(eq=False)
+class _Write:
+    """A write waiting for the writer connection, and once done its outcome."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    begin: str | None
+    outcome: outcome.Outcome[Any] | None = None
+    done: trio.Event = attrs.Factory(trio.Event)
+
+
+def _write_all(conn: sqlite3.Connection, writes: list[_Write]) -> None:
+    """Each write in its own transaction, in order (one failing changes none of the others)."""
+    for write in writes:
+        write.outcome = outcome.capture(_transaction, conn, write.fn, write.begin)
 
 
 class _Counted:
@@ -169,7 +195,14 @@ class _Counted:
 class _Database:
     """The metadata file's connections (the :class:`~triograph.storage.sql.SqlEngine` of the
     repositories), each used by one worker thread at a time: the writer under
-    ``_write_lock``, a reader while it is out of ``_idle``."""
+    ``_write_lock``, a reader while it is out of ``_idle``.
+
+    Writes queue for the writer in order, and whoever holds it runs every write queued by
+    then in one worker thread call, each in its own transaction, as the writes would have
+    run one after the other: under load a thread hop (and its wake-ups) serves many writes
+    instead of one. A write cancelled while it waits in the queue never runs; once taken it
+    runs to its end, and the cancel arrives after, as with any call in a worker thread.
+    """
 
     dialect = SQLITE
 
@@ -177,6 +210,8 @@ class _Database:
         self.path = path
         self._limiter = limiter
         self._write_lock = trio.Lock()
+        #: the writes waiting for the writer connection, in order
+        self._queued: list[_Write] = []
         self._idle_in, self._idle = trio.open_memory_channel[sqlite3.Connection](READERS)
         self._connections: list[sqlite3.Connection] = []
 
@@ -195,11 +230,27 @@ class _Database:
     async def write(self, fn: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
         """``fn(writer)`` in a ``BEGIN IMMEDIATE`` transaction (or alone, ``single``), after
         the writes before it."""
-        begin = None if single else "BEGIN IMMEDIATE"
-        async with self._write_lock:
-            return await trio.to_thread.run_sync(
-                _transaction, self._connections[0], fn, begin, limiter=self._limiter
-            )
+        write = _Write(fn, None if single else "BEGIN IMMEDIATE")
+        self._queued.append(write)
+        try:
+            async with self._write_lock:
+                if write.outcome is None:  # not run by the writes before it
+                    writes, self._queued = self._queued, []
+                    try:
+                        await trio.to_thread.run_sync(
+                            _hop, _write_all, self._connections[0], writes, limiter=self._limiter
+                        )
+                    finally:
+                        for each in writes:
+                            each.done.set()
+        except trio.Cancelled:
+            if write in self._queued:  # never taken: it never runs
+                self._queued.remove(write)
+                raise
+            with trio.CancelScope(shield=True):
+                await write.done.wait()
+        assert write.outcome is not None
+        return cast("T", write.outcome.unwrap())
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], *, single: bool = False) -> T:
         """``fn(reader)`` in one read transaction, so it sees one snapshot (or alone,
@@ -207,7 +258,7 @@ class _Database:
         conn = await self._idle.receive()
         try:
             return await trio.to_thread.run_sync(
-                _transaction, conn, fn, None if single else "BEGIN", limiter=self._limiter
+                _hop, _transaction, conn, fn, None if single else "BEGIN", limiter=self._limiter
             )
         finally:
             self._idle_in.send_nowait(conn)

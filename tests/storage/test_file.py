@@ -67,6 +67,64 @@ async def test_a_database_of_a_newer_triograph_is_refused(tmp_path: pathlib.Path
             pass
 
 
+async def test_writes_queued_for_the_writer_run_in_order_each_alone(
+    tmp_path: pathlib.Path,
+) -> None:
+    """The writes that queue while the writer connection is busy run after it in one worker
+    thread call, in their order, each its own transaction: one that fails changes none of
+    the others, one cancelled while it waits never runs, and each caller gets its own
+    result."""
+    async with open_file_storage(f"file:{tmp_path / 'db.sqlite'}", Settings()) as storage:
+        engine = storage.threads._engine  # the metadata file's SqlEngine
+        started, release = threading.Event(), threading.Event()
+
+        def hold(conn: sqlite3.Connection) -> str:
+            started.set()
+            release.wait(10)
+            conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            return "held"
+
+        def insert(n: int) -> Any:
+            return lambda conn: conn.execute(
+                "INSERT INTO t VALUES (?) RETURNING n", (n,)
+            ).fetchone()[0]
+
+        results: dict[str, Any] = {}
+
+        async def write(name: str, fn: Any, scope: trio.CancelScope | None = None) -> None:
+            try:
+                with scope or trio.CancelScope():
+                    results[name] = await engine.write(fn)
+                    return
+            except sqlite3.Error as exc:
+                results[name] = type(exc).__name__
+            if scope is not None and scope.cancelled_caught:
+                results[name] = "cancelled"
+
+        cancelled = trio.CancelScope()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write, "hold", hold)
+            await trio.to_thread.run_sync(started.wait)
+            for name, n in [("1", 1), ("2", 2), ("again 2", 2), ("3", 3)]:
+                nursery.start_soon(write, name, insert(n))
+                await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(write, "4", insert(4), cancelled)
+            await trio.testing.wait_all_tasks_blocked()
+            cancelled.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+        rows = await engine.read(lambda conn: conn.execute("SELECT n FROM t ORDER BY n").fetchall())
+    assert results == {
+        "hold": "held",
+        "1": 1,
+        "2": 2,
+        "again 2": "IntegrityError",
+        "3": 3,
+        "4": "cancelled",
+    }
+    assert [n for (n,) in rows] == [1, 2, 3]
+
+
 async def test_serve_keeps_everything_in_the_working_directory(tmp_path: pathlib.Path) -> None:
     proc = cli("serve", "--config", str(EXAMPLES / "langgraph.json"), "--port", "0", cwd=tmp_path)
     try:
