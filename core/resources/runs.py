@@ -227,8 +227,9 @@ class RunService:
                 await self._store(plan)
                 stored = attrs.evolve(run)  # the answer shows it as stored, not as it runs on
                 await core.supervisor.start(handle)
-            except AssistantChanged:  # nothing was stored
+            except AssistantChanged:  # nothing was stored: the thread's id is used no more
                 core.supervisor.discard(handle)
+                core.event_log.forget([run.thread_id])
                 raise
             except Exception:
                 core.supervisor.discard(handle)
