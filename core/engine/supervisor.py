@@ -59,8 +59,10 @@ FINAL_WRITE = 5.0
 FINISHED_RETENTION = 60.0
 #: seconds between two sweeps of finished runs whose retention ended
 SWEEP_INTERVAL = 5.0
-#: idle sweeps after the last finished run that return freed memory to the system
+#: times freed memory is returned to the system after the last run finished
 RELEASES_AFTER_RUNS = 3
+#: seconds without a new connection, request or run before memory is given back (a pause)
+QUIET = 2.0
 #: the ``UserInterrupt`` message of runs stopped by a shutdown
 SHUTDOWN_REASON = "server shutting down"
 
@@ -99,18 +101,33 @@ class RunSupervisor:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the run nursery until cancelled; sweeps expired finished runs meanwhile.
 
-        Once runs have finished and none is in flight, the next few sweeps give freed
-        memory back to the system (:func:`triograph.core.infra.heap.release`): the first
-        what the runs held, the later ones what their clients held until they left."""
+        Once runs have finished and none is in flight, freed memory goes back to the system
+        (:func:`triograph.core.infra.heap.release`, a pause) a few times, ``SWEEP_INTERVAL``
+        apart (the first what the runs held, the later ones what their clients held until
+        they left), each once nothing new has started for ``QUIET`` seconds."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
+            now = trio.current_time()
+            swept = released = changed = now
+            seen = heap.activity()
             while True:
-                await trio.sleep(SWEEP_INTERVAL)
-                self.sweep()
-                if self._releases_due and not self._lanes:
+                await trio.sleep(QUIET / 2)
+                now = trio.current_time()
+                if now - swept >= SWEEP_INTERVAL:
+                    swept = now
+                    self.sweep()
+                if heap.activity() != seen:
+                    seen, changed = heap.activity(), now
+                if (
+                    self._releases_due
+                    and not self._lanes
+                    and now - changed >= QUIET
+                    and now - released >= SWEEP_INTERVAL
+                ):
                     self._releases_due -= 1
                     heap.release()
+                    released = trio.current_time()
 
     def ready(self) -> None:
         """Start-up is done: runs may execute (those submitted so far waited for this)."""
@@ -163,6 +180,7 @@ class RunSupervisor:
         """
         if not self.accepting:
             raise BadRequest("the server is shutting down and accepts no new runs")
+        heap.note_activity()
         handle = RunHandle(
             run=run,
             stream=RunStream(

@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from triograph.core.infra import heap
 from triograph.core.infra.graph_bridge import ASGIApp
 
 #: requests handled at once until their response starts; more wait in arrival order
@@ -43,6 +44,7 @@ class Admission:
         if scope["type"] != "http" or scope["path"] in BYPASS:
             await self.app(scope, receive, send)
             return
+        heap.note_activity()
         place = object()
         await self.limiter.acquire_on_behalf_of(place)
         held = True

@@ -45,6 +45,8 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
 
+from triograph.core.infra import heap
+
 log = logging.getLogger("triograph.server")
 
 #: seconds before accepting again after the process ran out of descriptors or memory
@@ -234,6 +236,7 @@ async def _accept(listener: socket.socket, handler: Any, nursery: trio.Nursery) 
                 log.error("accepting connections: %s; retrying in %.1f s", exc, BACKOFF)
                 await trio.sleep(BACKOFF)
                 break
+            heap.note_activity()  # no memory release while connections come in
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             nursery.start_soon(_serve_one, handler, stream)
 

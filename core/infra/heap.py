@@ -11,8 +11,13 @@ What a burst frees does not leave the process by itself. Two things keep it:
   system only what is at the top of the main heap; ``malloc_trim(0)`` returns every whole
   free page of every heap.
 
-:func:`release` does both. The supervisor calls it when runs have finished and none is in
-flight any more, so its pause (tens of milliseconds on a large heap) never delays a run.
+:func:`release` does both. The supervisor calls it when runs have finished, none is in
+flight any more and nothing new has started for a whole sweep interval (:func:`activity`
+stood still: no connection accepted, no API request, no run), so that its pause never
+delays a request or a run. The pause grows with the heap: 1.2 s for the collection alone
+with 10,000 connections open (1.2 million objects), taken, before this check, just as a
+burst of 10,000 streams was being accepted (bench ``streams``: its first stream opened
+after the pause); tens of milliseconds on an idle server.
 
 - **CPython's small-object allocator** (pymalloc) was the rest, and the largest part. It
   takes memory from the system in 1 MiB arenas and gives an arena back only once every
@@ -49,6 +54,20 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
 
 
 _malloc_trim = _find_malloc_trim()
+
+_activity = 0
+
+
+def note_activity() -> None:
+    """Something started: a connection accepted, an API request, a run."""
+    global _activity
+    _activity += 1
+
+
+def activity() -> int:
+    """A count that moves whenever :func:`note_activity` is called: equal at two moments,
+    nothing started in between."""
+    return _activity
 
 
 def release() -> None:
