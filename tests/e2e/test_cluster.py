@@ -47,6 +47,25 @@ pytestmark = pytest.mark.skipif(
 LEASE = 0.6
 
 
+class Heartbeat:
+    """A worker's heartbeat, paused and resumed (its ``_beat`` swapped): while paused, its next
+    beat waits, so its lease runs out and another worker claims its runs."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster, self.beat, self.resumed = cluster, cluster._beat, trio.Event()
+
+    def pause(self) -> None:
+        async def stalled(*, first: bool = False) -> None:
+            await self.resumed.wait()
+            await self.beat(first=first)
+
+        self.cluster._beat = stalled
+
+    def resume(self) -> None:
+        self.resumed.set()
+        self.cluster._beat = self.beat
+
+
 @pytest.fixture
 async def database() -> AsyncIterator[str]:
     url = await trio.to_thread.run_sync(pg.fresh_database)
@@ -271,12 +290,7 @@ async def test_a_worker_that_lost_its_lease_does_not_record_the_run(
     a, b = await boot(nursery, database), await boot(nursery, database)
     cluster = a.server.core.storage.cluster
     assert cluster is not None
-    beating = trio.Event()
-    beat = cluster._beat  # type: ignore[attr-defined]
-
-    async def stalled(*, first: bool = False) -> None:
-        await beating.wait()
-        await beat(first=first)
+    heartbeat = Heartbeat(cluster)
 
     gate = tmp_path / "gate"
     tid = await new_thread(a.server)
@@ -285,10 +299,9 @@ async def test_a_worker_that_lost_its_lease_does_not_record_the_run(
     await log_reaches(b.server, tid, ["step1"])
     handle = a.server.core.supervisor.get(rid)
     assert handle is not None
-    cluster._beat = stalled  # type: ignore[attr-defined]
+    heartbeat.pause()
     await poll(lambda: _async(executes_here(b.server, rid)), bool)  # b claimed it
-    beating.set()
-    cluster._beat = beat  # type: ignore[attr-defined]
+    heartbeat.resume()
     await trio.Path(gate).touch()
     with trio.fail_after(30):
         await handle.done.wait()  # a's execution ended ...
@@ -336,12 +349,7 @@ async def test_a_worker_that_lost_its_lease_stops_and_its_checkpoints_are_droppe
     a, b = await boot_node(nursery, settings), await boot_node(nursery, settings)
     cluster = a.server.core.storage.cluster
     assert cluster is not None
-    beating = trio.Event()
-    beat = cluster._beat  # type: ignore[attr-defined]
-
-    async def stalled(*, first: bool = False) -> None:
-        await beating.wait()
-        await beat(first=first)
+    heartbeat = Heartbeat(cluster)
 
     gate, trace = tmp_path / "gate", tmp_path / "trace"
     tid = await new_thread(a.server)
@@ -353,14 +361,13 @@ async def test_a_worker_that_lost_its_lease_stops_and_its_checkpoints_are_droppe
     await poll(lambda: _async(traced(trace, 1)), lambda n: n >= 2)  # checkpointing here
     handle = a.server.core.supervisor.get(rid)
     assert handle is not None
-    cluster._beat = stalled  # type: ignore[attr-defined]
+    heartbeat.pause()
     await poll(lambda: _async(executes_here(b.server, rid)), bool)  # b claimed it
     before = await checkpoints(b.server, tid)  # a's, from while it owned the run
     stepped = traced(trace, 1)
     await poll(lambda: _async(traced(trace, 1)), lambda n: n >= stepped + 3)  # a steps on
     assert not handle.done.is_set()
-    beating.set()
-    cluster._beat = beat  # type: ignore[attr-defined]
+    heartbeat.resume()
     with trio.fail_after(10):  # the gate is still closed: a stopped because it lost the run
         await handle.done.wait()
     stopped = traced(trace, 1)
@@ -408,12 +415,7 @@ async def test_a_run_claimed_before_it_started_is_not_started_by_the_worker_that
     a, b = await boot(nursery, database), await boot(nursery, database)
     cluster = a.server.core.storage.cluster
     assert cluster is not None
-    beating = trio.Event()
-    beat = cluster._beat  # type: ignore[attr-defined]
-
-    async def stalled(*, first: bool = False) -> None:
-        await beating.wait()
-        await beat(first=first)
+    heartbeat = Heartbeat(cluster)
 
     first_gate, second_gate = tmp_path / "first", tmp_path / "second"
     tid = await new_thread(a.server)
@@ -428,7 +430,7 @@ async def test_a_run_claimed_before_it_started_is_not_started_by_the_worker_that
     second = await create(second_gate, multitask_strategy="enqueue")
     waiting = a.server.core.supervisor.get(second)
     assert waiting is not None
-    cluster._beat = stalled  # type: ignore[attr-defined]
+    heartbeat.pause()
     await poll(lambda: _async(executes_here(b.server, second)), bool)  # b claimed both
     await trio.Path(first_gate).touch()
     with trio.fail_after(10):  # its gate is still closed: a did not execute it
@@ -441,8 +443,7 @@ async def test_a_run_claimed_before_it_started_is_not_started_by_the_worker_that
     assert sum(m.startswith(f"run {second} success") for m in said) == 1  # b's hook only
     assert sum(m.startswith(f"run {second} running") for m in said) == 1  # b's start only
     assert (await thread_settles(a.server, tid))["status"] == "idle"
-    beating.set()
-    cluster._beat = beat  # type: ignore[attr-defined]
+    heartbeat.resume()
     for node in (a, b):
         node.server.stop.set()
     with trio.fail_after(20):
