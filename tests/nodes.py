@@ -76,8 +76,13 @@ async def two_servers(
     gracefully when the block ends."""
     a, b = await boot(nursery, settings), await boot(nursery, settings)
     yield a.server, b.server
-    for node in (a, b):
+    await stop(a, b)
+
+
+async def stop(*nodes: Node) -> None:
+    """Stop ``nodes`` gracefully, all at once, and wait until they have."""
+    for node in nodes:
         node.server.stop.set()
     with trio.fail_after(20):
-        await a.server.stopped.wait()
-        await b.server.stopped.wait()
+        for node in nodes:
+            await node.server.stopped.wait()

@@ -35,7 +35,7 @@ from tests.concurrency import (
     writers,
 )
 from tests.conftest import EXAMPLES, example_settings
-from tests.nodes import Node, two_servers
+from tests.nodes import Node, stop, two_servers
 from tests.nodes import boot as boot_node
 from tests.sdk import Server, poll
 from triograph.core.infra.settings import GraphSpec
@@ -315,11 +315,7 @@ async def test_a_worker_that_lost_its_lease_does_not_record_the_run(
     assert sum(f"run {rid}: claimed by another worker" in m for m in said) == 1
     assert sum(m.startswith(f"run {rid} success") for m in said) == 1  # b's hook only
     assert (await thread_settles(a.server, tid))["status"] == "idle"
-    for node in (a, b):
-        node.server.stop.set()
-    with trio.fail_after(20):
-        await a.server.stopped.wait()
-        await b.server.stopped.wait()
+    await stop(a, b)
 
 
 LOOPING = GraphSpec(graph_id="looping", path=f"{EXAMPLES / 'graphs' / 'looping.py'}:graph")
@@ -394,11 +390,7 @@ async def test_a_worker_that_lost_its_lease_stops_and_its_checkpoints_are_droppe
     assert sum(f"run {rid}: claimed by another worker" in m for m in said) == 1
     assert sum(m.startswith(f"run {rid} success") for m in said) == 1  # b's hook only
     assert (await thread_settles(a.server, tid))["status"] == "idle"
-    for node in (a, b):
-        node.server.stop.set()
-    with trio.fail_after(20):
-        await a.server.stopped.wait()
-        await b.server.stopped.wait()
+    await stop(a, b)
 
 
 async def test_a_run_claimed_before_it_started_is_not_started_by_the_worker_that_lost_it(
@@ -444,11 +436,7 @@ async def test_a_run_claimed_before_it_started_is_not_started_by_the_worker_that
     assert sum(m.startswith(f"run {second} running") for m in said) == 1  # b's start only
     assert (await thread_settles(a.server, tid))["status"] == "idle"
     heartbeat.resume()
-    for node in (a, b):
-        node.server.stop.set()
-    with trio.fail_after(20):
-        await a.server.stopped.wait()
-        await b.server.stopped.wait()
+    await stop(a, b)
 
 
 async def _async(value: bool) -> bool:
@@ -473,11 +461,7 @@ async def test_crons_fire_once_across_servers(nursery: trio.Nursery, database: s
     await poll(lambda: a.sync(lambda c: c.runs.list(tid)), lambda runs: len(runs) == 1)
     await trio.sleep(0.5)  # ten more polls of each scheduler
     assert len(await b.sync(lambda c: c.runs.list(tid))) == 1
-    for node in nodes:
-        node.server.stop.set()
-    with trio.fail_after(20):
-        for node in nodes:
-            await node.server.stopped.wait()
+    await stop(*nodes)
 
 
 async def test_stored_events_follow_the_run(pair: tuple[Server, Server]) -> None:
