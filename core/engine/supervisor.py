@@ -117,8 +117,8 @@ class RunSupervisor:
                 if now - swept >= SWEEP_INTERVAL:
                     swept = now
                     self.sweep()
-                if heap.activity() != seen:
-                    seen, changed = heap.activity(), now
+                if (activity := heap.activity()) != seen:
+                    seen, changed = activity, now
                 if (
                     self._releases_due
                     and not self._lanes

@@ -48,10 +48,12 @@ LEASE = 0.6
 
 
 class Heartbeat:
-    """A worker's heartbeat, paused and resumed (its ``_beat`` swapped): while paused, its next
-    beat waits, so its lease runs out and another worker claims its runs."""
+    """A worker's heartbeat, paused and resumed (its cluster's ``_beat`` swapped): while
+    paused, its next beat waits, so its lease runs out and another worker claims its runs."""
 
-    def __init__(self, cluster: Any) -> None:
+    def __init__(self, node: Node) -> None:
+        cluster = node.server.core.storage.cluster
+        assert cluster is not None
         self.cluster, self.beat, self.resumed = cluster, cluster._beat, trio.Event()
 
     def pause(self) -> None:
@@ -288,9 +290,7 @@ async def test_a_worker_that_lost_its_lease_does_not_record_the_run(
     ``b``'s second attempt, finished once."""
     caplog.set_level(logging.INFO)
     a, b = await boot(nursery, database), await boot(nursery, database)
-    cluster = a.server.core.storage.cluster
-    assert cluster is not None
-    heartbeat = Heartbeat(cluster)
+    heartbeat = Heartbeat(a)
 
     gate = tmp_path / "gate"
     tid = await new_thread(a.server)
@@ -343,9 +343,7 @@ async def test_a_worker_that_lost_its_lease_stops_and_its_checkpoints_are_droppe
     settings = example_settings(storage=database, lease=LEASE, shutdown_grace=0.5)
     settings = attrs.evolve(settings, graphs=(*settings.graphs, LOOPING))
     a, b = await boot_node(nursery, settings), await boot_node(nursery, settings)
-    cluster = a.server.core.storage.cluster
-    assert cluster is not None
-    heartbeat = Heartbeat(cluster)
+    heartbeat = Heartbeat(a)
 
     gate, trace = tmp_path / "gate", tmp_path / "trace"
     tid = await new_thread(a.server)
@@ -405,9 +403,7 @@ async def test_a_run_claimed_before_it_started_is_not_started_by_the_worker_that
     over ``b``'s nor executes the run, and ``b`` records the run once."""
     caplog.set_level(logging.INFO)
     a, b = await boot(nursery, database), await boot(nursery, database)
-    cluster = a.server.core.storage.cluster
-    assert cluster is not None
-    heartbeat = Heartbeat(cluster)
+    heartbeat = Heartbeat(a)
 
     first_gate, second_gate = tmp_path / "first", tmp_path / "second"
     tid = await new_thread(a.server)
