@@ -8,6 +8,7 @@ anything is stored, so a 4xx changes nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from triograph.core.infra.models import (
     RunCreate,
     Thread,
     new_id,
+    now,
     validate_uuid,
 )
 from triograph.core.infra.storage import AssistantChanged
@@ -89,6 +91,9 @@ class _Plan:
     stateless: bool = False
     #: ``assistant`` may be this process's cached copy: the insert checks it is current
     cached: bool = False
+    #: the request's ``after_seconds``: the run's scheduled start is this long after it is
+    #: reserved on its thread
+    after: float = 0.0
 
 
 class RunService:
@@ -208,6 +213,7 @@ class RunService:
             admission=admission,
             stateless=stateless,
             cached=cached,
+            after=body.after_seconds or 0.0,
         )
 
     async def commit(self, plan: _Plan, *, retain: bool = False) -> tuple[Run, RunHandle]:
@@ -221,6 +227,10 @@ class RunService:
         undone (reservation and record) and the thread status recomputed.
         """
         core, run = self.core, plan.run
+        # The scheduled start is stamped with the reservation, not when the request arrived:
+        # a delayed run of the thread whose time came while this request awaited storage
+        # may have taken the thread already; it must count as scheduled first.
+        run.created_at = run.updated_at = now() + dt.timedelta(seconds=plan.after)
         handle = core.supervisor.reserve(run, retain=retain)
         with trio.CancelScope(shield=True):
             try:

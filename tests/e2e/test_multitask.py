@@ -286,6 +286,32 @@ async def test_a_delayed_run_takes_its_turn_at_its_scheduled_time(server: Server
     await quiet(server)
 
 
+async def test_a_run_still_being_stored_when_a_delayed_run_starts_is_scheduled_after_it(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that is still reading storage when a delayed run's time comes is
+    scheduled after that run, which has taken the thread: its scheduled start is stamped
+    when it takes its place on the thread, not when the request arrived."""
+    tid = await new_thread(server)
+    delayed = await start_slow(server, tid, FAST, "delayed", after_seconds=0.2)
+    threads = server.core.storage.threads
+    get_thread = threads.get
+
+    async def slow_get(*args: Any, **kwargs: Any) -> Any:
+        await trio.sleep(0.6)  # the delayed run's time comes meanwhile
+        return await get_thread(*args, **kwargs)
+
+    monkeypatch.setattr(threads, "get", slow_get)
+    later = await start_slow(server, tid, FAST, "later")
+    monkeypatch.setattr(threads, "get", get_thread)
+    for rid in (delayed, later):
+        assert await run_ends(server, tid, rid) == "success"
+    runs = await server.sync(lambda c: c.runs.list(tid))
+    by_schedule = [r["run_id"] for r in sorted(runs, key=lambda r: r["created_at"])]
+    assert writers(await checkpoints(server, tid)) == by_schedule == [delayed, later]
+    await quiet(server)
+
+
 # -- a third-party strategy -------------------------------------------------------------------
 
 
