@@ -141,6 +141,15 @@ _RUNS = Tables.of(POSTGRES).runs
 #: SELECT sees the rows as they were before the UPDATE: True if it was updated, or is gone
 _RECORD = f"""WITH updated AS ({_RUNS.update} WHERE run_id = %s AND owner = %s RETURNING 1)
     SELECT EXISTS (SELECT FROM updated) OR NOT EXISTS (SELECT FROM runs WHERE run_id = %s)"""
+# fenced as _RECORD: the run's delete re-checks its owner on the row's latest version; the
+# thread (whose delete would take the run too) goes only with it, or if it is gone already
+_DISCARD = """WITH run AS (DELETE FROM runs WHERE run_id = %(run)s AND owner = %(owner)s
+        RETURNING 1),
+    mine AS (SELECT EXISTS (SELECT FROM run)
+        OR NOT EXISTS (SELECT FROM runs WHERE run_id = %(run)s) AS yes),
+    thread AS (DELETE FROM threads WHERE thread_id = %(thread)s AND (SELECT yes FROM mine)
+        RETURNING 1)
+    SELECT (SELECT yes FROM mine), EXISTS (SELECT FROM thread)"""
 _PRUNE = """WITH gone AS (
         DELETE FROM run_events e USING runs r
         WHERE e.run_id = r.run_id AND r.status NOT IN ('pending', 'running')
@@ -439,6 +448,14 @@ class PostgresCluster:
         params = [*_RUNS.row(run), run.run_id, self.worker_id, run.run_id]
         row = await self._db.run(lambda conn: conn.execute(_RECORD, params).fetchone(), single=True)
         return bool(row and row[0])
+
+    async def discard(self, run: Run) -> bool | None:
+        params = {"run": run.run_id, "owner": self.worker_id, "thread": run.thread_id}
+        row = await self._db.run(
+            lambda conn: conn.execute(_DISCARD, params).fetchone(), single=True
+        )
+        mine, deleted = row or (False, False)  # one row, always
+        return bool(deleted) if mine else None
 
     async def append_events(
         self, run_id: str, events: Sequence[StoredEvent]

@@ -94,6 +94,12 @@ class ClusterLink(Protocol):
         """Cancel those in-flight runs among ``run_ids`` that other processes execute."""
         ...
 
+    async def discard(self, run: Run) -> bool | None:
+        """A finished temporary run's end: its thread and the run deleted in one write,
+        fenced as :meth:`record` is. Whether the thread was deleted (False: gone already),
+        or None if another process claimed the run (nothing was deleted)."""
+        ...
+
     def keeps_events(self, run: Run) -> bool:
         """Whether the events of this process's ``run`` are stored for other processes."""
         ...
@@ -174,6 +180,9 @@ class LocalLink:
     async def record(self, run: Run) -> bool:
         await self.core.storage.runs.update(run)
         return True
+
+    async def discard(self, run: Run) -> bool | None:
+        return await self.core.storage.threads.delete(run.thread_id)
 
     async def in_flight_elsewhere(self, thread_id: str) -> list[Run]:
         return []

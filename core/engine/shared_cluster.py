@@ -184,6 +184,10 @@ class SharedLink:
         is."""
         return await self.cluster.record(run)
 
+    async def discard(self, run: Run) -> bool | None:
+        """A temporary run's end, fenced as :meth:`record` is."""
+        return await self.cluster.discard(run)
+
     def _executing(self) -> list[str]:
         return [handle.run.run_id for handle in self.core.supervisor.all_in_flight()]
 

@@ -445,6 +445,7 @@ class RunSupervisor:
         the final record found the run another worker's (and nothing more was done)."""
         core, run = self.core, handle.run
         thread_error = None
+        deleted: bool | None = False  # a temporary run's thread, by its final write
         if outcome == "error":
             assert error is not None
             log.debug("run %s failed: %r", run.run_id, error)  # the run log says it, once
@@ -478,7 +479,9 @@ class RunSupervisor:
             # emitters' end events) finds the thread final (its interrupts pending), and a
             # process that sees the run final (a join elsewhere) reads its values from the
             # thread. Every event is stored before the run's status. The run still stored
-            # in flight is this process's: the thread's status does not count it.
+            # in flight is this process's: the thread's status does not count it. A
+            # temporary run is never stored final: the write that would say so deletes it,
+            # with its thread (one write: a crash leaves it in flight, to be retried, or gone).
             owned = True
             try:
                 if not handle.temporary:
@@ -490,14 +493,20 @@ class RunSupervisor:
                 with trio.CancelScope(shield=True, deadline=trio.current_time() + FINAL_WRITE):
                     run.status = outcome
                     run.updated_at = now()
-                    owned = await core.cluster.record(run)
+                    if handle.temporary:
+                        deleted = await core.cluster.discard(run)
+                        owned = deleted is not None
+                    else:
+                        owned = await core.cluster.record(run)
             if not owned:  # claimed meanwhile: the claimant records it
                 return False
         await core.hooks.fire(
             "triograph_run_finished", run=attrs.evolve(run), outcome=outcome, error=thread_error
         )
         if handle.temporary:  # it kept no checkpoints: only the records go
-            await core.threads.discard(run.thread_id)
+            if outcome == "rolled_back":  # its run is deleted; its thread goes now
+                deleted = await core.storage.threads.delete(run.thread_id)
+            await core.threads.discarded(run.thread_id, deleted=bool(deleted))
         return True
 
     def _retain(self, handle: RunHandle, outcome: Outcome) -> None:

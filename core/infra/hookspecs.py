@@ -237,12 +237,14 @@ def triograph_run_finished(run: Run, outcome: str, error: dict[str, str] | None)
     """A run reached a terminal state, or was rolled back (and deleted).
 
     :param run: the run with its final status already stored; a rolled-back run arrives
-        with status ``interrupted`` and is no longer stored (nor are its checkpoints).
+        with status ``interrupted`` and is no longer stored (nor are its checkpoints); a
+        stateless run with ``on_completion="delete"`` arrives with its final status and is
+        no longer stored either, nor its thread: the one write that ends it deletes both.
     :param outcome: ``success``, ``error``, ``interrupted``, ``timeout`` or ``rolled_back``.
     :param error: ``{"error": class, "message": text}`` for a failed or cancelled run.
 
     Called in the run's task under a shielded, time-limited scope after the final writes
-    and before ``on_completion`` deletes a stateless run. May be ``async def``. Raising is
+    (before ``triograph_thread_deleted`` for a stateless run's thread). May be ``async def``. Raising is
     logged; nothing is undone.
     """
 

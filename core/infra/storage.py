@@ -254,6 +254,14 @@ class Cluster(Protocol):
         it was (True for a run no longer stored, which is not written again)."""
         ...
 
+    async def discard(self, run: Run) -> bool | None:
+        """The end of a finished temporary run (stateless, ``on_completion="delete"``):
+        delete its thread, and so the run, if the run is still this worker's, in one
+        statement (it is never stored final: the record that would say so is deleted by the
+        same write). Whether the thread was deleted (False: gone already), or None if the
+        run is another worker's, and nothing was deleted."""
+        ...
+
     def watch(
         self, executing: Callable[[], Collection[str]], lost: Callable[[list[str]], None]
     ) -> None:

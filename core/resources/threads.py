@@ -236,10 +236,12 @@ class ThreadService:
             raise NotFound(f"Thread with ID {thread_id} not found")
         await self.core.hooks.fire("triograph_thread_deleted", thread_id=thread_id)
 
-    async def discard(self, thread_id: str) -> None:
-        """Delete the temporary thread of a finished stateless run, with its run (the run's
-        task asks, as the server: no lookup, no checkpoints, no run in flight to cancel)."""
-        if await self._erase(thread_id, checkpoints=False):
+    async def discarded(self, thread_id: str, *, deleted: bool) -> None:
+        """The temporary thread of a finished stateless run is gone with its run (its task
+        deleted both, as the server: no lookup, no checkpoints, no run in flight to cancel);
+        ``deleted``: by that write (it was not gone already)."""
+        self.core.event_log.forget([thread_id])
+        if deleted:
             await self.core.hooks.fire("triograph_thread_deleted", thread_id=thread_id)
 
     async def _erase(self, thread_id: str, *, checkpoints: bool = True) -> bool:

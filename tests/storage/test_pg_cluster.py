@@ -372,6 +372,26 @@ async def test_a_runs_final_record_is_written_only_by_its_owner(db: PgDatabase) 
         assert await sql(db, "SELECT count(*) FROM runs WHERE run_id = 'gone'") == [(0,)]
 
 
+async def test_a_temporary_runs_end_deletes_it_with_its_thread_only_by_its_owner(
+    db: PgDatabase,
+) -> None:
+    """Lease fencing in a temporary run's last write, which deletes it with its thread: a
+    worker that lost the run deletes nothing and is told so (None); the owner deletes both
+    (True); a thread gone already is told apart (False), and a run no longer stored is
+    nobody's to fence."""
+    await add_run(db, "r1", owner="a")
+    done = Run(run_id="r1", thread_id="t", assistant_id="x", status="success")
+    async with running(db, "a", "b") as (a, b):
+        assert await b.discard(done) is None
+        assert await sql(db, "SELECT count(*) FROM threads") == [(1,)]
+        assert await sql(db, "SELECT owner, status FROM runs") == [("a", "running")]
+        assert await a.discard(done) is True
+        assert await sql(db, "SELECT count(*) FROM threads") == [(0,)]
+        assert await sql(db, "SELECT count(*) FROM runs") == [(0,)]
+        assert await a.discard(done) is False
+        assert await b.discard(done) is False
+
+
 async def test_a_heartbeat_hands_over_the_runs_another_worker_claimed(db: PgDatabase) -> None:
     """Lease fencing of the execution: at each heartbeat the watcher hears which of the runs
     it executes are another worker's now (not its own, not one no longer stored)."""
