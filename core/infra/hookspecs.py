@@ -244,8 +244,8 @@ def triograph_run_finished(run: Run, outcome: str, error: dict[str, str] | None)
     :param error: ``{"error": class, "message": text}`` for a failed or cancelled run.
 
     Called in the run's task under a shielded, time-limited scope after the final writes
-    (before ``triograph_thread_deleted`` for a stateless run's thread). May be ``async def``. Raising is
-    logged; nothing is undone.
+    (before ``triograph_thread_deleted`` for a stateless run's thread). May be
+    ``async def``. Raising is logged; nothing is undone.
     """
 
 
