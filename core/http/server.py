@@ -25,11 +25,11 @@ hard limit (often 1,024 and 524,288): one descriptor per connection.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import functools
 import logging
-import math
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -93,67 +93,112 @@ async def one_write() -> AsyncIterator[None]:
 class _IdleTimer:
     """Hypercorn's keep-alive timer of a connection (the interface of its ``TrioSingleTask``,
     which ``TCPServer`` calls ``restart`` when the connection becomes idle and ``stop`` when a
-    request comes) without a task per request: Hypercorn cancels its timer task when a
-    request starts and starts a new one when it ends, a lock, a task and an unwinding
-    cancellation per request. Here one task per connection waits with a deadline that is
-    moved: at ``keep_alive_timeout`` seconds of idleness, or at the server's shutdown once
-    idle, the connection is closed (as Hypercorn's timer closes it).
+    request comes) without a task of its own: the :class:`IdleTimers` of the server keep every
+    connection's deadline, and close the connection once ``keep_alive_timeout`` seconds of
+    idleness have passed, or at the server's shutdown once it is idle, as Hypercorn's timer
+    does. Hypercorn's timer is a task per request (a lock, a task and an unwinding cancellation
+    each time); a task per connection, as this class had, is still ~2.3 KiB for as long as the
+    connection is open, an open stream's whole life (bench/stream_memory.py)."""
 
-    It also closes a connection whose client has gone at once (:meth:`gone`: its end of the
-    socket is shut): Hypercorn kept those until the keep-alive timeout, every closed
-    connection's socket (in ``CLOSE-WAIT``) and state held 75 s after its client left."""
+    __slots__ = ("_connection", "_timers", "idle", "mark")
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, timers: IdleTimers) -> None:
         self._connection = connection
-        self._scope: trio.CancelScope | None = None
-        self._idle = trio.Event()
-        self._gone = False  # nothing more will be read: close at once
+        self._timers = timers
+        self.idle = False
+        #: moves each time the connection becomes idle or busy: a deadline scheduled with
+        #: another mark is stale
+        self.mark = 0
 
     async def restart(self, task_group: Any, action: Any) -> None:
-        self._idle.set()
-        if self._scope is None:
-            await task_group._nursery.start(self._watch)
-        elif self._gone:
-            self._scope.cancel()
+        self.idle = True
+        self.mark += 1
+        if self._timers.terminated:
+            self._connection.close_soon()
         else:
-            self._scope.deadline = trio.current_time() + self._connection.config.keep_alive_timeout
+            self._timers.schedule(self)
 
     async def stop(self) -> None:
-        if self._idle.is_set():
-            self._idle = trio.Event()
-        if self._scope is not None:
-            self._scope.deadline = math.inf
+        self.idle = False
+        self.mark += 1
 
-    def gone(self) -> None:
-        """Nothing more will be read (the client shut its end, or the socket failed or was
-        closed): Hypercorn has told a request in flight that its client left; close now. A
-        connection's task ends only once this one does."""
-        self._gone = True
-        if self._scope is not None:
-            self._scope.cancel()
+    def expire(self, mark: int) -> None:
+        """The deadline scheduled with ``mark`` has come: close if nothing happened since."""
+        if self.idle and mark == self.mark:
+            self._connection.close_soon()
 
-    async def _watch(self, task_status: trio.TaskStatus[None]) -> None:
-        connection = self._connection
-        timeout = connection.config.keep_alive_timeout
-        with trio.CancelScope(deadline=trio.current_time() + timeout) as self._scope:
-            task_status.started()
-            await connection.context.terminated.wait()  # the server is shutting down:
-            await self._idle.wait()  # the connection is closed once idle, as Hypercorn does
-        with trio.CancelScope(shield=True):
-            await connection._initiate_server_close()
+
+class IdleTimers:
+    """The keep-alive deadlines of every connection of a server, kept by one task
+    (:meth:`serve`). Deadlines are scheduled ``timeout`` seconds after the moment a connection
+    became idle, so in the order they come due: the schedule is a queue, and a deadline that
+    went stale (the connection got a request, or became idle again) is skipped when it comes.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.terminated = False
+        self._due: collections.deque[tuple[float, _IdleTimer, int]] = collections.deque()
+        self._added: trio.Event | None = None
+
+    def schedule(self, timer: _IdleTimer) -> None:
+        self._due.append((trio.current_time() + self.timeout, timer, timer.mark))
+        if self._added is not None:
+            self._added.set()
+            self._added = None
+
+    async def serve(self) -> None:
+        """Close the connections whose deadline came, until cancelled (at the shutdown)."""
+        due = self._due
+        while True:
+            if not due:
+                self._added = trio.Event()
+                await self._added.wait()
+                continue
+            await trio.sleep_until(due[0][0])
+            now = trio.current_time()
+            while due and due[0][0] <= now:
+                _, timer, mark = due.popleft()
+                timer.expire(mark)
+
+    def terminate(self) -> None:
+        """The server is shutting down: close every idle connection now, and each of the
+        others as soon as it is idle."""
+        self.terminated = True
+        due, self._due = self._due, collections.deque()
+        for _, timer, mark in due:
+            timer.expire(mark)
 
 
 class Connection(TCPServer):
     """Hypercorn's connection, whose writes :func:`one_write` can gather, with a keep-alive
-    timer that costs no task per request (:class:`_IdleTimer`)."""
+    timer that costs no task (:class:`_IdleTimer`). A connection whose client has gone (its
+    end of the socket is shut) is closed at once: Hypercorn kept those until the keep-alive
+    timeout, every closed connection's socket (in ``CLOSE-WAIT``) and state held 75 s after
+    its client left."""
 
-    def __init__(self, *args: Any) -> None:
+    def __init__(self, timers: IdleTimers, *args: Any) -> None:
         super().__init__(*args)
-        self.idle_task = self._timer = _IdleTimer(self)  # type: ignore[assignment]
+        self.idle_task = _IdleTimer(self, timers)  # type: ignore[assignment]
+        self._closing = False
 
     async def _read_data(self) -> None:
         await super()._read_data()  # returns once the client's end is shut (or failed)
-        self._timer.gone()
+        # Hypercorn has told a request in flight that its client left: close now
+        if not self._closing:
+            self._closing = True
+            with trio.CancelScope(shield=True):
+                await self._initiate_server_close()
+
+    def close_soon(self) -> None:
+        """Close the connection (idle, or the server is shutting down) in a task of its own."""
+        if not self._closing:  # the connection's task group is still open
+            self._closing = True
+            self._task_group._nursery.start_soon(self._close_idle)  # type: ignore[union-attr]
+
+    async def _close_idle(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
 
     async def protocol_send(self, event: Event) -> None:
         writes = _gathering.get()
@@ -193,9 +238,15 @@ async def serve(
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
+            timers = IdleTimers(config.keep_alive_timeout)
             async with trio.open_nursery() as server_nursery:
                 handler = functools.partial(
-                    Connection, wrapped, config, context, ConnectionState(lifespan_state.copy())
+                    Connection,
+                    timers,
+                    wrapped,
+                    config,
+                    context,
+                    ConnectionState(lifespan_state.copy()),
                 )
                 task_status.started(
                     [f"http://{repr_socket_addr(listener.family, listener.getsockname())}"]
@@ -205,12 +256,14 @@ async def serve(
                         nursery.start_soon(raise_shutdown, shutdown_trigger)
                         nursery.start_soon(raise_shutdown, context.terminate.wait)
                         nursery.start_soon(_accept, listener, handler, server_nursery)
+                        nursery.start_soon(timers.serve)
                 except BaseExceptionGroup as group:
                     _, others = group.split((ShutdownError, KeyboardInterrupt))
                     if others is not None:
                         raise others from None
                 finally:
                     await context.terminated.set()
+                    timers.terminate()
                     server_nursery.cancel_scope.deadline = (
                         trio.current_time() + config.graceful_timeout
                     )
