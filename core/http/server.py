@@ -38,9 +38,9 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config
-from hypercorn.events import Event, RawData
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
@@ -183,12 +183,32 @@ class Connection(TCPServer):
         self._closing = False
 
     async def _read_data(self) -> None:
-        await super()._read_data()  # returns once the client's end is shut (or failed)
+        await self._read_all()  # returns once the client's end is shut (or failed)
         # Hypercorn has told a request in flight that its client left: close now
         if not self._closing:
             self._closing = True
             with trio.CancelScope(shield=True):
                 await self._initiate_server_close()
+
+    async def _read_all(self) -> None:
+        """Hypercorn's ``TCPServer._read_data``, without a cancel scope around each read when
+        there is no ``read_timeout`` (the default): its ``fail_after(inf)`` is ~1 KiB held for
+        as long as the read waits, an open stream's whole life."""
+        timeout = self.config.read_timeout
+        while True:
+            try:
+                if not timeout:
+                    data = await self.stream.receive_some(MAX_RECV)
+                else:
+                    with trio.fail_after(timeout):
+                        data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            else:
+                await self.protocol.handle(RawData(bytes(data)))
+                if data == b"":
+                    break
+        await self.protocol.handle(Closed())
 
     def close_soon(self) -> None:
         """Close the connection (idle, or the server is shutting down) in a task of its own."""
