@@ -101,12 +101,15 @@ class ThreadLane:
     holder: RunHandle | None = None
     #: state writes (``update_state``) holding the thread; runs wait for them too
     writers: int = 0
-    changed: trio.Event = attrs.Factory(trio.Event)
+    #: set when something changes, for the runs waiting (made only when one waits: most
+    #: lanes, a stateless run's, never have a run waiting)
+    changed: trio.Event | None = None
 
     def notify(self) -> None:
         """Wake every waiter to look again (a run arrived, left, or released the thread)."""
-        self.changed.set()
-        self.changed = trio.Event()
+        if self.changed is not None:
+            self.changed.set()
+            self.changed = None
 
     def _next(self) -> RunHandle | None:
         waiting = [h for h in self.handles if h is not self.holder]
@@ -116,16 +119,18 @@ class ThreadLane:
         """Return once ``handle`` holds the thread. Cancellable: a run cancelled while it
         waits (for the thread or for its ``after_seconds``) never takes it."""
         while True:
-            changed = self.changed
-            if self.holder is None and not self.writers and self._next() is handle:
-                delay = (handle.run.created_at - now()).total_seconds()
-                if delay <= 0:
-                    self.holder = handle
-                    return
+            first = self.holder is None and not self.writers and self._next() is handle
+            delay = (handle.run.created_at - now()).total_seconds() if first else 0.0
+            if first and delay <= 0:
+                self.holder = handle
+                return
+            if self.changed is None:
+                self.changed = trio.Event()
+            if first:
                 with trio.move_on_after(delay):
-                    await changed.wait()
+                    await self.changed.wait()
             else:
-                await changed.wait()
+                await self.changed.wait()
 
     @property
     def idle(self) -> bool:

@@ -103,11 +103,12 @@ class Cors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_headers = dict(scope["headers"])
-        origin = request_headers.get(b"origin")
-        if origin is None:  # not a browser's cross-origin request
+        if not any(name == b"origin" for name, _ in scope["headers"]):
+            # not a browser's cross-origin request (no dict of the headers held meanwhile)
             await self.app(scope, receive, send)
             return
+        request_headers = dict(scope["headers"])
+        origin = request_headers[b"origin"]
         if scope["method"] == "OPTIONS" and b"access-control-request-method" in request_headers:
             await self._preflight(origin.decode("latin-1"), request_headers, send)
             return

@@ -85,24 +85,23 @@ class _Exchange:
         declared = _declared_length(scope["headers"])
         #: the body is over the limit: it is not read, the connection closes after the 413
         self._refused = declared is not None and declared > most
-        #: set once the whole body is in (Hypercorn's parser has seen its end), or when
-        #: there is none, or the client left
-        self.body_done = trio.Event()
+        #: the whole body is in (Hypercorn's parser has seen its end), or there is none, or
+        #: the client left; an event to wait for it is made only if a response waits
+        self._body_done = declared == 0
+        self._body_event: trio.Event | None = None
         #: the response's messages not sent yet (its head, the body's first parts): a
         #: response of known length goes out in one write (see ``core/http/server.py``)
         self._held: list[dict[str, Any]] | None = None
         self._held_bytes = 0
-        if declared == 0:
-            self.body_done.set()
 
     async def receive(self) -> dict[str, Any]:
         while True:
             message: dict[str, Any] = await self._receive()
             if message["type"] != "http.request":
-                self.body_done.set()  # http.disconnect: nothing more will come
+                self._body_end()  # http.disconnect: nothing more will come
                 return message
             if not message.get("more_body", False):
-                self.body_done.set()
+                self._body_end()
             if self._refused:
                 continue  # cut off already: the app has been told the body ended
             self._received += len(message.get("body", b""))
@@ -111,6 +110,11 @@ class _Exchange:
                 self._refused = True
                 return {**message, "more_body": False}
             return message
+
+    def _body_end(self) -> None:
+        self._body_done = True
+        if self._body_event is not None:
+            self._body_event.set()
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -133,13 +137,14 @@ class _Exchange:
                     await self._write()
                 return
         elif kind == "http.response.body":
-            if not self._refused and not self.body_done.is_set():
+            if not self._refused and not self._body_done:
                 # an early response: the app (Quart keeps receiving) reads the rest of the
                 # body, so the connection can serve the next request; a body that does not
                 # come in time gets the connection closed instead
+                self._body_event = trio.Event()
                 await self._write()
                 with trio.move_on_after(self._drain_timeout):
-                    await self.body_done.wait()
+                    await self._body_event.wait()
             with trio.CancelScope(shield=True, deadline=trio.current_time() + FINISH_TIMEOUT):
                 await self._write(message)
             return
