@@ -90,14 +90,14 @@ def dump(signum: int, frame: Any) -> None:
     if signum == signal.SIGUSR2:
         libc.malloc_trim(0)
     gc.collect()
+    snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
     info = libc.mallinfo2()
     path = os.environ["STREAM_MEMORY_DUMP"]
     counts: collections.Counter[str] = collections.Counter()
     counts["malloc:rss"] = rss()
     for name, _ in Mallinfo2._fields_:
         counts["malloc:" + name] = getattr(info, name)
-    snapshot = None
-    if tracemalloc.is_tracing():
+    if snapshot is not None:
         for o in gc.get_objects():
             name = type_name(o)
             counts[name] += 1
@@ -108,7 +108,6 @@ def dump(signum: int, frame: Any) -> None:
                 counts["codebytes:" + name + ":" + code.co_qualname] += sys.getsizeof(o)
         if os.environ.get("STREAM_MEMORY_OWNERS"):
             owners(counts)
-        snapshot = tracemalloc.take_snapshot()
     with open(path, "wb") as f:
         pickle.dump((snapshot, counts), f)
     os.rename(path, path + ".done")
