@@ -291,6 +291,9 @@ class RunSupervisor:
         run = handle.run
         await self.core.hooks.fire("triograph_run_created", run=attrs.evolve(run))
         task_status.started()
+        # it refers to the nursery the task started in, with its cancel scope and sets:
+        # ~1 KiB that would be held for the run's whole life
+        del task_status
         error: Exception | None = None
         try:
             with handle.scope:
