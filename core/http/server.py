@@ -183,17 +183,11 @@ class Connection(TCPServer):
         self._closing = False
 
     async def _read_data(self) -> None:
-        await self._read_all()  # returns once the client's end is shut (or failed)
-        # Hypercorn has told a request in flight that its client left: close now
-        if not self._closing:
-            self._closing = True
-            with trio.CancelScope(shield=True):
-                await self._initiate_server_close()
-
-    async def _read_all(self) -> None:
-        """Hypercorn's ``TCPServer._read_data``, without a cancel scope around each read when
-        there is no ``read_timeout`` (the default): its ``fail_after(inf)`` is ~1 KiB held for
-        as long as the read waits, an open stream's whole life."""
+        """Hypercorn's ``TCPServer._read_data``, which returns once the client's end is shut
+        (or failed), without a cancel scope around each read when there is no
+        ``read_timeout`` (the default): its ``fail_after(inf)`` is ~1 KiB held for as long as
+        the read waits, an open stream's whole life. Hypercorn has then told a request in
+        flight that its client left: the connection is closed at once."""
         timeout = self.config.read_timeout
         while True:
             try:
@@ -209,6 +203,10 @@ class Connection(TCPServer):
                 if data == b"":
                     break
         await self.protocol.handle(Closed())
+        if not self._closing:
+            self._closing = True
+            with trio.CancelScope(shield=True):
+                await self._initiate_server_close()
 
     def close_soon(self) -> None:
         """Close the connection (idle, or the server is shutting down) in a task of its own."""
