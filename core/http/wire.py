@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
@@ -230,11 +229,18 @@ def sse_response(
             if sub is None:
                 finished = True
                 return
-            async with aclosing(sse_batches(sub, heartbeats)) as batches:
-                async for events in batches:
-                    yield (
-                        b"".join(e.frame(with_id=with_id) for e in events) if events else HEARTBEAT
-                    )
+            # what sse_batches does, written out: an async generator less (~0.4 KiB) in the
+            # chain of frames a stream holds while it waits
+            heartbeats.add(sub)
+            while True:
+                events = await sub.receive(SSE_CHUNK_BYTES)
+                if sub.beat:
+                    sub.beat = False
+                    yield HEARTBEAT
+                if events:
+                    yield b"".join(e.frame(with_id=with_id) for e in events)
+                elif sub.ended and not sub.queued:
+                    break
             finished = True
         finally:
             c.open_streams -= 1
