@@ -59,7 +59,8 @@ from triograph.core.http.routes import (
     store,
     threads,
 )
-from triograph.core.http.transport import Transport
+from triograph.core.http.server import DISCONNECT_WATCH, DisconnectWatch
+from triograph.core.http.transport import CUT, Transport
 from triograph.core.infra import encoding
 from triograph.core.infra.auth import Access
 from triograph.core.infra.context import Core
@@ -157,21 +158,62 @@ def build_core(settings: Settings) -> Core:
 _convert_os_error = getattr(quart_trio_asgi, "_convert_os_error", None)
 
 
+class _BodyRead(Exception):
+    """The request's whole body is in: its messages task ends (see :class:`_HTTPConnection`)."""
+
+
+async def _disconnected() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
+
+
 class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
-    """Quart-Trio's handling of one HTTP request, in one task less: the request is handled
-    in the task that runs the request's nursery (Quart-Trio starts a child task for it and
-    leaves that one waiting), the incoming messages in a child, as before. A disconnect or
-    the response's end cancels the nursery, the handling included, as before. A Trio task,
-    its context and the parent's wait for it are ~1.3 KiB, held as long as the request is:
-    all the life of an open stream (bench/stream_memory.py)."""
+    """Quart-Trio's handling of one HTTP request, holding two tasks fewer while it lasts (an
+    open stream's whole life): the request is handled in the task that runs the request's
+    nursery (Quart-Trio starts a child task for it and leaves that one waiting), and the
+    task that reads the incoming messages ends once the body is all in. The client leaving
+    after that is learnt from the connection (:class:`~triograph.core.http.server.
+    DisconnectWatch`), which then starts Quart-Trio's handling of the ``http.disconnect``
+    (it cancels the nursery, the handling included, as before). A Trio task, its context
+    and frames are ~1.3-1.6 KiB each (bench/stream_memory.py)."""
 
     async def __call__(self, receive: Any, send: Any) -> None:
         if _convert_os_error is not None:
             send = _convert_os_error(send)
         request = self._create_request_from_scope(send)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.handle_messages, nursery, request, receive)
-            await self.handle_request(nursery, request, send)
+        watch = cast("DisconnectWatch | None", self.scope.get(DISCONNECT_WATCH))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.handle_messages, nursery, request, receive)
+                await self.handle_request(nursery, request, send)
+        finally:
+            if watch is not None:  # the nursery is closed: nothing to cancel any more
+                watch.callback = None
+
+    async def handle_messages(  # type: ignore[override,unused-ignore]
+        self, nursery: Any, request: Any, receive: Any
+    ) -> None:
+        watch = cast("DisconnectWatch | None", self.scope.get(DISCONNECT_WATCH))
+        if watch is None:  # not served by triograph's own connections (tests' ASGI clients)
+            await super().handle_messages(nursery, request, receive)
+            return
+        complete = False
+
+        async def until_complete() -> dict[str, Any]:
+            nonlocal complete
+            if complete:
+                raise _BodyRead
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                complete = not message.get(CUT, False)  # a body cut off is still being read
+            return message
+
+        try:
+            await super().handle_messages(nursery, request, cast("Any", until_complete))
+        except _BodyRead:
+            parent = quart_trio_asgi.TrioASGIHTTPConnection.handle_messages
+            watch.callback = functools.partial(
+                nursery.start_soon, parent, self, nursery, request, _disconnected
+            )
 
 
 class _App(QuartTrio):

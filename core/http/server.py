@@ -32,18 +32,26 @@ import functools
 import logging
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any
 
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
+from hypercorn.protocol import ProtocolWrapper
 from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
-from hypercorn.utils import ShutdownError, raise_shutdown, repr_socket_addr, wrap_app
+from hypercorn.utils import (
+    ShutdownError,
+    parse_socket_addr,
+    raise_shutdown,
+    repr_socket_addr,
+    wrap_app,
+)
 
 from triograph.core.infra import heap
 
@@ -55,6 +63,37 @@ BACKOFF = 0.1
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 #: accept errors about one connection that went away before it was accepted
 _GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+#: the scope key of a request's :class:`DisconnectWatch` (requests served by :func:`serve`)
+DISCONNECT_WATCH = "triograph.disconnect_watch"
+
+
+class DisconnectWatch:
+    """Calls :attr:`callback` (once) when Hypercorn tells the request that its client left,
+    as it puts ``http.disconnect`` in the request's channel: an app that has read the whole
+    body need not keep a task waiting on that channel to learn it (a task, its context and
+    its chain of frames, for an open stream's whole life; see ``core/http/app.py``)."""
+
+    __slots__ = ("_put", "callback")
+
+    def __init__(self) -> None:
+        self._put: Any = None
+        self.callback: Callable[[], None] | None = None
+
+    async def put(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.disconnect" and self.callback is not None:
+            callback, self.callback = self.callback, None
+            callback()
+        await self._put(message)
+
+
+class _TaskGroup(TaskGroup):
+    """Hypercorn's task group of a connection, whose requests each get a
+    :class:`DisconnectWatch` (``scope[DISCONNECT_WATCH]``) on their way to the app."""
+
+    async def spawn_app(self, app: Any, config: Config, scope: Any, send: Any) -> Any:
+        watch = scope[DISCONNECT_WATCH] = DisconnectWatch()  # before the app's task runs
+        watch._put = await super().spawn_app(app, config, scope, send)
+        return watch.put
 
 
 class _Writes:
@@ -181,6 +220,35 @@ class Connection(TCPServer):
         super().__init__(*args)
         self.idle_task = _IdleTimer(self, timers)  # type: ignore[assignment]
         self._closing = False
+
+    async def run(self) -> None:
+        """Hypercorn's ``TCPServer.run`` (no TLS here: the server listens on plain TCP),
+        with a task group whose requests get a :class:`DisconnectWatch`."""
+        socket = self.stream.socket
+        try:
+            client = parse_socket_addr(socket.family, socket.getpeername())
+            server = parse_socket_addr(socket.family, socket.getsockname())
+            async with _TaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = ProtocolWrapper(
+                    self.app,
+                    self.config,
+                    self.context,
+                    task_group,
+                    ConnectionState(self.state),
+                    False,
+                    client,
+                    server,
+                    self.protocol_send,
+                    "http/1.1",
+                )
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except OSError:
+            pass
+        finally:
+            await self._close()
 
     async def _read_data(self) -> None:
         """Hypercorn's ``TCPServer._read_data``, which returns once the client's end is shut

@@ -52,6 +52,9 @@ _HTTP1 = frozenset({"1.0", "1.1"})
 HOLD_BYTES = 256 * 1024
 #: responses after which the rest of the body is not read: the connection closes
 _NOT_READ = frozenset({408, 413})
+#: the key marking the message of a body cut off at the limit (told "complete" to the app,
+#: though the rest is still being read and dropped)
+CUT = "triograph.cut"
 
 
 class Transport:
@@ -108,7 +111,7 @@ class _Exchange:
             if self._received > self._most:
                 # hand Quart a "complete" body over its limit: it answers 413 at once
                 self._refused = True
-                return {**message, "more_body": False}
+                return {**message, "more_body": False, CUT: True}
             return message
 
     def _body_end(self) -> None:
