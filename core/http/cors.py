@@ -19,6 +19,7 @@ quart-cors: the server does not depend on Starlette, quart-cors works only insid
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 from triograph.core.infra.errors import ConfigError
@@ -99,14 +100,14 @@ class Cors:
             return True
         return self.origin_regex is not None and self.origin_regex.fullmatch(origin) is not None
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if not any(name == b"origin" for name, _ in scope["headers"]):
-            # not a browser's cross-origin request (no dict of the headers held meanwhile)
-            await self.app(scope, receive, send)
-            return
+    def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] != "http" or not any(n == b"origin" for n, _ in scope["headers"]):
+            # not a browser's cross-origin request: the app's own call is awaited, with no
+            # frame of this layer held meanwhile (an open stream's whole life)
+            return self.app(scope, receive, send)
+        return self._cross_origin(scope, receive, send)
+
+    async def _cross_origin(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         request_headers = dict(scope["headers"])
         origin = request_headers[b"origin"]
         if scope["method"] == "OPTIONS" and b"access-control-request-method" in request_headers:
