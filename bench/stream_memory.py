@@ -46,8 +46,12 @@ def snapshot(proc: subprocess.Popen[bytes], path: pathlib.Path, sig: int) -> Dum
             raise SystemExit("the server exited")
         time.sleep(0.1)
     with done.open("rb") as f:
-        dumped: Dump = pickle.load(f)
-    return dumped
+        where, counts = pickle.load(f)
+    if where is None:
+        return None, counts
+    snap = tracemalloc.Snapshot.load(where)
+    os.unlink(where)
+    return snap, counts
 
 
 async def scenario(

@@ -1,13 +1,13 @@
 """``triograph serve`` that reports on its own memory, for ``stream_memory.py``.
 
 On SIGUSR1 (after a full collection) it writes to the path in ``$STREAM_MEMORY_DUMP`` a
-pickle of ``(snapshot, counts)``: a tracemalloc snapshot (None unless started with
-``-X tracemalloc=N``) and a Counter of its resident size (``malloc:rss``), glibc's
-``mallinfo2`` fields (``malloc:*``), and the live objects the garbage collector tracks by
-type (count; ``bytes:`` their ``sys.getsizeof``; ``code:`` coroutines and generators by their
-code). SIGUSR2 does the same after ``malloc_trim(0)``. The file is renamed to ``*.done``
-once written. With ``$STREAM_MEMORY_OWNERS`` set, a sample of containers is attributed to
-the object that refers to them (``owner:``; slow).
+pickle of ``(snapshot, counts)``: where it dumped a tracemalloc snapshot (None unless
+started with ``-X tracemalloc=N``), and a Counter of its resident size (``malloc:rss``),
+glibc's ``mallinfo2`` fields (``malloc:*``) and the live objects the garbage collector
+tracks, by type (count; ``bytes:`` their ``sys.getsizeof``; ``code:`` coroutines and
+generators by their code). SIGUSR2 does the same after ``malloc_trim(0)``. The file is
+renamed to ``*.done`` once written. With ``$STREAM_MEMORY_OWNERS`` set, a sample of
+containers is attributed to the object that refers to them (``owner:``; slow).
 """
 
 from __future__ import annotations
@@ -90,14 +90,17 @@ def dump(signum: int, frame: Any) -> None:
     if signum == signal.SIGUSR2:
         libc.malloc_trim(0)
     gc.collect()
-    snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
-    info = libc.mallinfo2()
     path = os.environ["STREAM_MEMORY_DUMP"]
+    traced = tracemalloc.is_tracing()
+    if traced:  # first (what follows allocates), then let go of (its traces are objects)
+        tracemalloc.take_snapshot().dump(path + ".snapshot")
+        gc.collect()
+    info = libc.mallinfo2()
     counts: collections.Counter[str] = collections.Counter()
     counts["malloc:rss"] = rss()
     for name, _ in Mallinfo2._fields_:
         counts["malloc:" + name] = getattr(info, name)
-    if snapshot is not None:
+    if traced:
         for o in gc.get_objects():
             name = type_name(o)
             counts[name] += 1
@@ -109,7 +112,7 @@ def dump(signum: int, frame: Any) -> None:
         if os.environ.get("STREAM_MEMORY_OWNERS"):
             owners(counts)
     with open(path, "wb") as f:
-        pickle.dump((snapshot, counts), f)
+        pickle.dump((path + ".snapshot" if traced else None, counts), f)
     os.rename(path, path + ".done")
 
 
