@@ -59,7 +59,7 @@ from triograph.core.http.routes import (
     store,
     threads,
 )
-from triograph.core.http.server import DISCONNECT_WATCH, DisconnectWatch
+from triograph.core.http.server import REQUEST_CHANNEL, RequestChannel
 from triograph.core.http.transport import CUT, Transport
 from triograph.core.infra import encoding
 from triograph.core.infra.auth import Access
@@ -172,7 +172,7 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
     nursery (Quart-Trio starts a child task for it and leaves that one waiting), and the
     task that reads the incoming messages ends once the body is all in. The client leaving
     after that is learnt from the connection (:class:`~triograph.core.http.server.
-    DisconnectWatch`), which then starts Quart-Trio's handling of the ``http.disconnect``
+    RequestChannel`), which then starts Quart-Trio's handling of the ``http.disconnect``
     (it cancels the nursery, the handling included, as before). A Trio task, its context
     and frames are ~1.3-1.6 KiB each (bench/stream_memory.py)."""
 
@@ -180,20 +180,20 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
         if _convert_os_error is not None:
             send = _convert_os_error(send)
         request = self._create_request_from_scope(send)
-        watch = cast("DisconnectWatch | None", self.scope.get(DISCONNECT_WATCH))
+        channel = cast("RequestChannel | None", self.scope.get(REQUEST_CHANNEL))
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.handle_messages, nursery, request, receive)
                 await self.handle_request(nursery, request, send)
         finally:
-            if watch is not None:  # the nursery is closed: nothing to cancel any more
-                watch.callback = None
+            if channel is not None:  # the nursery is closed: nothing to cancel any more
+                channel.callback = None
 
     async def handle_messages(  # type: ignore[override,unused-ignore]
         self, nursery: Any, request: Any, receive: Any
     ) -> None:
-        watch = cast("DisconnectWatch | None", self.scope.get(DISCONNECT_WATCH))
-        if watch is None:  # not served by triograph's own connections (tests' ASGI clients)
+        channel = cast("RequestChannel | None", self.scope.get(REQUEST_CHANNEL))
+        if channel is None:  # not served by triograph's own connections (tests' ASGI clients)
             await super().handle_messages(nursery, request, receive)
             return
         complete = False
@@ -211,7 +211,7 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
             await super().handle_messages(nursery, request, cast("Any", until_complete))
         except _BodyRead:
             parent = quart_trio_asgi.TrioASGIHTTPConnection.handle_messages
-            watch.callback = functools.partial(
+            channel.callback = functools.partial(
                 nursery.start_soon, parent, self, nursery, request, _disconnected
             )
 

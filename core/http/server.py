@@ -34,14 +34,14 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.task_group import TaskGroup, _handle
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
@@ -63,37 +63,79 @@ BACKOFF = 0.1
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 #: accept errors about one connection that went away before it was accepted
 _GONE = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
-#: the scope key of a request's :class:`DisconnectWatch` (requests served by :func:`serve`)
-DISCONNECT_WATCH = "triograph.disconnect_watch"
+#: the scope key of a request's :class:`RequestChannel` (requests served by :func:`serve`)
+REQUEST_CHANNEL = "triograph.request_channel"
 
 
-class DisconnectWatch:
-    """Calls :attr:`callback` (once) when Hypercorn tells the request that its client left,
-    as it puts ``http.disconnect`` in the request's channel: an app that has read the whole
-    body need not keep a task waiting on that channel to learn it (a task, its context and
-    its chain of frames, for an open stream's whole life; see ``core/http/app.py``)."""
+class RequestChannel:
+    """The messages Hypercorn puts for one request's app (its body, ``http.disconnect``),
+    which the app receives in order: what Hypercorn's Trio memory channel of
+    ``max_app_queue_size`` messages did (a sender waits while that many are unread), in a
+    list and, only once someone waits, parking lots; the channel was ~1.4 KiB, held as
+    long as the request lasts (an open stream's whole life; bench/stream_memory.py).
 
-    __slots__ = ("_put", "callback")
+    It also calls :attr:`callback` (once) when Hypercorn tells the request that its client
+    left: an app that has read the whole body need not keep a task waiting on the channel
+    to learn it (see ``core/http/app.py``)."""
 
-    def __init__(self) -> None:
-        self._put: Any = None
+    __slots__ = ("_limit", "_messages", "_receivers", "_senders", "callback")
+
+    def __init__(self, limit: int) -> None:
+        self._messages: list[dict[str, Any]] = []
+        self._limit = limit
+        self._receivers: trio.lowlevel.ParkingLot | None = None
+        self._senders: trio.lowlevel.ParkingLot | None = None
         self.callback: Callable[[], None] | None = None
 
     async def put(self, message: dict[str, Any]) -> None:
+        """Hypercorn's ``app_put``: queue ``message``, waiting while the queue is full."""
         if message["type"] == "http.disconnect" and self.callback is not None:
             callback, self.callback = self.callback, None
             callback()
-        await self._put(message)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while len(self._messages) >= self._limit:
+            if self._senders is None:
+                self._senders = trio.lowlevel.ParkingLot()
+            await self._senders.park()
+        self._messages.append(message)
+        if self._receivers:
+            self._receivers.unpark()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def receive(self) -> dict[str, Any]:
+        """The app's ``receive``: the oldest message, waiting for one if there is none."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._messages:
+            if self._receivers is None:
+                self._receivers = trio.lowlevel.ParkingLot()
+            await self._receivers.park()
+        message = self._messages.pop(0)
+        if self._senders:
+            self._senders.unpark()
+        if self._messages and self._receivers:  # another receiver may take the next one
+            self._receivers.unpark()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return message
 
 
 class _TaskGroup(TaskGroup):
     """Hypercorn's task group of a connection, whose requests each get a
-    :class:`DisconnectWatch` (``scope[DISCONNECT_WATCH]``) on their way to the app."""
+    :class:`RequestChannel` (also ``scope[REQUEST_CHANNEL]``, before the app starts)."""
 
     async def spawn_app(self, app: Any, config: Config, scope: Any, send: Any) -> Any:
-        watch = scope[DISCONNECT_WATCH] = DisconnectWatch()  # before the app's task runs
-        watch._put = await super().spawn_app(app, config, scope, send)
-        return watch.put
+        channel = scope[REQUEST_CHANNEL] = RequestChannel(config.max_app_queue_size)
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            cast("Any", _handle),  # Hypercorn's: runs the app, tells the connection it ended
+            app,
+            config,
+            scope,
+            channel.receive,
+            send,
+            trio.to_thread.run_sync,
+            trio.from_thread.run,
+        )
+        return channel.put
 
 
 class _Writes:
@@ -223,7 +265,7 @@ class Connection(TCPServer):
 
     async def run(self) -> None:
         """Hypercorn's ``TCPServer.run`` (no TLS here: the server listens on plain TCP),
-        with a task group whose requests get a :class:`DisconnectWatch`."""
+        with a task group whose requests get a :class:`RequestChannel`."""
         socket = self.stream.socket
         try:
             client = parse_socket_addr(socket.family, socket.getpeername())
