@@ -57,6 +57,9 @@ class RunHandle:
     finishing: bool = False
     #: keep the finished handle joinable from memory for a while (background runs)
     retain: bool = False
+    #: nobody streams or waits for it: it gives way to the requests being taken in
+    #: before it executes (``core/infra/intake.py``)
+    background: bool = False
     expires_at: float = float("inf")
     #: on a shared backend: the events published since the last flush to storage
     unstored: list[StoredEvent] | None = None

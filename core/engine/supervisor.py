@@ -9,7 +9,9 @@ starts its task with ``await nursery.start(...)``, so the task exists, and
 A run task waits for its turn on its thread's lane (:class:`~triograph.core.engine.handles.
 ThreadLane`: one run of a thread at a time, in scheduled-start order: ``created_at``, which
 ``after_seconds`` moves), then for its turn across processes (``core.cluster``), then, its
-``metadata`` event already streamed, for a slot under ``max_runs``, executes (see
+``metadata`` event already streamed, for a calm intake if it is a background run (nobody
+streams or waits for it: requests crowding in go first, see ``core/infra/intake.py``) and
+for a slot under ``max_runs``, executes (see
 :mod:`triograph.core.engine.execution`), and finally records its outcome (run status, thread
 status, hooks) under a shielded, time-bounded scope, still holding the lane: the next run of
 the thread starts from the final checkpoints of this one, after a rollback's deletions.
@@ -195,7 +197,7 @@ class RunSupervisor:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    def reserve(self, run: Run, *, retain: bool = False) -> RunHandle:
+    def reserve(self, run: Run, *, retain: bool = False, background: bool = False) -> RunHandle:
         """Put ``run`` in flight on its thread; then store it and :meth:`start` it, or
         :meth:`discard` it if storing failed.
 
@@ -219,6 +221,7 @@ class RunSupervisor:
                 limit_bytes=self.core.settings.subscriber_buffer_bytes,
             ),
             retain=retain,
+            background=background,
         )
         if self.core.cluster.keeps_events(run):
             handle.unstored = []  # any process may serve its stream: store the events
@@ -309,6 +312,8 @@ class RunSupervisor:
                 # that its run exists (and gets heartbeats) however long the queue
                 metadata = {"run_id": run.run_id, "attempt": run.attempt}
                 self._emit(handle, "metadata", metadata)
+                if handle.background:  # requests being taken in go first (a burst of them)
+                    await self.core.intake.calm()
                 await self._slots.acquire()
                 try:
                     await self._execute(handle, metadata)

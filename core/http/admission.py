@@ -23,6 +23,7 @@ import trio
 
 from triograph.core.infra import heap
 from triograph.core.infra.graph_bridge import ASGIApp
+from triograph.core.infra.intake import Intake
 
 #: requests handled at once until their response starts; more wait in arrival order
 LIMIT = 64
@@ -36,8 +37,9 @@ BYPASS = frozenset({"/ok", "/info", "/metrics"})
 class Admission:
     """ASGI middleware around the API app; see the module docstring."""
 
-    def __init__(self, app: ASGIApp, limit: int = LIMIT) -> None:
+    def __init__(self, app: ASGIApp, intake: Intake, limit: int = LIMIT) -> None:
         self.app = app
+        self.intake = intake
         self.limiter = trio.CapacityLimiter(limit)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -46,14 +48,18 @@ class Admission:
             return
         heap.note_activity()
         place = object()
-        await self.limiter.acquire_on_behalf_of(place)
-        held = True
+        self.intake.enter(place)
+        held = False
+        taken_in = True
 
         def release() -> None:
-            nonlocal held
+            nonlocal held, taken_in
             if held:
                 held = False
                 self.limiter.release_on_behalf_of(place)
+            if taken_in:
+                taken_in = False
+                self.intake.leave(place)
 
         async def started(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -62,7 +68,8 @@ class Admission:
 
         scope[RELEASE] = release
         try:
+            await self.limiter.acquire_on_behalf_of(place)
+            held = True
             await self.app(scope, receive, started)
         finally:
-            if held:
-                self.limiter.release_on_behalf_of(place)
+            release()

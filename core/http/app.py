@@ -340,7 +340,7 @@ def create_app(settings: Settings) -> QuartTrio:
         app.config[a2a.CONFIG_KEY] = a2a.A2AEndpoint(core)
     app.before_request(note_route)
     # under a burst, API requests are answered in arrival order (the custom app is outside)
-    app.asgi_app = Admission(cast("ASGIApp", app.asgi_app))  # type: ignore[method-assign,assignment]
+    app.asgi_app = Admission(cast("ASGIApp", app.asgi_app), core.intake)  # type: ignore[method-assign,assignment]
     api = cast("ASGIApp", app.asgi_app)  # what a custom app and the SDK's loopback reach
     custom = None
     user_app = load_custom_app(settings)

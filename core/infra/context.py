@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from triograph.core.infra.intake import Intake
+
 if TYPE_CHECKING:
     import pluggy
     from prometheus_client import CollectorRegistry
@@ -71,3 +73,6 @@ class Core:
     metrics: CollectorRegistry = attrs.field(default=None)
     #: SSE responses being sent right now
     open_streams: int = 0
+    #: the API requests being taken in (counted by ``core/http/admission.py``), which
+    #: background runs give way to
+    intake: Intake = attrs.Factory(Intake)

@@ -110,24 +110,27 @@ class RunService:
         *,
         request_id: str | None = None,
         retain: bool = False,
+        background: bool = False,
         headers: dict[str, str] | None = None,
     ) -> tuple[Run, RunHandle]:
         """Validate, store and start a run; ``thread_id=None`` makes it stateless.
-        ``retain`` keeps it joinable from memory once finished (background runs);
-        ``headers`` go into ``config.configurable`` (``http.configurable_headers``)."""
+        ``retain`` keeps it joinable from memory once finished; a ``background`` run (nobody
+        streams or waits for it) gives way to the requests being taken in before it
+        executes (``core/infra/intake.py``); ``headers`` go into ``config.configurable``
+        (``http.configurable_headers``)."""
         if thread_id is None:  # a temporary thread: nobody else admits runs on it
             try:
                 plan = await self.prepare(
                     None, body, request_id=request_id, headers=headers, cached=True
                 )
-                return await self.commit(plan, retain=retain)
+                return await self.commit(plan, retain=retain, background=background)
             except AssistantChanged:  # the cached assistant is stale: again from storage
                 plan = await self.prepare(None, body, request_id=request_id, headers=headers)
-                return await self.commit(plan, retain=retain)
+                return await self.commit(plan, retain=retain, background=background)
         # other processes admit runs on this thread too: decide and insert under its lock
         async with self.core.cluster.thread_lock(validate_uuid(thread_id, "thread")):
             plan = await self.prepare(thread_id, body, request_id=request_id, headers=headers)
-            return await self.commit(plan, retain=retain)
+            return await self.commit(plan, retain=retain, background=background)
 
     async def prepare(
         self,
@@ -216,7 +219,9 @@ class RunService:
             after=body.after_seconds or 0.0,
         )
 
-    async def commit(self, plan: _Plan, *, retain: bool = False) -> tuple[Run, RunHandle]:
+    async def commit(
+        self, plan: _Plan, *, retain: bool = False, background: bool = False
+    ) -> tuple[Run, RunHandle]:
         """Store a prepared run (and its thread), start it, apply its multitask admission;
         returns the run as stored (``pending``) and its handle.
 
@@ -231,7 +236,7 @@ class RunService:
         # a delayed run of the thread whose time came while this request awaited storage
         # may have taken the thread already; it must count as scheduled first.
         run.created_at = run.updated_at = now() + dt.timedelta(seconds=plan.after)
-        handle = core.supervisor.reserve(run, retain=retain)
+        handle = core.supervisor.reserve(run, retain=retain, background=background)
         with trio.CancelScope(shield=True):
             try:
                 await self._store(plan)

@@ -71,7 +71,12 @@ async def _create(
     for a while after it finished (nobody was streaming or waiting for it)."""
     body = with_absolute_webhook(await body_as(RunCreate))
     run, handle = await core().runs.create(
-        thread_id, body, request_id=request_id(), retain=background, headers=run_headers_of()
+        thread_id,
+        body,
+        request_id=request_id(),
+        retain=background,
+        background=background,
+        headers=run_headers_of(),
     )
     note_run(run.run_id)
     return body, run, handle
@@ -273,7 +278,7 @@ async def batch() -> Response:
         await runs_service.prepare(None, body, request_id=request_id(), headers=headers)
         for body in bodies
     ]
-    created = [await runs_service.commit(plan, retain=True) for plan in plans]
+    created = [await runs_service.commit(plan, retain=True, background=True) for plan in plans]
     return json_response([to_wire(run) for run, _ in created])
 
 

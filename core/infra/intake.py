@@ -1,0 +1,75 @@
+"""The server's intake: the API requests being taken in, and whether they crowd in.
+
+A request is being taken in from its arrival until its response starts (its headers go out),
+as :class:`~triograph.core.http.admission.Admission` counts it: a stream or a ``/wait``
+counts only until it starts answering. The intake is *crowded* when a request arrives while
+at least :data:`CROWD` others that arrived in the last :data:`RECENT` seconds are still
+being taken in: requests are arriving faster than the server answers them.
+
+Background runs (``POST /runs``: nobody streams or waits for them) give way to a crowded
+intake before they execute (``RunSupervisor``): under a burst of submissions the server
+answers the submissions first and executes the runs once the intake has not been crowded
+for :data:`CALM` seconds, or once a run has waited :data:`MAX_WAIT` seconds, whichever comes
+first. The runs' total work is the same; the submissions are answered at the speed of
+accepting alone, not of accepting and executing at once. A server that keeps up with its
+requests is never crowded, and its background runs never wait: a client creating runs one
+after the other, or creating one and joining it, sees no delay.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import attrs
+import trio
+
+#: requests being taken in at once (the one arriving not counted) that make a crowd
+CROWD = 8
+#: seconds after its arrival that a request still being taken in counts towards a crowd:
+#: one that takes long before it answers (an MCP or A2A call waiting for its run, a body
+#: arriving slowly) is not the server falling behind
+RECENT = 0.25
+#: seconds without a crowd before background runs execute
+CALM = 0.1
+#: seconds a background run gives way to a crowded intake at most
+MAX_WAIT = 1.0
+
+
+@attrs.define(eq=False)
+class Intake:
+    """The requests being taken in, by arrival, and when they last crowded in."""
+
+    #: request -> its arrival (Trio's clock), in arrival order
+    _arrivals: dict[object, float] = attrs.field(factory=dict, init=False)
+    #: when a request last arrived into a crowd (Trio's clock)
+    crowded_at: float = attrs.field(default=-math.inf, init=False)
+
+    @property
+    def busy(self) -> int:
+        """How many requests are being taken in."""
+        return len(self._arrivals)
+
+    def enter(self, request: object) -> None:
+        """``request`` arrived."""
+        now = trio.current_time()
+        arrivals = self._arrivals
+        if len(arrivals) >= CROWD:
+            # the CROWD-th youngest of the others arrived recently: so did all after it
+            others = next(itertools.islice(reversed(arrivals.values()), CROWD - 1, None))
+            if now - others < RECENT:
+                self.crowded_at = now
+        arrivals[request] = now
+
+    def leave(self, request: object) -> None:
+        """``request`` started its response (or ended without one)."""
+        del self._arrivals[request]
+
+    async def calm(self) -> None:
+        """Return once the intake has not been crowded for :data:`CALM` seconds (at once if
+        so already); within :data:`MAX_WAIT` seconds."""
+        with trio.move_on_after(MAX_WAIT):
+            # a deadline that each crowd moves on: no event to wait for, and a wake-up per
+            # CALM seconds at most while the crowd lasts
+            while trio.current_time() < (calm_at := self.crowded_at + CALM):  # noqa: ASYNC110
+                await trio.sleep_until(calm_at)
