@@ -200,8 +200,8 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
 
         async def until_complete() -> dict[str, Any]:
             nonlocal complete
-            if complete:
-                raise _BodyRead
+            if complete and not channel.pending:  # a disconnect already put is received
+                raise _BodyRead  # (no checkpoint until the callback is set: none missed)
             message: dict[str, Any] = await receive()
             if message["type"] == "http.request" and not message.get("more_body", False):
                 complete = not message.get(CUT, False)  # a body cut off is still being read

@@ -87,6 +87,11 @@ class RequestChannel:
         self._senders: trio.lowlevel.ParkingLot | None = None
         self.callback: Callable[[], None] | None = None
 
+    @property
+    def pending(self) -> bool:
+        """Messages are waiting to be received."""
+        return bool(self._messages)
+
     async def put(self, message: dict[str, Any]) -> None:
         """Hypercorn's ``app_put``: queue ``message``, waiting while the queue is full."""
         if message["type"] == "http.disconnect" and self.callback is not None:
