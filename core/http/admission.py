@@ -17,6 +17,7 @@ routes are the user's own and may hold a request open before answering.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import trio
@@ -42,34 +43,47 @@ class Admission:
         self.intake = intake
         self.limiter = trio.CapacityLimiter(limit)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
         if scope["type"] != "http" or scope["path"] in BYPASS:
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)  # awaited with no frame of this layer
+        return self._admitted(scope, receive, send)
+
+    async def _admitted(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         heap.note_activity()
-        place = object()
+        place = _Place(self.limiter, self.intake, send)
         self.intake.enter(place)
-        held = False
-        taken_in = True
-
-        def release() -> None:
-            nonlocal held, taken_in
-            if held:
-                held = False
-                self.limiter.release_on_behalf_of(place)
-            if taken_in:
-                taken_in = False
-                self.intake.leave(place)
-
-        async def started(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                release()
-            await send(message)
-
-        scope[RELEASE] = release
+        scope[RELEASE] = place.release
         try:
             await self.limiter.acquire_on_behalf_of(place)
-            held = True
-            await self.app(scope, receive, started)
+            place.held = True
+            await self.app(scope, receive, place.send)
         finally:
-            release()
+            place.release()
+
+
+class _Place:
+    """A request's place in the admission queue and the intake, given back (once) when its
+    response starts or it ends: an object with slots rather than two closures and their
+    cells, held for as long as the request lasts (an open stream's whole life)."""
+
+    __slots__ = ("_intake", "_limiter", "_send", "held", "taken_in")
+
+    def __init__(self, limiter: trio.CapacityLimiter, intake: Intake, send: Any) -> None:
+        self._limiter = limiter
+        self._intake = intake
+        self._send = send
+        self.held = False
+        self.taken_in = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._limiter.release_on_behalf_of(self)
+        if self.taken_in:
+            self.taken_in = False
+            self._intake.leave(self)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.release()
+        await self._send(message)
