@@ -37,6 +37,7 @@ written as it comes.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import trio
@@ -65,12 +66,13 @@ class Transport:
         self.max_body_bytes = max_body_bytes
         self.drain_timeout = drain_timeout
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
+        # the app's own call is awaited by the caller: no frame of this layer is held while
+        # the request lasts (an open stream's whole life)
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         exchange = _Exchange(scope, receive, send, self.max_body_bytes, self.drain_timeout)
-        await self.app(scope, exchange.receive, exchange.send)
+        return self.app(scope, exchange.receive, exchange.send)
 
 
 class _Exchange:
