@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, cast
 
 from quart import request
@@ -73,29 +74,21 @@ class AccessLog:
     def __init__(self, app: ASGIApp, hooks: Hooks) -> None:
         self.app, self.hooks = app, hooks
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)  # awaited with no frame of this layer
+        return self._logged(scope, receive, send)
+
+    async def _logged(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         start = time.perf_counter()
-        status = 0
-        complete = False
-
-        async def sending(message: Message) -> None:
-            nonlocal status, complete
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-            elif kind == "http.response.body" and not message.get("more_body", False):
-                complete = True
-            await send(message)
-
+        response = _Response(send)
         try:
-            await self.app(scope, receive, sending)
+            await self.app(scope, receive, response.send)
         except* ClientDisconnectedError:
             pass  # the client left: the line below says so, once
         finally:
-            self._done(scope, status, not complete, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self._done(scope, response.status, not response.complete, seconds)
 
     def _done(self, scope: dict[str, Any], status: int, disconnected: bool, seconds: float) -> None:
         route = scope.get(ROUTE_KEY)
@@ -129,3 +122,24 @@ class AccessLog:
                 "disconnected": disconnected or None,
             },
         )
+
+
+class _Response:
+    """What the access log needs of a response (its status, whether it was sent whole), seen
+    on its way out: an object with slots rather than a closure and its cells, held for as
+    long as the request lasts (an open stream's whole life)."""
+
+    __slots__ = ("_send", "complete", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 0
+        self.complete = False
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            self.complete = True
+        await self._send(message)
