@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry
 from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from quart_trio import asgi as quart_trio_asgi
+from quart_trio import datastructures as quart_trio_datastructures
+from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.exceptions import HTTPException
 
 from triograph.core.engine.cluster import LocalLink
@@ -216,6 +218,82 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
             )
 
 
+#: Quart-Trio 0.13's queue of a request body's parts (a Trio memory channel), with the
+#: exceptions it raises; 0.12 (Python 3.11) keeps the body in a bytearray instead
+_TrioQueue = getattr(quart_trio_datastructures, "TrioQueue", None)
+_QueueEmpty = getattr(quart_trio_datastructures, "QueueEmpty", None)
+_QueueShutDown = getattr(quart_trio_datastructures, "QueueShutDown", None)
+
+
+class _BodyQueue:
+    """Quart-Trio 0.13's ``TrioQueue`` (an unbounded queue of a request body's parts, shut
+    down once the body is complete; a part put after that is refused, a get on an empty
+    queue that is shut down raises ``QueueShutDown``) in a list, with a parking lot made
+    only if a reader waits: the memory channel it wraps is ~1.4 KiB, held as long as the
+    request lasts (an open stream's whole life; bench/stream_memory.py)."""
+
+    __slots__ = ("_closed", "_items", "_readers")
+
+    def __init__(self) -> None:
+        self._items: list[bytes] = []
+        self._closed = False
+        self._readers: trio.lowlevel.ParkingLot | None = None
+
+    async def put(self, value: bytes) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self.put_nowait(value)
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    def put_nowait(self, value: bytes) -> None:
+        if self._closed:
+            raise cast("type[Exception]", _QueueShutDown)
+        self._items.append(value)
+        if self._readers:
+            self._readers.unpark()
+
+    async def get(self) -> bytes:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._items:
+            if self._closed:
+                raise cast("type[Exception]", _QueueShutDown)
+            if self._readers is None:
+                self._readers = trio.lowlevel.ParkingLot()
+            await self._readers.park()
+        value = self._items.pop(0)
+        if self._items and self._readers:  # another reader may take the next part
+            self._readers.unpark()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return value
+
+    def get_nowait(self) -> bytes:
+        if self._items:
+            return self._items.pop(0)
+        if self._closed:
+            raise cast("type[Exception]", _QueueShutDown)
+        raise cast("type[Exception]", _QueueEmpty)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def shutdown(self) -> None:
+        self._closed = True
+        if self._readers:
+            self._readers.unpark_all()
+
+
+class _Body(TrioBody):
+    """Quart-Trio's request body, its parts in a :class:`_BodyQueue` (Quart-Trio 0.13)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        if _TrioQueue is not None and type(getattr(self, "_queue", None)) is _TrioQueue:
+            self._queue = cast("Any", _BodyQueue())
+
+
+class _Request(TrioRequest):
+    body_class = _Body  # type: ignore[assignment,unused-ignore]
+
+
 class _App(QuartTrio):
     """Quart-Trio, but a start-up refused with a :class:`TriographError` (a storage that
     cannot be opened, say) is not logged with a traceback (the command line says it in one
@@ -223,6 +301,7 @@ class _App(QuartTrio):
     request costs one task less (:class:`_HTTPConnection`)."""
 
     asgi_http_class = _HTTPConnection
+    request_class = _Request
 
     # Quart 0.23 (Python 3.13) passes the app context first, Quart 0.22 (the newest on 3.11)
     # does not: both overrides take what they are given and pass it on unchanged.
