@@ -43,6 +43,7 @@ from triograph.core.engine.supervisor import RunSupervisor
 from triograph.core.engine.thread_streams import ThreadStreams
 from triograph.core.http import logs
 from triograph.core.http.access import AccessLog, note_route
+from triograph.core.http.admission import LIMIT as ADMITTED
 from triograph.core.http.admission import Admission
 from triograph.core.http.auth import Authentication
 from triograph.core.http.cors import Cors
@@ -94,6 +95,10 @@ log = logging.getLogger("triograph")
 #: then dropped their handshakes and reset connections it had answered with SYN cookies. The
 #: kernel caps this at ``net.core.somaxconn`` (4096 on Linux 5.4 and later).
 LISTEN_BACKLOG = 65535
+#: requests arrived in the last quarter second and not answered yet (see ``core/infra/intake.py``)
+#: above which new connections are accepted but wait to be served: four times those admitted
+#: at once (``core/http/admission.py``), enough to keep that many busy
+SWAMPED = 4 * ADMITTED
 #: ``http.disable_<name>`` (the official names) -> the blueprints it leaves out. ``/ok`` stays.
 BLUEPRINTS: tuple[tuple[str, Blueprint], ...] = (
     ("meta", meta.bp),
@@ -599,7 +604,14 @@ async def serve_app(
         # only a start-up that worked is reported (a failed one is raised just after)
         async with trio.open_nursery() as nursery:
             urls = await nursery.start(
-                functools.partial(server.serve, app, config, listener, shutdown_trigger=trigger)
+                functools.partial(
+                    server.serve,
+                    app,
+                    config,
+                    listener,
+                    shutdown_trigger=trigger,
+                    swamped=functools.partial(core.intake.swamped, SWAMPED),
+                )
             )
             if core.startup_failure is None:
                 task_status.started(urls)

@@ -61,6 +61,15 @@ class Intake:
                 self.crowded_at = now
         arrivals[request] = now
 
+    def swamped(self, count: int) -> bool:
+        """Whether at least ``count`` requests that arrived in the last :data:`RECENT`
+        seconds are still being taken in (``count`` >= 1)."""
+        arrivals = self._arrivals
+        if len(arrivals) < count:
+            return False
+        nth = next(itertools.islice(reversed(arrivals.values()), count - 1, None))
+        return trio.current_time() - nth < RECENT
+
     def leave(self, request: object) -> None:
         """``request`` started its response (or ended without one)."""
         del self._arrivals[request]

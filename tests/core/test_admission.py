@@ -158,3 +158,22 @@ async def test_calm_waits_no_longer_than_max_wait(
     intake.crowded_at = start + 3600  # crowded for the next hour, as it were
     await intake.calm()
     assert trio.current_time() == start + MAX_WAIT
+
+
+async def test_the_intake_is_swamped_by_that_many_recent_requests_being_taken_in(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    intake = Intake()
+    for number in range(3):
+        intake.enter(number)
+    assert intake.swamped(3)
+    assert not intake.swamped(4)
+    intake.leave(1)
+    assert not intake.swamped(3)
+    intake.enter(1)
+    await trio.sleep(RECENT)  # long in, they are no longer arriving faster than answered
+    assert not intake.swamped(3)
+    assert not intake.swamped(1)
+    intake.enter("new")
+    assert intake.swamped(1)
+    assert not intake.swamped(2)
