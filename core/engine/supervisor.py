@@ -100,11 +100,10 @@ class Slots:
 
     async def acquire(self) -> None:
         """Take a slot, waiting for one if none is free (or others are waiting already)."""
-        if self._free and not self._lot:
-            self._free -= 1
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._free and not self._lot:  # taken without a turn of the scheduler
+            self._free -= 1
+            return
         await self._lot.park()  # woken by release(), whose slot is handed over
 
     def release(self) -> None:

@@ -54,7 +54,11 @@ class Admission:
         self.intake.enter(place)
         scope[RELEASE] = place.release
         try:
-            await self.limiter.acquire_on_behalf_of(place)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:  # a free place is taken without a turn of the scheduler (the limiter's takes one)
+                self.limiter.acquire_on_behalf_of_nowait(place)
+            except trio.WouldBlock:  # taken by others, or others wait: in arrival order
+                await self.limiter.acquire_on_behalf_of(place)
             place.held = True
             await self.app(scope, receive, place.send)
         finally:

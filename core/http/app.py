@@ -235,7 +235,9 @@ class _BodyQueue:
     down once the body is complete; a part put after that is refused, a get on an empty
     queue that is shut down raises ``QueueShutDown``) in a list, with a parking lot made
     only if a reader waits: the memory channel it wraps is ~1.4 KiB, held as long as the
-    request lasts (an open stream's whole life; bench/stream_memory.py)."""
+    request lasts (an open stream's whole life; bench/stream_memory.py). Like
+    :class:`~triograph.core.http.server.RequestChannel`, it yields to the scheduler only to
+    wait."""
 
     __slots__ = ("_closed", "_items", "_readers")
 
@@ -245,9 +247,8 @@ class _BodyQueue:
         self._readers: trio.lowlevel.ParkingLot | None = None
 
     async def put(self, value: bytes) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await trio.lowlevel.checkpoint_if_cancelled()  # no turn of the scheduler otherwise
         self.put_nowait(value)
-        await trio.lowlevel.cancel_shielded_checkpoint()
 
     def put_nowait(self, value: bytes) -> None:
         if self._closed:
@@ -267,7 +268,6 @@ class _BodyQueue:
         value = self._items.pop(0)
         if self._items and self._readers:  # another reader may take the next part
             self._readers.unpark()
-        await trio.lowlevel.cancel_shielded_checkpoint()
         return value
 
     def get_nowait(self) -> bytes:
