@@ -5,6 +5,8 @@ they are held, in arrival order, and served once it is not."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import trio
@@ -12,16 +14,29 @@ import trio
 from triograph.core.http import server
 
 
-async def test_every_queued_connection_is_accepted_before_any_is_served() -> None:
+@contextmanager
+def _connected(count: int) -> Iterator[tuple[socket.socket, list[socket.socket]]]:
+    """A listening socket and ``count`` clients whose handshakes the kernel has completed
+    (all waiting in its accept queue); every socket is closed on exit."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(64)
-    listener.setblocking(False)
-    # 50 clients whose handshakes the kernel has completed: all wait in the accept queue
-    clients = [socket.create_connection(listener.getsockname()) for _ in range(50)]
+    clients: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4 * server.START_BATCH)
+        listener.setblocking(False)
+        for _ in range(count):
+            clients.append(socket.create_connection(listener.getsockname()))
+        yield listener, clients
+    finally:
+        for client in clients:
+            client.close()
+        listener.close()
+
+
+async def test_every_queued_connection_is_accepted_before_any_is_served() -> None:
     accepted_by_then: list[int] = []
     all_served = trio.Event()
-    try:
+    with _connected(50) as (listener, clients):
         async with trio.open_nursery() as handlers:
 
             async def handler(stream: trio.SocketStream) -> None:
@@ -33,10 +48,6 @@ async def test_every_queued_connection_is_accepted_before_any_is_served() -> Non
                 acceptor.start_soon(server._accept, listener, handler, handlers, _never)
                 await all_served.wait()
                 acceptor.cancel_scope.cancel()
-    finally:
-        for client in clients:
-            client.close()
-        listener.close()
     # the first connection served found all 50 accepted already (Hypercorn's own loop,
     # trio.serve_listeners, accepts one per turn: the first found 1)
     assert accepted_by_then[0] == 50
@@ -46,24 +57,12 @@ def _never() -> bool:
     return False
 
 
-def _listening() -> socket.socket:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4 * server.START_BATCH)
-    listener.setblocking(False)
-    return listener
-
-
 async def test_connections_wait_in_arrival_order_while_the_server_is_swamped() -> None:
-    listener = _listening()
     swamped = True
-    clients = [
-        socket.create_connection(listener.getsockname()) for _ in range(server.START_BATCH + 6)
-    ]
-    ports = [client.getsockname()[1] for client in clients]
     served: list[int] = []  # the clients' ports, as their connections are served
     all_served = trio.Event()
-    try:
+    with _connected(server.START_BATCH + 6) as (listener, clients):
+        ports = [client.getsockname()[1] for client in clients]
         async with trio.open_nursery() as handlers:
 
             async def handler(stream: trio.SocketStream) -> None:
@@ -80,10 +79,6 @@ async def test_connections_wait_in_arrival_order_while_the_server_is_swamped() -
                 swamped = False
                 await all_served.wait()
                 acceptor.cancel_scope.cancel()
-    finally:
-        for client in clients:
-            client.close()
-        listener.close()
     # in arrival order, a batch per turn (Trio runs the tasks of one turn in either order)
     batch = server.START_BATCH
     assert set(served[:batch]) == set(ports[:batch])
@@ -91,9 +86,7 @@ async def test_connections_wait_in_arrival_order_while_the_server_is_swamped() -
 
 
 async def test_connections_held_when_the_server_stops_are_closed() -> None:
-    listener = _listening()
-    clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
-    try:
+    with _connected(3) as (listener, clients):
         async with trio.open_nursery() as handlers, trio.open_nursery() as acceptor:
             acceptor.start_soon(server._accept, listener, _unexpected, handlers, lambda: True)
             await trio.sleep(20 * server.SWAMPED_POLL)
@@ -103,10 +96,6 @@ async def test_connections_held_when_the_server_stops_are_closed() -> None:
         for client in clients:
             client.settimeout(5)
             assert client.recv(1) == b""  # the server's end is closed
-    finally:
-        for client in clients:
-            client.close()
-        listener.close()
 
 
 async def _unexpected(stream: trio.SocketStream) -> None:
