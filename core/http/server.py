@@ -63,6 +63,7 @@ from hypercorn.utils import (
     wrap_app,
 )
 
+from triograph.core.http.sockets import SocketStream
 from triograph.core.infra import heap
 
 log = logging.getLogger("triograph.server")
@@ -173,7 +174,7 @@ class _Writes:
     async def flush(self) -> None:
         if self.connection is not None and self.chunks:
             data, self.chunks = b"".join(self.chunks), []
-            await TCPServer.protocol_send(self.connection, RawData(data=data))
+            await self.connection.write(data)
 
 
 #: the writes being gathered by the current task (set by :func:`one_write`)
@@ -332,8 +333,10 @@ class Connection(TCPServer):
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break
             else:
-                await self.protocol.handle(RawData(bytes(data)))
-                if data == b"":
+                ended = not data
+                await self.protocol.handle(RawData(bytes(data)))  # no copy: it is bytes
+                del data  # not held while the next read waits (an open stream's whole life)
+                if ended:
                     break
         await self.protocol.handle(Closed())
         if not self._closing:
@@ -361,11 +364,14 @@ class Connection(TCPServer):
                     writes.chunks.append(event.data)
                     return
                 await writes.flush()
-        if not isinstance(event, RawData):
+        if isinstance(event, RawData):
+            await self.write(event.data)
+        else:
             await super().protocol_send(event)
-            return
-        # Hypercorn's, taking its send lock without a turn of the scheduler when it is free
-        # (``trio.Lock.acquire`` always yields one): the send itself yields
+
+    async def write(self, data: bytes) -> None:
+        """Hypercorn's ``protocol_send`` of raw data, taking its send lock without a turn of
+        the scheduler when it is free (``trio.Lock.acquire`` always yields one)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         try:
             self.send_lock.acquire_nowait()
@@ -373,7 +379,7 @@ class Connection(TCPServer):
             await self.send_lock.acquire()
         try:
             with trio.CancelScope(shield=True):
-                await self.stream.send_all(event.data)
+                await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await self.protocol.handle(Closed())
         finally:
@@ -475,18 +481,17 @@ async def _accept(
             if swamped():
                 continue
             for _ in range(min(len(held), START_BATCH)):
-                stream = trio.SocketStream(trio.socket.from_stdlib_socket(held.popleft()))
-                nursery.start_soon(_serve_one, handler, stream)
+                nursery.start_soon(_serve_one, handler, SocketStream(held.popleft()))
     finally:
         for sock in held:
             sock.close()
 
 
-async def _serve_one(handler: Any, stream: trio.SocketStream) -> None:
+async def _serve_one(handler: Any, stream: SocketStream) -> None:
     try:
         await handler(stream)
     finally:
-        await trio.aclose_forcefully(stream)
+        stream.close()
 
 
 def raise_open_file_limit() -> None:

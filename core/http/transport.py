@@ -134,6 +134,14 @@ class _Exchange:
             ):
                 self._held = [message]  # a body of known length: written with the head
                 return
+            # a streamed response: Hypercorn keeps its start message for as long as the
+            # response lasts (an open stream's whole life), for an access log of its own
+            # that is off here (``core/http/access.py`` logs instead): its headers, ~1 KiB,
+            # are let go of once written
+            message = {**message}
+            await self._send(message)
+            message["headers"] = []
+            return
         elif kind == "http.response.body" and message.get("more_body", False):
             if self._held is not None:
                 self._held.append(message)

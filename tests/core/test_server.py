@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from triograph.core.http import server
+from triograph.core.http.sockets import SocketStream
 
 
 @contextmanager
@@ -39,7 +40,7 @@ async def test_every_queued_connection_is_accepted_before_any_is_served() -> Non
     with _connected(50) as (listener, clients):
         async with trio.open_nursery() as handlers:
 
-            async def handler(stream: trio.SocketStream) -> None:
+            async def handler(stream: SocketStream) -> None:
                 accepted_by_then.append(len(handlers.child_tasks))
                 if len(accepted_by_then) == len(clients):
                     all_served.set()
@@ -65,7 +66,7 @@ async def test_connections_wait_in_arrival_order_while_the_server_is_swamped() -
         ports = [client.getsockname()[1] for client in clients]
         async with trio.open_nursery() as handlers:
 
-            async def handler(stream: trio.SocketStream) -> None:
+            async def handler(stream: SocketStream) -> None:
                 served.append(stream.socket.getpeername()[1])
                 if len(served) == len(clients):
                     all_served.set()
@@ -98,5 +99,5 @@ async def test_connections_held_when_the_server_stops_are_closed() -> None:
             assert client.recv(1) == b""  # the server's end is closed
 
 
-async def _unexpected(stream: trio.SocketStream) -> None:
+async def _unexpected(stream: SocketStream) -> None:
     raise AssertionError("a held connection was served")
