@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, cast
 from quart import request
 
 try:  # Quart 0.23; 0.22 (the newest on Python 3.11) has no such error and logs nothing
-    from quart.wrappers import ClientDisconnectedError  # type: ignore[attr-defined,unused-ignore]
+    from quart.wrappers import (  # type: ignore[attr-defined,unused-ignore]
+        ClientDisconnectedError as ClientDisconnectedError,
+    )
 except ImportError:  # pragma: no cover - Quart 0.22
 
     class ClientDisconnectedError(Exception):  # type: ignore[no-redef,unused-ignore]

@@ -19,7 +19,7 @@ import logging
 import pathlib
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, cast
 
@@ -30,7 +30,7 @@ from quart_trio import QuartTrio
 from quart_trio import asgi as quart_trio_asgi
 from quart_trio import datastructures as quart_trio_datastructures
 from quart_trio.wrappers.request import TrioBody, TrioRequest
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from triograph.core.engine.cluster import LocalLink
 from triograph.core.engine.emitters import StreamModeRegistry
@@ -42,7 +42,7 @@ from triograph.core.engine.streams import Heartbeats
 from triograph.core.engine.supervisor import RunSupervisor
 from triograph.core.engine.thread_streams import ThreadStreams
 from triograph.core.http import logs
-from triograph.core.http.access import AccessLog, note_route
+from triograph.core.http.access import AccessLog, ClientDisconnectedError, note_route
 from triograph.core.http.admission import LIMIT as ADMITTED
 from triograph.core.http.admission import Admission
 from triograph.core.http.auth import Authentication
@@ -173,24 +173,73 @@ async def _disconnected() -> dict[str, Any]:
     return {"type": "http.disconnect"}
 
 
+def _bounded(request: Any, most: int | None) -> bool:
+    """The request's body has a declared length within the limit ``most`` (or none at all):
+    the transport (``core/http/transport.py``) hands each of its parts on as it comes, none
+    is cut off or dropped, so with its last part among those received, reading it never
+    waits. Quart's ``MAX_CONTENT_LENGTH`` is the transport's limit (``limits.max_body_bytes``);
+    a request's ``max_content_length`` is None outside the app's context, as here."""
+    if "transfer-encoding" in request.headers:
+        return False
+    length = request.content_length
+    return length is None or most is None or length <= most
+
+
+class _Send:
+    """A request's ``send`` as Quart-Trio 0.13 wraps it (``_convert_os_error``: the socket's
+    ``OSError`` is Quart's ``ClientDisconnectedError``), which also tells the request's
+    :class:`_HTTPConnection` before the response's last message goes (see there)."""
+
+    __slots__ = ("_connection", "_send")
+
+    def __init__(self, connection: _HTTPConnection, send: Any) -> None:
+        self._connection = connection
+        self._send = send
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._connection.answered()
+        if _convert_os_error is None:  # Quart-Trio 0.12 lets the OSError through
+            await self._send(message)
+            return
+        try:
+            await self._send(message)
+        except OSError:
+            raise ClientDisconnectedError() from None
+
+
 class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
     """Quart-Trio's handling of one HTTP request, holding two tasks fewer while it lasts (an
     open stream's whole life): the request is handled in the task that runs the request's
     nursery (Quart-Trio starts a child task for it and leaves that one waiting), and the
-    task that reads the incoming messages ends once the body is all in. The client leaving
-    after that is learnt from the connection (:class:`~triograph.core.http.server.
-    RequestChannel`), which then starts Quart-Trio's handling of the ``http.disconnect``
+    task that reads the incoming messages ends once the body is all in; when it is in
+    already (a small request's body comes with its head), they are read without a task, or
+    a turn of the scheduler, at all (:func:`_bounded` says when that never waits). The
+    client leaving after that is learnt from the connection (:class:`~triograph.core.http.
+    server.RequestChannel`), which then starts Quart-Trio's handling of the ``http.disconnect``
     (it cancels the nursery, the handling included, as before). A Trio task, its context
-    and frames are ~1.3-1.6 KiB each (bench/stream_memory.py)."""
+    and frames are ~1.3-1.6 KiB each (bench/stream_memory.py).
+
+    Hypercorn tells every request that its client left once its exchange is over, the
+    response whole: nothing is left to stop then, so once the response's last message is
+    on its way (:meth:`answered`), that ``http.disconnect`` starts no task (it did: a task
+    and two turns of the scheduler per request)."""
+
+    _answered = False
+    _channel: RequestChannel | None = None
 
     async def __call__(self, receive: Any, send: Any) -> None:
-        if _convert_os_error is not None:
-            send = _convert_os_error(send)
+        send = _Send(self, send)
         request = self._create_request_from_scope(send)
-        channel = cast("RequestChannel | None", self.scope.get(REQUEST_CHANNEL))
+        channel = self._channel = cast("RequestChannel | None", self.scope.get(REQUEST_CHANNEL))
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.handle_messages, nursery, request, receive)
+                most = self.app.config["MAX_CONTENT_LENGTH"]
+                if channel is not None and channel.body_in and _bounded(request, most):
+                    # the whole body is in already: taken in here, without waiting
+                    await self.handle_messages(nursery, request, receive)
+                else:
+                    nursery.start_soon(self.handle_messages, nursery, request, receive)
                 await self.handle_request(nursery, request, send)
         finally:
             if channel is not None:  # the nursery is closed: nothing to cancel any more
@@ -217,10 +266,19 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
         try:
             await super().handle_messages(nursery, request, cast("Any", until_complete))
         except _BodyRead:
+            if self._answered:
+                return
             parent = quart_trio_asgi.TrioASGIHTTPConnection.handle_messages
             channel.callback = functools.partial(
                 nursery.start_soon, parent, self, nursery, request, _disconnected
             )
+
+    def answered(self) -> None:
+        """The response's last message is being sent: the client leaving after this stops
+        nothing (Quart-Trio cancels the request's nursery once it is sent anyway)."""
+        self._answered = True
+        if self._channel is not None:
+            self._channel.callback = None
 
 
 #: Quart-Trio 0.13's queue of a request body's parts (a Trio memory channel), with the
@@ -287,12 +345,33 @@ class _BodyQueue:
 
 
 class _Body(TrioBody):
-    """Quart-Trio's request body, its parts in a :class:`_BodyQueue` (Quart-Trio 0.13)."""
+    """Quart-Trio's request body, its parts in a :class:`_BodyQueue` (Quart-Trio 0.13),
+    read without a turn of the scheduler once it is all in (Quart waits for its completion
+    event first, and a Trio event's ``wait`` yields even when it is set)."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         if _TrioQueue is not None and type(getattr(self, "_queue", None)) is _TrioQueue:
             self._queue = cast("Any", _BodyQueue())
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self._complete.is_set():
+            return (yield from super().__await__())
+        # what Quart's ``__await__`` does once the event is set (0.13: the parts queued,
+        # checked against the limit; 0.12: one buffer, checked as it grew)
+        if self._must_raise is not None:
+            raise self._must_raise
+        if _TrioQueue is None:
+            return bytes(self._data or b"")
+        if self._data is None:
+            data = bytearray()
+            while not self._queue.empty():
+                data.extend(self._queue.get_nowait())
+                most = self._max_content_length
+                if most is not None and len(data) > most:
+                    raise RequestEntityTooLarge()
+            self._data = bytes(data)
+        return self._data
 
 
 class _Request(TrioRequest):

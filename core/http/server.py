@@ -113,6 +113,13 @@ class RequestChannel:
         """Messages are waiting to be received."""
         return bool(self._messages)
 
+    @property
+    def body_in(self) -> bool:
+        """The request body's last part is among the messages waiting to be received."""
+        return any(
+            m["type"] == "http.request" and not m.get("more_body", False) for m in self._messages
+        )
+
     async def put(self, message: dict[str, Any]) -> None:
         """Hypercorn's ``app_put``: queue ``message``, waiting while the queue is full."""
         if message["type"] == "http.disconnect" and self.callback is not None:

@@ -257,6 +257,19 @@ async def test_a_declared_body_over_the_limit_is_a_413_before_it_is_read(
         assert await conn.closed()
 
 
+async def test_a_body_over_the_limit_sent_whole_with_its_head_is_a_413(
+    conn_server: Server,
+) -> None:
+    """All of it is in when the request is handled: not read (nor waited for) either."""
+    body = b"x" * (70 * 1024)
+    async with connect(conn_server) as conn:
+        await conn.send(head("POST", "/threads", **{"Content-Length": str(len(body))}) + body)
+        response = await conn.response()
+        assert response.status == 413
+        assert response.headers["connection"] == "close"
+        assert await conn.closed()
+
+
 async def test_a_chunked_body_is_cut_off_at_the_limit(conn_server: Server) -> None:
     async with connect(conn_server) as conn:
         await conn.send(head("POST", "/threads", **{"Transfer-Encoding": "chunked"}))
@@ -279,3 +292,50 @@ async def test_a_body_within_the_limit_is_served(conn_server: Server) -> None:
         assert response.status_code == 200
         too_big = await http.post("/threads", json={"metadata": {"note": "x" * 70_000}})
         assert too_big.status_code == 413
+
+
+class _Spawned(trio.abc.Instrument):
+    """The names of the tasks started meanwhile (the code each runs)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.coro.cr_code.co_name)
+
+
+async def test_a_body_that_came_with_its_head_is_read_without_a_task_of_its_own(
+    conn_server: Server,
+) -> None:
+    """A small request's body arrives with its head: it is read in the request's own task,
+    and the end of the exchange (Hypercorn's ``http.disconnect`` after the response) starts
+    no task either. A body that comes later gets a task waiting for it, as before."""
+    spawned = _Spawned()
+    async with connect(conn_server) as conn:
+        trio.lowlevel.add_instrument(spawned)
+        try:
+            for _ in range(3):
+                await conn.send(head("POST", "/threads/search", **{"Content-Length": "2"}) + b"{}")
+                assert (await conn.response()).status == 200
+            whole = list(spawned.names)
+            spawned.names.clear()
+            await conn.send(head("POST", "/threads/search", **{"Content-Length": "2"}))
+            await trio.sleep(0.05)
+            await conn.send(b"{}")
+            assert (await conn.response()).status == 200
+            late = list(spawned.names)
+        finally:
+            trio.lowlevel.remove_instrument(spawned)
+    assert whole.count("_handle") == 3  # Hypercorn's task of each request...
+    assert "handle_messages" not in whole  # ...and nothing else to read or end it
+    assert late.count("handle_messages") == 1  # the late body was waited for
+
+
+async def test_a_chunked_body_sent_whole_is_served(conn_server: Server) -> None:
+    body = b'{"metadata": {"note": "chunked"}}'
+    async with connect(conn_server) as conn:
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        await conn.send(head("POST", "/threads", **{"Transfer-Encoding": "chunked"}) + chunked)
+        response = await conn.response()
+        assert response.status == 200
+        assert b'"note":"chunked"' in response.body
