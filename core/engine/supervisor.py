@@ -361,7 +361,33 @@ class RunSupervisor:
         for name, payload in dispatcher.begin():
             await self._publish(handle, name, payload, event_hook)
         source = await self._attempt(handle)
-        async with core.bridge.stream(chunk_source(graph, source, dispatcher)) as batches:
+        thread_streams, thread_id = core.thread_streams, run.thread_id
+        modes = run.kwargs["stream_mode"]
+        # the events go out as they come while anyone follows them (the run's or its
+        # thread's stream, the thread's protocol log, other processes, the event hook);
+        # otherwise (a /wait, a background run nobody joined yet) they come in one batch at
+        # the end, or LAZY_DELAY later: a cross-thread wake-up per run instead of per chunk
+        followed = (
+            event_hook
+            or unstored is not None
+            or (not handle.temporary and Dispatcher.uses_protocol(core.stream_modes, modes))
+        )
+
+        def live() -> bool:
+            return (
+                followed
+                or handle.stream.subscriber_count > 0
+                or thread_streams.subscriber_count(thread_id) > 0
+            )
+
+        def leftover(batch: list[tuple[tuple[str, ...], str, Any]]) -> None:
+            if not event_hook:  # made before the run stopped: its events count
+                for ns, mode, data in batch:
+                    for name, payload in dispatcher.dispatch(ns, mode, data):
+                        self._emit(handle, name, payload)
+
+        factory = chunk_source(graph, source, dispatcher)
+        async with core.bridge.stream(factory, live=live, leftover=leftover) as batches:
             async for batch in batches:
                 for ns, mode, data in batch:
                     for name, payload in dispatcher.dispatch(ns, mode, data):

@@ -44,6 +44,8 @@ ASGIApp: TypeAlias = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 #: How long a cancelled asyncio task may take to clean up before Trio stops waiting for it.
 CLEANUP_TIMEOUT = 10.0
+#: seconds a stream's items may wait for a consumer that nobody follows (see ``stream``)
+LAZY_DELAY = 0.05
 
 
 #: the job whose task (or a task it started) is running: a task runs in a copy of the
@@ -211,14 +213,24 @@ class _Job(Generic[T]):
 
 
 class _Pipe(Generic[T]):
-    """Items produced on the asyncio loop, consumed in batches by one Trio task."""
+    """Items produced on the asyncio loop, consumed in batches by one Trio task.
 
-    def __init__(self, bridge: GraphBridge, max_buffer: int) -> None:
+    While the consumer waits, each item wakes it (its ``live()`` says it must pass them on
+    as they come), or, when ``live()`` says nobody follows them yet, only the end of the
+    stream, a full buffer or :data:`LAZY_DELAY` seconds do: a ``/wait`` nobody streams gets
+    its run's items in one batch, one wake-up of Trio instead of one per item."""
+
+    def __init__(
+        self, bridge: GraphBridge, max_buffer: int, live: Callable[[], bool] | None
+    ) -> None:
         self._to_loop, self._to_trio = bridge.mailboxes
         self._lock = threading.Lock()
         self._items: list[T] = []
         self._finished = False
         self._wakeup: trio.Event | None = None
+        #: the consumer waits for the end, a full buffer or its delay, not for each item
+        self._lazy = False
+        self._live = live
         self._max_buffer = max_buffer
         self._space: asyncio.Event | None = None
 
@@ -228,11 +240,14 @@ class _Pipe(Generic[T]):
             async for item in factory():
                 with self._lock:
                     self._items.append(item)
-                    wake, self._wakeup = self._wakeup, None
                     if len(self._items) >= self._max_buffer:
                         self._space = space = asyncio.Event()
                     else:
                         space = None
+                    if self._lazy and space is None:
+                        wake = None
+                    else:
+                        wake, self._wakeup = self._wakeup, None
                 if wake is not None:
                     self._to_trio.post(wake.set)
                 if space is not None:  # back-pressure: wait until Trio drained the batch
@@ -248,6 +263,7 @@ class _Pipe(Generic[T]):
     # -- Trio side --
     async def batches(self, job: _Job[None]) -> AsyncGenerator[list[T]]:
         while True:
+            lazy = self._live is not None and not self._live()
             with self._lock:
                 batch, self._items = self._items, []
                 finished = self._finished
@@ -255,6 +271,7 @@ class _Pipe(Generic[T]):
                 wait = None
                 if not batch and not finished:
                     self._wakeup = wait = trio.Event()
+                    self._lazy = lazy
             if space is not None:
                 self._to_loop.post(space.set)
             if batch:
@@ -264,7 +281,17 @@ class _Pipe(Generic[T]):
                 job.result()  # re-raises the graph's exception with its traceback
                 return
             elif wait is not None:
-                await wait.wait()
+                if lazy:
+                    with trio.move_on_after(LAZY_DELAY):
+                        await wait.wait()
+                else:
+                    await wait.wait()
+
+    def leftover(self) -> list[T]:
+        """The items the consumer has not taken (it left early)."""
+        with self._lock:
+            items, self._items = self._items, []
+        return items
 
 
 class GraphBridge:
@@ -348,7 +375,12 @@ class GraphBridge:
 
     @asynccontextmanager
     async def stream(
-        self, factory: Callable[[], AsyncIterator[T]], *, max_buffer: int = 256
+        self,
+        factory: Callable[[], AsyncIterator[T]],
+        *,
+        max_buffer: int = 256,
+        live: Callable[[], bool] | None = None,
+        leftover: Callable[[list[T]], None] | None = None,
     ) -> AsyncIterator[AsyncIterator[list[T]]]:
         """Run the async iterator ``factory()`` on the graph loop; yield its items in batches.
 
@@ -356,8 +388,14 @@ class GraphBridge:
         The producer pauses while ``max_buffer`` items wait unconsumed. Leaving the block
         early, or a Trio cancel, cancels the producer and waits for it as :meth:`call` does.
         An exception raised by the producer is re-raised from the iteration.
+
+        Items are handed over as soon as they come, unless ``live`` is given and returns
+        False when the consumer is about to wait: then it waits for the producer's end, a
+        full buffer, or :data:`LAZY_DELAY` seconds, whichever comes first (see
+        :class:`_Pipe`). Items made that the consumer had not taken when it left (a cancel)
+        are handed to ``leftover``, once the producer is done.
         """
-        pipe: _Pipe[T] = _Pipe(self, max_buffer)
+        pipe: _Pipe[T] = _Pipe(self, max_buffer, live)
 
         def pump() -> Awaitable[None]:
             return pipe.pump(factory)
@@ -369,3 +407,5 @@ class GraphBridge:
         finally:
             await batches.aclose()  # the consumer may have left mid-iteration
             await job.settle()
+            if leftover is not None and (rest := pipe.leftover()):
+                leftover(rest)

@@ -28,6 +28,7 @@ from tests.concurrency import (
     run_reaches,
     run_status,
     slow_input,
+    sse,
     start_slow,
     thread_settles,
     until,
@@ -35,6 +36,7 @@ from tests.concurrency import (
 )
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server, poll, stored
+from triograph.core.infra import graph_bridge
 from triograph.core.infra.hookspecs import hookimpl
 from triograph.core.infra.models import Run
 
@@ -513,3 +515,23 @@ async def test_the_run_nursery_closing_records_runs_as_interrupted(server: Serve
     assert stored is not None
     assert stored.status != "busy"
     assert stored.error == user_interrupt("server shutting down")
+
+
+async def test_a_cancelled_run_nobody_followed_keeps_the_events_it_made(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run nobody streams gets its chunks from the graph loop in bulk (at its end, or
+    LAZY_DELAY later): those made before a cancel still become its events. The delay is
+    made long here so that nothing but the cancel hands them over."""
+    monkeypatch.setattr(graph_bridge, "LAZY_DELAY", 60.0)
+    tid = await new_thread(server)
+    rid = await start_slow(server, tid, STEP, stream_mode=["updates"], stream_resumable=True)
+    await log_reaches(server, tid, ["step1"])
+    await server.sync(lambda c: c.runs.cancel(tid, rid, wait=True))
+    async with server.http() as http:
+        response = await http.get(
+            f"/threads/{tid}/runs/{rid}/stream", headers={"Last-Event-ID": "-"}
+        )
+    events = sse(response.content)
+    assert ("updates", {"step1": {"log": ["step1"]}}) in events
+    assert await run_status(server, tid, rid) == "interrupted"

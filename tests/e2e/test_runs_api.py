@@ -723,3 +723,19 @@ async def test_on_disconnect_continue_is_the_default(server: Server) -> None:
     rid = header(raw, "content-location").rsplit("/", 1)[-1]
     run = await run_reaches(server, tid, rid, "interrupted", "success", "error")
     assert run["status"] == "success"
+
+
+async def test_a_join_mid_run_of_a_run_nobody_followed_gets_every_event_from_then_on(
+    server: Server,
+) -> None:
+    """Nobody streamed the run so far: its chunks came from the graph loop in bulk; from
+    the join on they are the joiner's, in order."""
+    tid = await new_thread(server)
+    run = await server.sync(
+        lambda c: c.runs.create(tid, "slow", input={"delay": 0.3}, stream_mode=["updates"])
+    )
+    parts = await server.aio(lambda c: collect(c.runs.join_stream(tid, run["run_id"])))
+    assert [(p.event, p.data) for p in parts if p.event != "metadata"] == [
+        ("updates", {"step1": {"log": ["step1"]}}),
+        ("updates", {"step2": {"log": ["step2"]}}),
+    ]
