@@ -381,10 +381,14 @@ class RunSupervisor:
             )
 
         def leftover(batch: list[tuple[tuple[str, ...], str, Any]]) -> None:
-            if not event_hook:  # made before the run stopped: its events count
+            if event_hook:  # followed: as before, what was in flight at a cancel is dropped
+                return
+            try:  # made before the run stopped: its events count
                 for ns, mode, data in batch:
                     for name, payload in dispatcher.dispatch(ns, mode, data):
                         self._emit(handle, name, payload)
+            except Exception:  # the run's own ending (a cancel, an error) goes on
+                log.exception("run %s: its last events could not be published", run.run_id)
 
         factory = chunk_source(graph, source, dispatcher)
         async with core.bridge.stream(factory, live=live, leftover=leftover) as batches:
