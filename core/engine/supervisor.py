@@ -3,8 +3,8 @@
 Request handlers never spawn tasks. A run is created in three steps: :meth:`RunSupervisor.reserve`
 puts it in flight on its thread (synchronously, so a multitask strategy's decision and the
 reservation are atomic), the caller stores it as ``pending``, and :meth:`RunSupervisor.start`
-starts its task with ``await nursery.start(...)``, so the task exists, and
-``triograph_run_created`` has fired, before the HTTP response goes out.
+fires ``triograph_run_created`` and starts its task (``nursery.start_soon``), so the hook has
+fired, and the task exists, before the HTTP response goes out.
 
 A run task waits for its turn on its thread's lane (:class:`~triograph.core.engine.handles.
 ThreadLane`: one run of a thread at a time, in scheduled-start order: ``created_at``, which
@@ -237,11 +237,13 @@ class RunSupervisor:
         return handle
 
     async def start(self, handle: RunHandle) -> None:
-        """Start the task of a reserved run already stored as ``pending``; returns once it
-        exists (and ``triograph_run_created`` has fired)."""
+        """Fire ``triograph_run_created`` for a reserved run already stored as ``pending``,
+        then start its task, which runs from the next turn of the scheduler (with
+        ``nursery.start`` the request waited two turns more before it could answer)."""
         assert self._nursery is not None, "supervisor is not serving"
-        with acting_as(None):  # the task acts for the server: its user is in its config
-            await self._nursery.start(self._run_task, handle)
+        with acting_as(None):  # the run acts for the server: its user is in its config
+            await self.core.hooks.fire("triograph_run_created", run=attrs.evolve(handle.run))
+            self._nursery.start_soon(self._run_task, handle)
 
     def discard(self, handle: RunHandle) -> None:
         """Forget a reserved run that was never started."""
@@ -289,13 +291,8 @@ class RunSupervisor:
         if lane.idle:
             del self._lanes[thread_id]
 
-    async def _run_task(self, handle: RunHandle, *, task_status: trio.TaskStatus[None]) -> None:
+    async def _run_task(self, handle: RunHandle) -> None:
         run = handle.run
-        await self.core.hooks.fire("triograph_run_created", run=attrs.evolve(run))
-        task_status.started()
-        # it refers to the nursery the task started in, with its cancel scope and sets:
-        # ~1 KiB that would be held for the run's whole life
-        del task_status
         error: Exception | None = None
         try:
             with handle.scope:
@@ -366,7 +363,8 @@ class RunSupervisor:
         # the events go out as they come while anyone follows them (the run's or its
         # thread's stream, the thread's protocol log, other processes, the event hook);
         # otherwise (a /wait, a background run nobody joined yet) they come in one batch at
-        # the end, or LAZY_DELAY later: a cross-thread wake-up per run instead of per chunk
+        # the end, or once someone joins (within LAZY_DELAY): a cross-thread wake-up per run
+        # instead of per chunk
         followed = (
             event_hook
             or unstored is not None

@@ -22,6 +22,7 @@ from typing import Any
 
 import trio
 
+from triograph.core.http.server import REQUEST_CHANNEL
 from triograph.core.infra import heap
 from triograph.core.infra.graph_bridge import ASGIApp
 from triograph.core.infra.intake import Intake
@@ -45,13 +46,16 @@ class Admission:
 
     def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Awaitable[None]:
         if scope["type"] != "http" or scope["path"] in BYPASS:
+            self.intake.leave(scope.get(REQUEST_CHANNEL))  # answered at once: no crowd
             return self.app(scope, receive, send)  # awaited with no frame of this layer
         return self._admitted(scope, receive, send)
 
     async def _admitted(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         heap.note_activity()
-        place = _Place(self.limiter, self.intake, send)
-        self.intake.enter(place)
+        # counted since its connection read it (``core/http/server.py``); a request from
+        # within the process (the SDK's loopback) is counted from here
+        key = scope.get(REQUEST_CHANNEL)
+        place = _Place(self.limiter, self.intake, send, key if key in self.intake else None)
         scope[RELEASE] = place.release
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -70,12 +74,18 @@ class _Place:
     response starts or it ends: an object with slots rather than two closures and their
     cells, held for as long as the request lasts (an open stream's whole life)."""
 
-    __slots__ = ("_intake", "_limiter", "_send", "held", "taken_in")
+    __slots__ = ("_intake", "_key", "_limiter", "_send", "held", "taken_in")
 
-    def __init__(self, limiter: trio.CapacityLimiter, intake: Intake, send: Any) -> None:
+    def __init__(
+        self, limiter: trio.CapacityLimiter, intake: Intake, send: Any, key: object | None
+    ) -> None:
         self._limiter = limiter
         self._intake = intake
         self._send = send
+        if key is None:  # not counted yet: counted as itself
+            key = self
+            intake.enter(self)
+        self._key = key
         self.held = False
         self.taken_in = True
 
@@ -85,7 +95,7 @@ class _Place:
             self._limiter.release_on_behalf_of(self)
         if self.taken_in:
             self.taken_in = False
-            self._intake.leave(self)
+            self._intake.leave(self._key)
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":

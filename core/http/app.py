@@ -444,6 +444,7 @@ async def _lifetime(
             await core.supervisor.start_service(core.crons.serve)
             await core.supervisor.start_service(core.threads.sweep_expired)
             await core.supervisor.start_service(core.thread_streams.sweep)
+            await core.supervisor.start_service(core.bridge.lazy_pipes.sweep)
             for service in services:  # the routes' own (the MCP transport's task group)
                 await core.supervisor.start_service(service)
             await nursery.start(core.heartbeats.serve)  # open streams outlive the runs
@@ -690,6 +691,7 @@ async def serve_app(
                     listener,
                     shutdown_trigger=trigger,
                     swamped=functools.partial(core.intake.swamped, SWAMPED),
+                    intake=core.intake,
                 )
             )
             if core.startup_failure is None:

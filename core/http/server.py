@@ -42,16 +42,16 @@ import functools
 import logging
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, cast
+from typing import Any
 
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.task_group import TaskGroup, _handle
+from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
@@ -65,6 +65,7 @@ from hypercorn.utils import (
 
 from triograph.core.http.sockets import SocketStream
 from triograph.core.infra import heap
+from triograph.core.infra.intake import Intake
 
 log = logging.getLogger("triograph.server")
 
@@ -151,22 +152,55 @@ class RequestChannel:
 
 class _TaskGroup(TaskGroup):
     """Hypercorn's task group of a connection, whose requests each get a
-    :class:`RequestChannel` (also ``scope[REQUEST_CHANNEL]``, before the app starts)."""
+    :class:`RequestChannel` (also ``scope[REQUEST_CHANNEL]``, before the app starts) and,
+    with an :class:`~triograph.core.infra.intake.Intake`, count as taken in from the moment
+    the connection read them (the channel is their key) until the app gives them back
+    (``core/http/admission.py``) or ends."""
+
+    def __init__(self, intake: Intake | None) -> None:
+        super().__init__()
+        self._intake = intake
 
     async def spawn_app(self, app: Any, config: Config, scope: Any, send: Any) -> Any:
         channel = scope[REQUEST_CHANNEL] = RequestChannel(config.max_app_queue_size)
+        intake = self._intake
+        if intake is not None and scope["type"] == "http":
+            # a request read in the same turn as others crowds in with them, even if the
+            # app answers each within one step of its task (a background run's creation)
+            intake.enter(channel)
+        else:
+            intake = None
         assert self._nursery is not None
-        self._nursery.start_soon(
-            cast("Any", _handle),  # Hypercorn's: runs the app, tells the connection it ended
-            app,
-            config,
-            scope,
-            channel.receive,
-            send,
-            trio.to_thread.run_sync,
-            trio.from_thread.run,
-        )
+        self._nursery.start_soon(_handle, app, config, scope, channel, send, intake)
         return channel.put
+
+
+async def _handle(
+    app: Any,
+    config: Config,
+    scope: Any,
+    channel: RequestChannel,
+    send: Callable[[Any], Awaitable[None]],
+    intake: Intake | None,
+) -> None:
+    """Hypercorn's ``_handle`` (runs the app, tells the connection it ended), which also
+    drops the request from the intake if the app did not (a route outside the admission
+    layer, or an error before it), and tells the connection once only."""
+    try:
+        await app(scope, channel.receive, send, trio.to_thread.run_sync, trio.from_thread.run)
+    except trio.Cancelled:
+        raise
+    except BaseExceptionGroup as error:
+        _, others = error.split(trio.Cancelled)
+        if others is None:
+            raise
+        await config.log.exception("Error in ASGI Framework")
+    except Exception:
+        await config.log.exception("Error in ASGI Framework")
+    finally:
+        if intake is not None:
+            intake.leave(channel)
+        await send(None)
 
 
 class _Writes:
@@ -289,8 +323,9 @@ class Connection(TCPServer):
     timeout, every closed connection's socket (in ``CLOSE-WAIT``) and state held 75 s after
     its client left."""
 
-    def __init__(self, timers: IdleTimers, *args: Any) -> None:
+    def __init__(self, timers: IdleTimers, intake: Intake | None, *args: Any) -> None:
         super().__init__(*args)
+        self._intake = intake
         self.idle_task = _IdleTimer(self, timers)  # type: ignore[assignment]
         self._closing = False
 
@@ -301,7 +336,7 @@ class Connection(TCPServer):
         try:
             client = parse_socket_addr(socket.family, socket.getpeername())
             server = parse_socket_addr(socket.family, socket.getsockname())
-            async with _TaskGroup() as task_group:
+            async with _TaskGroup(self._intake) as task_group:
                 self._task_group = task_group
                 self.protocol = ProtocolWrapper(
                     self.app,
@@ -400,12 +435,14 @@ async def serve(
     *,
     shutdown_trigger: Any,
     swamped: Callable[[], bool] = lambda: False,
+    intake: Intake | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI ``app`` on the listening socket ``listener`` until ``shutdown_trigger()``
     returns, then shut down gracefully (``config.graceful_timeout`` for the connections,
     then the app's lifespan shutdown). ``task_status`` gets the served URL once the app's
-    start-up is done.
+    start-up is done. Each HTTP request counts in ``intake`` from the moment its connection
+    read it (see :class:`_TaskGroup`).
 
     Resource handling: ``listener`` is owned from here on and closed on exit; every
     connection runs in a task of the server nursery this call opens.
@@ -424,6 +461,7 @@ async def serve(
                 handler = functools.partial(
                     Connection,
                     timers,
+                    intake,
                     wrapped,
                     config,
                     context,

@@ -30,7 +30,7 @@ import sys
 import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeAlias, TypeVar
 
 import trio
@@ -154,8 +154,14 @@ class _Job(Generic[T]):
     checkpoints) must be recorded after those land, not before.
     """
 
-    def __init__(self, bridge: GraphBridge, make: Callable[[], Awaitable[T]]) -> None:
+    def __init__(
+        self,
+        bridge: GraphBridge,
+        make: Callable[[], Awaitable[T]],
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
         self.done = trio.Event()
+        self._on_done = on_done  # called on Trio with ``done.set``: the same wake-up
         self._task: asyncio.Task[T] | None = None
         self._cancel_requested = False
         self._cancel_sent = False  # Trio side: a task is cancelled at most once
@@ -186,7 +192,12 @@ class _Job(Generic[T]):
 
     def _notify(self, _: object) -> None:
         with contextlib.suppress(trio.RunFinishedError):  # Trio is gone: nobody waits
-            self._to_trio.post(self.done.set)
+            self._to_trio.post(self._set_done)
+
+    def _set_done(self) -> None:  # on Trio
+        self.done.set()
+        if self._on_done is not None:
+            self._on_done()
 
     def _cancel_on_loop(self) -> None:
         self._cancel_requested = True
@@ -217,12 +228,16 @@ class _Pipe(Generic[T]):
 
     While the consumer waits, each item wakes it (its ``live()`` says it must pass them on
     as they come), or, when ``live()`` says nobody follows them yet, only the end of the
-    stream, a full buffer or :data:`LAZY_DELAY` seconds do: a ``/wait`` nobody streams gets
-    its run's items in one batch, one wake-up of Trio instead of one per item."""
+    stream, a full buffer, or the bridge's sweep finding ``live()`` true (every
+    :data:`LAZY_DELAY` seconds) do: a ``/wait`` nobody streams gets its run's items in one
+    batch, one wake-up of Trio instead of one per item. One sweep for every lazy pipe, not
+    a timeout each: a burst of background runs had hundreds of pipes waiting at once, each
+    timing out (a cancel scope and an unwinding ``Cancelled``) every 50 ms for nothing."""
 
     def __init__(
         self, bridge: GraphBridge, max_buffer: int, live: Callable[[], bool] | None
     ) -> None:
+        self._bridge = bridge
         self._to_loop, self._to_trio = bridge.mailboxes
         self._lock = threading.Lock()
         self._items: list[T] = []
@@ -252,13 +267,9 @@ class _Pipe(Generic[T]):
                     self._to_trio.post(wake.set)
                 if space is not None:  # back-pressure: wait until Trio drained the batch
                     await space.wait()
-        finally:
-            with self._lock:
+        finally:  # the consumer is woken by the job's end (``finish``), not from here:
+            with self._lock:  # a second wake-up of Trio a moment before that one
                 self._finished = True
-                wake, self._wakeup = self._wakeup, None
-            if wake is not None:
-                with suppress(trio.RunFinishedError):
-                    self._to_trio.post(wake.set)
 
     # -- Trio side --
     async def batches(self, job: _Job[None]) -> AsyncGenerator[list[T]]:
@@ -277,21 +288,74 @@ class _Pipe(Generic[T]):
             if batch:
                 yield batch
             elif finished:
-                await job.done.wait()
+                if not job.done.is_set():  # (a set event's wait takes a turn all the same)
+                    await job.done.wait()
                 job.result()  # re-raises the graph's exception with its traceback
                 return
             elif wait is not None:
                 if lazy:
-                    with trio.move_on_after(LAZY_DELAY):
+                    lazy_pipes = self._bridge.lazy_pipes
+                    lazy_pipes.add(self)
+                    try:
                         await wait.wait()
+                    finally:
+                        lazy_pipes.discard(self)
                 else:
                     await wait.wait()
+
+    def finish(self) -> None:
+        """The producer's job is done (called on Trio with its ``done`` event set)."""
+        with self._lock:
+            self._finished = True
+            wake, self._wakeup = self._wakeup, None
+        if wake is not None:
+            wake.set()
+
+    def sweep(self) -> None:
+        """Wake the consumer, waiting lazily, if ``live()`` now says someone follows."""
+        assert self._live is not None
+        if self._live():
+            with self._lock:
+                self._lazy = False
+                wake, self._wakeup = self._wakeup, None
+            if wake is not None:
+                wake.set()
 
     def leftover(self) -> list[T]:
         """The items the consumer has not taken (it left early)."""
         with self._lock:
             items, self._items = self._items, []
         return items
+
+
+class _LazyPipes:
+    """The pipes whose consumer waits lazily, swept every :data:`LAZY_DELAY` seconds while
+    there are any (see :class:`_Pipe`)."""
+
+    def __init__(self) -> None:
+        self._pipes: set[_Pipe[Any]] = set()
+        self._added: trio.Event | None = None
+
+    def add(self, pipe: _Pipe[Any]) -> None:
+        self._pipes.add(pipe)
+        if self._added is not None:
+            self._added.set()
+            self._added = None
+
+    def discard(self, pipe: _Pipe[Any]) -> None:
+        self._pipes.discard(pipe)
+
+    async def sweep(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Until cancelled: the app runs it as a service, beside its runs."""
+        task_status.started()
+        while True:
+            await trio.sleep(LAZY_DELAY)
+            if self._pipes:
+                for pipe in list(self._pipes):
+                    pipe.sweep()
+            else:  # parked only once a sweep found none: not woken for each run meanwhile
+                self._added = added = trio.Event()
+                await added.wait()
 
 
 class GraphBridge:
@@ -306,6 +370,9 @@ class GraphBridge:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._mailboxes: tuple[_Mailbox, _Mailbox] | None = None
+        #: the pipes whose consumer waits lazily; ``lazy_pipes.sweep`` must run while runs
+        #: stream (the app starts it as a service), or those see a joiner only at their end
+        self.lazy_pipes = _LazyPipes()
 
     @property
     def mailboxes(self) -> tuple[_Mailbox, _Mailbox]:
@@ -391,16 +458,16 @@ class GraphBridge:
 
         Items are handed over as soon as they come, unless ``live`` is given and returns
         False when the consumer is about to wait: then it waits for the producer's end, a
-        full buffer, or :data:`LAZY_DELAY` seconds, whichever comes first (see
-        :class:`_Pipe`). Items made that the consumer had not taken when it left (a cancel)
-        are handed to ``leftover``, once the producer is done.
+        full buffer, or ``live()`` to turn true (seen within :data:`LAZY_DELAY` seconds),
+        whichever comes first (see :class:`_Pipe`). Items made that the consumer had not
+        taken when it left (a cancel) are handed to ``leftover``, once the producer is done.
         """
         pipe: _Pipe[T] = _Pipe(self, max_buffer, live)
 
         def pump() -> Awaitable[None]:
             return pipe.pump(factory)
 
-        job: _Job[None] = _Job(self, pump)
+        job: _Job[None] = _Job(self, pump, pipe.finish)
         batches = pipe.batches(job)
         try:
             yield batches

@@ -1,8 +1,12 @@
 """The server's intake: the API requests being taken in, and whether they crowd in.
 
-A request is being taken in from its arrival until its response starts (its headers go out),
-as :class:`~triograph.core.http.admission.Admission` counts it: a stream or a ``/wait``
-counts only until it starts answering. The intake is *crowded* when a request arrives while
+A request is being taken in from its arrival (its connection read it: ``core/http/server.py``)
+until its response starts (its headers go out, as
+:class:`~triograph.core.http.admission.Admission` sees): a stream or a ``/wait`` counts only
+until it starts answering. Counting from the read, not from the first step of the request's
+task, matters: a request whose answer takes no wait (a background run's creation) is taken
+in and answered within one step, and requests read in the same turn would otherwise never
+overlap, however fast they come. The intake is *crowded* when a request arrives while
 at least :data:`CROWD` others that arrived in the last :data:`RECENT` seconds are still
 being taken in: requests are arriving faster than the server answers them.
 
@@ -71,8 +75,11 @@ class Intake:
         return trio.current_time() - nth < RECENT
 
     def leave(self, request: object) -> None:
-        """``request`` started its response (or ended without one)."""
-        del self._arrivals[request]
+        """``request`` started its response (or ended without one); once is enough."""
+        self._arrivals.pop(request, None)
+
+    def __contains__(self, request: object) -> bool:
+        return request in self._arrivals
 
     async def calm(self) -> None:
         """Return once the intake has not been crowded for :data:`CALM` seconds (at once if

@@ -521,8 +521,8 @@ async def test_a_cancelled_run_nobody_followed_keeps_the_events_it_made(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run nobody streams gets its chunks from the graph loop in bulk (at its end, or
-    LAZY_DELAY later): those made before a cancel still become its events. The delay is
-    made long here so that nothing but the cancel hands them over."""
+    once someone joins): those made before a cancel still become its events. The sweep that
+    looks for joiners is made rare here so that nothing but the cancel hands them over."""
     monkeypatch.setattr(graph_bridge, "LAZY_DELAY", 60.0)
     tid = await new_thread(server)
     rid = await start_slow(server, tid, STEP, stream_mode=["updates"], stream_resumable=True)

@@ -9,6 +9,7 @@ over raw sockets, the rest only at the end."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -105,3 +106,38 @@ async def test_a_server_that_keeps_up_starts_background_runs_at_once(
     async with held_requests(server, intake.CROWD - 1):
         background = await start_slow(server, tid, FAST)
         assert await run_ends(server, tid, background) == "success"
+
+
+async def test_requests_read_together_crowd_in_even_if_each_is_answered_at_once(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A background run's creation is answered within one step of its request's task, so
+    requests of a burst never overlap there; counted from their connections' reads, those
+    read in the same turn are a crowd all the same, and the runs they create wait."""
+    monkeypatch.setattr(intake, "RECENT", 60.0)
+    monkeypatch.setattr(intake, "CALM", 60.0)
+    monkeypatch.setattr(intake, "MAX_WAIT", 5.0)
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"assistant_id": "slow", "input": slow_input(FAST)}).encode()
+    # blocking sockets: every request is in before the server's next turn
+    socks = [socket.create_connection((host, int(port))) for _ in range(intake.CROWD + 1)]
+    for sock in socks:  # stateless: a run whose creation waits for nothing
+        sock.sendall(
+            f"POST /runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+    runs = []
+    for sock in socks:
+        async with trio.SocketStream(trio.socket.from_stdlib_socket(sock)) as stream:
+            answer = b""
+            while not answer.endswith(b"}"):  # a JSON object, the whole answer
+                answer += await stream.receive_some()
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        run = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+        runs.append((run["thread_id"], run["run_id"]))
+    assert server.core.intake.crowded_at > -float("inf")
+    for tid, rid in runs:
+        assert await run_status(server, tid, rid) == "pending"
+    for tid, rid in runs:  # after MAX_WAIT (a stateless run is deleted once it ended)
+        assert await run_ends(server, tid, rid) is None

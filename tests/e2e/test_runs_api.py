@@ -739,3 +739,26 @@ async def test_a_join_mid_run_of_a_run_nobody_followed_gets_every_event_from_the
         ("updates", {"step1": {"log": ["step1"]}}),
         ("updates", {"step2": {"log": ["step2"]}}),
     ]
+
+
+async def test_a_joiner_of_a_run_nobody_followed_gets_its_events_as_they_come(
+    server: Server,
+) -> None:
+    """The run's chunks were coming in bulk (nobody followed it): a join turns them live,
+    so the joiner sees the first step's update while the second one still runs, not at
+    the run's end."""
+    tid = await new_thread(server)
+    run = await server.sync(
+        lambda c: c.runs.create(tid, "slow", input={"delay": 2.0}, stream_mode=["updates"])
+    )
+
+    async def first_update(c: Any) -> tuple[Any, str]:
+        async for part in c.runs.join_stream(tid, run["run_id"]):
+            if part.event == "updates":
+                return part.data, (await c.runs.get(tid, run["run_id"]))["status"]
+        raise AssertionError("the stream ended without an update")
+
+    data, status = await server.aio(first_update)
+    assert data == {"step1": {"log": ["step1"]}}
+    assert status == "running"
+    assert (await run_reaches(server, tid, run["run_id"], "success"))["status"] == "success"
