@@ -14,6 +14,7 @@ derives it (contract §2.1; note the namespace is *not* ``uuid.NAMESPACE_URL``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import sys
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 ASSISTANT_NAMESPACE = uuid.UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")
 
 
+@functools.cache  # a few graphs, asked on every request that names one
 def system_assistant_id(graph_id: str) -> str:
     return str(uuid.uuid5(ASSISTANT_NAMESPACE, graph_id))
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
+import time
 import typing
 import uuid
 from typing import Any, Literal, TypeVar
@@ -43,13 +45,16 @@ def now() -> dt.datetime:
 
 
 def new_id() -> str:
-    """A time-ordered UUIDv7 string, as the official server generates for threads and runs."""
-    ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
-    rand = uuid.uuid4().int & ((1 << 74) - 1)
+    """A time-ordered UUIDv7 string, as the official server generates for threads and runs
+    (formatted here: ``uuid.UUID`` objects made and printed cost twice as much, three
+    times per run)."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10)) & ((1 << 74) - 1)
     value = (
         (ms << 80) | (0x7 << 76) | ((rand >> 62) << 64) | (0b10 << 62) | (rand & ((1 << 62) - 1))
     )
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 #: the largest ``offset`` of any page: an int32, storable and comparable by every backend
