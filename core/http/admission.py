@@ -74,7 +74,7 @@ class _Place:
     response starts or it ends: an object with slots rather than two closures and their
     cells, held for as long as the request lasts (an open stream's whole life)."""
 
-    __slots__ = ("_intake", "_key", "_limiter", "_send", "held", "taken_in")
+    __slots__ = ("_intake", "_key", "_limiter", "_send", "held")
 
     def __init__(
         self, limiter: trio.CapacityLimiter, intake: Intake, send: Any, key: object | None
@@ -87,15 +87,12 @@ class _Place:
             intake.enter(self)
         self._key = key
         self.held = False
-        self.taken_in = True
 
     def release(self) -> None:
         if self.held:
             self.held = False
             self._limiter.release_on_behalf_of(self)
-        if self.taken_in:
-            self.taken_in = False
-            self._intake.leave(self._key)
+        self._intake.leave(self._key)  # (a second time changes nothing)
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":

@@ -44,7 +44,7 @@ ASGIApp: TypeAlias = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 #: How long a cancelled asyncio task may take to clean up before Trio stops waiting for it.
 CLEANUP_TIMEOUT = 10.0
-#: seconds a stream's items may wait for a consumer that nobody follows (see ``stream``)
+#: seconds between two looks for a follower among the streams nobody follows (see ``stream``)
 LAZY_DELAY = 0.05
 
 
@@ -243,7 +243,7 @@ class _Pipe(Generic[T]):
         self._items: list[T] = []
         self._finished = False
         self._wakeup: trio.Event | None = None
-        #: the consumer waits for the end, a full buffer or its delay, not for each item
+        #: the consumer waits for the end, a full buffer or a follower, not for each item
         self._lazy = False
         self._live = live
         self._max_buffer = max_buffer
@@ -251,25 +251,22 @@ class _Pipe(Generic[T]):
 
     # -- asyncio side --
     async def pump(self, factory: Callable[[], AsyncIterator[T]]) -> None:
-        try:
-            async for item in factory():
-                with self._lock:
-                    self._items.append(item)
-                    if len(self._items) >= self._max_buffer:
-                        self._space = space = asyncio.Event()
-                    else:
-                        space = None
-                    if self._lazy and space is None:
-                        wake = None
-                    else:
-                        wake, self._wakeup = self._wakeup, None
-                if wake is not None:
-                    self._to_trio.post(wake.set)
-                if space is not None:  # back-pressure: wait until Trio drained the batch
-                    await space.wait()
-        finally:  # the consumer is woken by the job's end (``finish``), not from here:
-            with self._lock:  # a second wake-up of Trio a moment before that one
-                self._finished = True
+        # its end is told by the job's (``finish``), in the same wake-up of Trio
+        async for item in factory():
+            with self._lock:
+                self._items.append(item)
+                if len(self._items) >= self._max_buffer:
+                    self._space = space = asyncio.Event()
+                else:
+                    space = None
+                if self._lazy and space is None:
+                    wake = None
+                else:
+                    wake, self._wakeup = self._wakeup, None
+            if wake is not None:
+                self._to_trio.post(wake.set)
+            if space is not None:  # back-pressure: wait until Trio drained the batch
+                await space.wait()
 
     # -- Trio side --
     async def batches(self, job: _Job[None]) -> AsyncGenerator[list[T]]:
@@ -287,9 +284,7 @@ class _Pipe(Generic[T]):
                 self._to_loop.post(space.set)
             if batch:
                 yield batch
-            elif finished:
-                if not job.done.is_set():  # (a set event's wait takes a turn all the same)
-                    await job.done.wait()
+            elif finished:  # set with the job's done event (``finish``)
                 job.result()  # re-raises the graph's exception with its traceback
                 return
             elif wait is not None:
@@ -304,7 +299,8 @@ class _Pipe(Generic[T]):
                     await wait.wait()
 
     def finish(self) -> None:
-        """The producer's job is done (called on Trio with its ``done`` event set)."""
+        """The producer's job is done (called on Trio once its ``done`` event is set): the
+        only place the stream is marked finished."""
         with self._lock:
             self._finished = True
             wake, self._wakeup = self._wakeup, None
