@@ -78,6 +78,11 @@ class ClusterLink(Protocol):
         """Return once no run of another process holds ``run``'s thread or comes before it."""
         ...
 
+    def turn_is_free(self, run: Run) -> bool:
+        """Whether :meth:`wait_turn` is known to return at once for ``run`` (no process
+        else can hold its thread), without asking anyone."""
+        ...
+
     def run_end_elsewhere(self, thread_id: str) -> trio.Event:
         """An event set once a run of the thread that another process executes has recorded
         its outcome (as that process announces it: wait with a timeout, and look again)."""
@@ -189,6 +194,9 @@ class LocalLink:
 
     async def wait_turn(self, run: Run) -> None:
         return
+
+    def turn_is_free(self, run: Run) -> bool:
+        return True
 
     def run_end_elsewhere(self, thread_id: str) -> trio.Event:
         return trio.Event()  # nothing runs elsewhere

@@ -118,15 +118,20 @@ class ThreadLane:
         waiting = [h for h in self.handles if h is not self.holder]
         return min(waiting, key=lambda h: h.run.created_at, default=None)
 
+    def try_take(self, handle: RunHandle) -> bool:
+        """Take the thread for ``handle`` if it may have it now; whether it does."""
+        free = self.holder is None and not self.writers
+        if free and self._next() is handle and handle.run.created_at <= now():
+            self.holder = handle
+        return self.holder is handle
+
     async def take(self, handle: RunHandle) -> None:
-        """Return once ``handle`` holds the thread. Cancellable: a run cancelled while it
-        waits (for the thread or for its ``after_seconds``) never takes it."""
-        while True:
+        """Return once ``handle`` holds the thread (at once if it does already).
+        Cancellable: a run cancelled while it waits (for the thread or for its
+        ``after_seconds``) never takes it."""
+        while not self.try_take(handle):
             first = self.holder is None and not self.writers and self._next() is handle
             delay = (handle.run.created_at - now()).total_seconds() if first else 0.0
-            if first and delay <= 0:
-                self.holder = handle
-                return
             if self.changed is None:
                 self.changed = trio.Event()
             if first:

@@ -277,6 +277,9 @@ class SharedLink:
         its outcome, thread status included)."""
         return self._waiter(self._thread_wakes, thread_id)
 
+    def turn_is_free(self, run: Run) -> bool:
+        return bool(run.kwargs.get("temporary"))  # a temporary thread is this run's alone
+
     async def wait_turn(self, run: Run) -> None:
         """Return once no run of another worker holds ``run``'s thread or comes before it
         (a temporary thread is this run's alone)."""

@@ -74,6 +74,11 @@ Outcome = Literal["success", "error", "interrupted", "rolled_back"]
 CHECKPOINT_KEYS = ("checkpoint_id", "checkpoint_ns", "checkpoint_map")
 
 
+def _metadata(run: Run) -> dict[str, Any]:
+    """The payload of a run's first event, ``metadata``: which run, which attempt at it."""
+    return {"run_id": run.run_id, "attempt": run.attempt}
+
+
 def _run_info(handle: RunHandle) -> RunInfo:
     run = handle.run
     return RunInfo(
@@ -239,11 +244,32 @@ class RunSupervisor:
     async def start(self, handle: RunHandle) -> None:
         """Fire ``triograph_run_created`` for a reserved run already stored as ``pending``,
         then start its task, which runs from the next turn of the scheduler (with
-        ``nursery.start`` the request waited two turns more before it could answer)."""
+        ``nursery.start`` the request waited two turns more before it could answer).
+
+        A run that nothing makes wait for its thread (see :meth:`_take_now`) takes it here
+        and streams its ``metadata`` event at once: the request that created it has its
+        first event before its response starts, not two turns of the scheduler later (the
+        run's task, then the response's)."""
         assert self._nursery is not None, "supervisor is not serving"
         with acting_as(None):  # the run acts for the server: its user is in its config
             await self.core.hooks.fire("triograph_run_created", run=attrs.evolve(handle.run))
-            self._nursery.start_soon(self._run_task, handle)
+            taken = self._take_now(handle)
+            if taken:
+                self._emit(handle, "metadata", _metadata(handle.run))
+            self._nursery.start_soon(self._run_task, handle, taken)
+
+    def _take_now(self, handle: RunHandle) -> bool:
+        """Take the run's thread now if its task would have it at once: the first attempt
+        (a retry's events go on from the stored ones, looked up first), on a serving
+        supervisor, the next in its thread's lane, its ``after_seconds`` passed, and no
+        other process to ask."""
+        run = handle.run
+        return (
+            run.attempt == 1
+            and self._ready.is_set()
+            and self.core.cluster.turn_is_free(run)
+            and self._lanes[run.thread_id].try_take(handle)
+        )
 
     def discard(self, handle: RunHandle) -> None:
         """Forget a reserved run that was never started."""
@@ -291,23 +317,26 @@ class RunSupervisor:
         if lane.idle:
             del self._lanes[thread_id]
 
-    async def _run_task(self, handle: RunHandle) -> None:
+    async def _run_task(self, handle: RunHandle, taken: bool) -> None:
+        """Execute the run and record its outcome; ``taken``: :meth:`start` took its
+        thread and streamed its ``metadata`` already."""
         run = handle.run
         error: Exception | None = None
         try:
             with handle.scope:
-                if not self._ready.is_set():
-                    await self._ready.wait()
-                await self._lanes[run.thread_id].take(handle)
-                await self.core.cluster.wait_turn(run)
-                if run.attempt > 1:  # event ids go on after the earlier attempts' ones
-                    handle.stream.continue_at(await self.core.cluster.resume_seq(run))
-                if run.attempt > self.core.settings.max_attempts:
-                    raise WorkerCrashed(run, self.core.settings.max_attempts)
-                # streamed before the wait for a slot under max_runs: a client sees at once
-                # that its run exists (and gets heartbeats) however long the queue
-                metadata = {"run_id": run.run_id, "attempt": run.attempt}
-                self._emit(handle, "metadata", metadata)
+                metadata = _metadata(run)
+                if not taken:
+                    if not self._ready.is_set():
+                        await self._ready.wait()
+                    await self._lanes[run.thread_id].take(handle)
+                    await self.core.cluster.wait_turn(run)
+                    if run.attempt > 1:  # event ids go on after the earlier attempts' ones
+                        handle.stream.continue_at(await self.core.cluster.resume_seq(run))
+                    if run.attempt > self.core.settings.max_attempts:
+                        raise WorkerCrashed(run, self.core.settings.max_attempts)
+                    # streamed before the wait for a slot under max_runs: a client sees at
+                    # once that its run exists (and gets heartbeats) however long the queue
+                    self._emit(handle, "metadata", metadata)
                 if handle.background:  # requests being taken in go first (a burst of them)
                     await self.core.intake.calm()
                 await self._slots.acquire()

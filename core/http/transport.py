@@ -32,7 +32,10 @@ being buffered).
 **It writes a response of known length at once**: the head and the body (up to
 :data:`HOLD_BYTES`) are held until the body is complete and go out in one write (Hypercorn
 writes each message with its own ``send``). A streamed response (no ``Content-Length``) is
-written as it comes.
+written as it comes, except that the app may say its first chunk is ready
+(:meth:`_Exchange.head_with_first_chunk`, reached through ``scope[EXCHANGE]``): then the
+head waits for that chunk and both go out in one write (a run's stream: its ``metadata``
+event is there before the response starts).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ _NOT_READ = frozenset({408, 413})
 #: the key marking the message of a body cut off at the limit (told "complete" to the app,
 #: though the rest is still being read and dropped)
 CUT = "triograph.cut"
+#: the key of the request's :class:`_Exchange` in its scope (copies of the scope share it)
+EXCHANGE = "triograph.transport.exchange"
 
 
 class Transport:
@@ -71,7 +76,9 @@ class Transport:
         # the request lasts (an open stream's whole life)
         if scope["type"] != "http":
             return self.app(scope, receive, send)
-        exchange = _Exchange(scope, receive, send, self.max_body_bytes, self.drain_timeout)
+        exchange = scope[EXCHANGE] = _Exchange(
+            scope, receive, send, self.max_body_bytes, self.drain_timeout
+        )
         return self.app(scope, exchange.receive, exchange.send)
 
 
@@ -98,6 +105,15 @@ class _Exchange:
         #: response of known length goes out in one write (see ``core/http/server.py``)
         self._held: list[dict[str, Any]] | None = None
         self._held_bytes = 0
+        #: a streamed response's first chunk is ready: its head waits for it (and, once the
+        #: head is held, the head)
+        self._head_waits = False
+        self._head: dict[str, Any] | None = None
+
+    def head_with_first_chunk(self) -> None:
+        """The streamed response about to start has its first chunk ready: its head waits
+        for that chunk, and both go out in one write."""
+        self._head_waits = True
 
     async def receive(self) -> dict[str, Any]:
         while True:
@@ -139,10 +155,23 @@ class _Exchange:
             # that is off here (``core/http/access.py`` logs instead): its headers, ~1 KiB,
             # are let go of once written
             message = {**message}
+            if self._head_waits:
+                self._head = message
+                return
             await self._send(message)
             message["headers"] = []
             return
-        elif kind == "http.response.body" and message.get("more_body", False):
+        if self._head is not None:  # a streamed response's head, held for its first chunk
+            head, self._head = self._head, None
+            if kind == "http.response.body" and message.get("more_body", False):
+                async with one_write():
+                    await self._send(head)
+                    await self._send(message)
+                head["headers"] = []
+                return
+            await self._send(head)  # the response ends (or failed) at once: as it comes
+            head["headers"] = []
+        if kind == "http.response.body" and message.get("more_body", False):
             if self._held is not None:
                 self._held.append(message)
                 self._held_bytes += len(message.get("body", b""))

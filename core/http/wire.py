@@ -20,6 +20,7 @@ from quart import Response, current_app, request
 
 from triograph.core.engine.streams import HEARTBEAT
 from triograph.core.http.admission import RELEASE
+from triograph.core.http.transport import EXCHANGE
 from triograph.core.infra import encoding
 from triograph.core.infra.errors import InvalidRequest, TriographError
 from triograph.core.infra.limits import check_body
@@ -27,6 +28,7 @@ from triograph.core.infra.models import structure
 
 if TYPE_CHECKING:
     from triograph.core.engine.streams import Event, Heartbeats, Subscription
+    from triograph.core.http.transport import _Exchange
     from triograph.core.infra.context import Core
     from triograph.core.infra.models import Run
 
@@ -216,9 +218,14 @@ def sse_response(
     prelude: list[bytes] | None = None,
 ) -> Response:
     """An SSE response that drains ``sub`` (None: an empty stream), with a heartbeat each
-    time ``heartbeats`` pokes it."""
+    time ``heartbeats`` pokes it. When it has something to send already (a new run's
+    ``metadata`` event), its head goes out with that, in one write."""
 
     c = core()  # the body runs outside the app context
+    if prelude or sub is None or sub.queued:
+        exchange = cast("_Exchange | None", request.scope.get(EXCHANGE))
+        if exchange is not None:
+            exchange.head_with_first_chunk()
 
     async def body() -> AsyncIterator[bytes]:
         finished = False

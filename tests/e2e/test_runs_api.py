@@ -14,7 +14,9 @@ import pytest
 import trio
 from langgraph_sdk.errors import NotFoundError
 
+from tests.concurrency import FAST, run_status, slow_input, start_slow, thread_settles
 from tests.sdk import Server, collect, get, poll
+from triograph.core.infra.storage import backend_name
 
 T = TypeVar("T")
 
@@ -170,6 +172,64 @@ async def test_stream_stateless_async_client(server: Server) -> None:
     )
     assert [p.event for p in parts] == ["metadata", "values", "values", "values"]
     assert parts[-1].data == joke("owls")
+
+
+async def first_read(server: Server, path: str, body: dict[str, Any]) -> bytes:
+    """POST ``body`` over a bare socket and return the first bytes that arrive (at least
+    the response's head), then close the connection (``on_disconnect`` is ``continue``)."""
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    payload = json.dumps({**body, "on_disconnect": "continue"}).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\n\r\n"
+    )
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(head.encode() + payload)
+        seen = b""
+        with trio.fail_after(10):
+            while b"\r\n\r\n" not in seen:
+                chunk = await stream.receive_some()
+                assert chunk, f"connection closed before the head: {seen!r}"
+                seen += chunk
+    return seen
+
+
+async def test_a_run_streams_its_metadata_with_the_response_head(server: Server) -> None:
+    """A run that may start at once streams its ``metadata`` event before its response
+    starts: both go out in one write (they came two turns of the scheduler apart). On a
+    backend shared by processes a run on a thread that outlives it asks the others first
+    (the thread may be theirs): its head goes out alone."""
+    tid = await new_thread(server)
+    shared = backend_name(server.core.settings.storage) not in ("memory", "file")
+    body = {"assistant_id": "slow", "input": slow_input(FAST), "stream_mode": ["values"]}
+    for path, at_once in (("/runs/stream", True), (f"/threads/{tid}/runs/stream", not shared)):
+        first = await first_read(server, path, body)
+        assert first.startswith(b"HTTP/1.1 200"), first
+        assert (b"event: metadata" in first) is at_once, first
+        await thread_settles(server, tid)
+
+
+async def test_a_queued_run_streams_its_metadata_once_it_takes_the_thread(
+    server: Server,
+) -> None:
+    """A run enqueued behind another of its thread gets its response head at once and its
+    ``metadata`` event only once the thread is its own."""
+    tid = await new_thread(server)
+    ahead = await start_slow(server, tid, SLOW, "ahead")
+    await run_reaches(server, tid, ahead, "running")
+    body = {
+        "assistant_id": "slow",
+        "input": slow_input(FAST, "queued"),
+        "stream_mode": ["values"],
+        "multitask_strategy": "enqueue",
+    }
+    first = await first_read(server, f"/threads/{tid}/runs/stream", body)
+    assert first.startswith(b"HTTP/1.1 200"), first
+    assert b"event: metadata" not in first, first
+    assert await run_status(server, tid, ahead) == "running"
+    await thread_settles(server, tid)
+    runs = await server.sync(lambda c: c.runs.list(tid))
+    assert [r["status"] for r in runs] == ["success", "success"]
 
 
 async def test_wait_thread_bound_and_stateless(server: Server) -> None:
