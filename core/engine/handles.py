@@ -118,10 +118,13 @@ class ThreadLane:
         waiting = [h for h in self.handles if h is not self.holder]
         return min(waiting, key=lambda h: h.run.created_at, default=None)
 
+    def _first(self, handle: RunHandle) -> bool:
+        """Whether ``handle`` is the next to take the free thread, once its time comes."""
+        return self.holder is None and not self.writers and self._next() is handle
+
     def try_take(self, handle: RunHandle) -> bool:
         """Take the thread for ``handle`` if it may have it now; whether it does."""
-        free = self.holder is None and not self.writers
-        if free and self._next() is handle and handle.run.created_at <= now():
+        if self._first(handle) and handle.run.created_at <= now():
             self.holder = handle
         return self.holder is handle
 
@@ -130,7 +133,7 @@ class ThreadLane:
         Cancellable: a run cancelled while it waits (for the thread or for its
         ``after_seconds``) never takes it."""
         while not self.try_take(handle):
-            first = self.holder is None and not self.writers and self._next() is handle
+            first = self._first(handle)
             delay = (handle.run.created_at - now()).total_seconds() if first else 0.0
             if self.changed is None:
                 self.changed = trio.Event()

@@ -163,14 +163,11 @@ class _Exchange:
             return
         if self._head is not None:  # a streamed response's head, held for its first chunk
             head, self._head = self._head, None
+            self._held = [head]  # written with this message, whatever it is (``_write``)
             if kind == "http.response.body" and message.get("more_body", False):
-                async with one_write():
-                    await self._send(head)
-                    await self._send(message)
+                await self._write(message)
                 head["headers"] = []
                 return
-            await self._send(head)  # the response ends (or failed) at once: as it comes
-            head["headers"] = []
         if kind == "http.response.body" and message.get("more_body", False):
             if self._held is not None:
                 self._held.append(message)
