@@ -13,30 +13,23 @@ import copy
 import datetime as dt
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar
-
-import attrs
+from typing import Any, Generic
 
 from triograph.core.infra.hookspecs import hookimpl
-from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, Thread
+from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, Thread, copied
+from triograph.core.infra.models import Record as R
 from triograph.core.infra.settings import Settings
 from triograph.core.infra.storage import AssistantChanged, Cluster, StorageRegistry
 from triograph.core.infra.store_config import store_index, store_ttl
 from triograph.storage.memory_graph import MemoryCheckpointer, MemoryStore
 from triograph.storage.query import Filters, allows, contains, page
 
-R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
-
-
-def _copy(record: R) -> R:
-    return attrs.evolve(record)
-
 
 def _page(
     rows: Iterable[R], sort_by: str, sort_order: str, limit: int, offset: int
 ) -> tuple[list[R], int]:
     found, total = page(rows, sort_by, sort_order, limit, offset)
-    return [_copy(r) for r in found], total
+    return [copied(r) for r in found], total
 
 
 class _Repo(Generic[R]):
@@ -59,12 +52,12 @@ class _Repo(Generic[R]):
 
     async def get(self, key: str, *, filters: Filters | None = None) -> R | None:
         row = self._visible(key, filters)
-        return None if row is None else _copy(row)
+        return None if row is None else copied(row)
 
     async def update(self, record: R, *, filters: Filters | None = None) -> None:
         key = getattr(record, self.key)
         if self._visible(key, filters) is not None:
-            self.rows[key] = _copy(record)
+            self.rows[key] = copied(record)
 
     async def delete(self, key: str, *, filters: Filters | None = None) -> bool:
         if self._visible(key, filters) is None:
@@ -108,20 +101,20 @@ class _Assistants(_Repo[Assistant]):
     async def create(self, assistant: Assistant) -> bool:
         if assistant.assistant_id in self.rows:
             return False
-        self.rows[assistant.assistant_id] = _copy(assistant)
+        self.rows[assistant.assistant_id] = copied(assistant)
         self._record_version(assistant)
         return True
 
     async def new_version(self, assistant: Assistant) -> Assistant:
-        stored = _copy(assistant)
+        stored = copied(assistant)
         stored.version = max(self.versions_of.get(assistant.assistant_id, {0: None})) + 1
         self.rows[assistant.assistant_id] = stored
         self._record_version(stored)
-        return _copy(stored)
+        return copied(stored)
 
     async def get_version(self, assistant_id: str, version: int) -> AssistantVersion | None:
         row = self.versions_of.get(assistant_id, {}).get(version)
-        return None if row is None else _copy(row)
+        return None if row is None else copied(row)
 
     async def versions(
         self,
@@ -178,7 +171,7 @@ class _Threads(_Repo[Thread]):
     async def create(self, thread: Thread) -> bool:
         if thread.thread_id in self.rows:
             return False
-        self.rows[thread.thread_id] = _copy(thread)
+        self.rows[thread.thread_id] = copied(thread)
         return True
 
     def _deleted(self, key: str) -> None:
@@ -217,7 +210,7 @@ class _Threads(_Repo[Thread]):
             if t.ttl and t.ttl.get("expires_at") and t.ttl["expires_at"] <= at
         ]
         rows.sort(key=lambda t: t.ttl["expires_at"])  # type: ignore[index]
-        return [_copy(t) for t in rows[:limit]]
+        return [copied(t) for t in rows[:limit]]
 
 
 class _Runs(_Repo[Run]):
@@ -240,8 +233,8 @@ class _Runs(_Repo[Run]):
             if stored is None or stored.updated_at != assistant.updated_at:
                 raise AssistantChanged(run.assistant_id)
         if thread is not None:
-            self.threads[thread.thread_id] = _copy(thread)
-        self.rows[run.run_id] = _copy(run)
+            self.threads[thread.thread_id] = copied(thread)
+        self.rows[run.run_id] = copied(run)
 
     async def for_thread(
         self, thread_id: str, *, status: str | None = None, limit: int = 10, offset: int = 0
@@ -252,7 +245,7 @@ class _Runs(_Repo[Run]):
             if r.thread_id == thread_id and (status is None or r.status == status)
         ]
         rows.sort(key=lambda r: (r.created_at, r.run_id), reverse=True)
-        return [_copy(r) for r in rows[offset : offset + limit]]
+        return [copied(r) for r in rows[offset : offset + limit]]
 
     async def search(
         self,
@@ -272,14 +265,14 @@ class _Runs(_Repo[Run]):
             and allows(self._metadata(r), filters)
         ]
         rows.sort(key=lambda r: (r.created_at, r.run_id))
-        return [_copy(r) for r in rows]
+        return [copied(r) for r in rows]
 
 
 class _Crons(_Repo[Cron]):
     key = "cron_id"
 
     async def create(self, cron: Cron) -> None:
-        self.rows[cron.cron_id] = _copy(cron)
+        self.rows[cron.cron_id] = copied(cron)
 
     async def search(
         self,
@@ -312,7 +305,7 @@ class _Crons(_Repo[Cron]):
             if c.enabled and c.next_run_date is not None and c.next_run_date <= at
         ]
         rows.sort(key=lambda c: c.next_run_date)  # type: ignore[arg-type,return-value]
-        return [_copy(c) for c in rows[:limit]]
+        return [copied(c) for c in rows[:limit]]
 
 
 class MemoryStorage:

@@ -16,11 +16,12 @@ from typing import Any, Generic
 
 import attrs
 
-from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, Thread
+from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, Thread, copied
+from triograph.core.infra.models import Record as R
 from triograph.core.infra.storage import AssistantChanged
 from triograph.storage.query import Filters, Where
 from triograph.storage.sql import Connection, SqlEngine
-from triograph.storage.tables import R, Table, Tables
+from triograph.storage.tables import Table, Tables
 
 
 class Repo(Generic[R]):
@@ -108,7 +109,7 @@ class Assistants(Repo[Assistant]):
 
         def store(conn: Connection) -> Assistant:
             d.lock_versions(conn, assistant.assistant_id)  # it may not exist yet
-            stored = attrs.evolve(assistant)
+            stored = copied(assistant)
             stored.version = conn.execute(
                 "SELECT COALESCE(MAX(version), 0) + 1 FROM assistant_versions "
                 f"WHERE assistant_id = {d.mark}",

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 import attrs
 
 from triograph.core.infra.models import Assistant, AssistantVersion, Cron, Run, Thread, converter
+from triograph.core.infra.models import Record as R
 from triograph.storage.query import Where
 from triograph.storage.sql import Connection, Dialect
-
-R = TypeVar("R", Assistant, AssistantVersion, Thread, Run, Cron)
 
 
 class Table(Generic[R]):

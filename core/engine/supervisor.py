@@ -44,7 +44,7 @@ from triograph.core.engine.streams import RunStream
 from triograph.core.infra import encoding, heap
 from triograph.core.infra.auth import User, acting_as
 from triograph.core.infra.errors import BadRequest, Conflict
-from triograph.core.infra.models import CancelAction, Run, now
+from triograph.core.infra.models import CancelAction, Run, copied, now
 
 if TYPE_CHECKING:
     from triograph.core.infra.context import Core
@@ -252,7 +252,7 @@ class RunSupervisor:
         run's task, then the response's)."""
         assert self._nursery is not None, "supervisor is not serving"
         with acting_as(None):  # the run acts for the server: its user is in its config
-            await self.core.hooks.fire("triograph_run_created", run=attrs.evolve(handle.run))
+            await self.core.hooks.fire("triograph_run_created", run=copied(handle.run))
             taken = self._take_now(handle)
             if taken:
                 self._emit(handle, "metadata", _metadata(handle.run))
@@ -359,7 +359,7 @@ class RunSupervisor:
         run.updated_at = now()
         if not await core.cluster.record(run):  # fenced as the final record is
             raise TakenOver(run.run_id)
-        await core.hooks.fire("triograph_run_started", run=attrs.evolve(run))
+        await core.hooks.fire("triograph_run_started", run=copied(run))
         event_hook = core.hooks.has("triograph_run_event")
         if event_hook:  # the metadata event went out before the slot; its hook goes now
             await core.hooks.fire("triograph_run_event", run=run, event="metadata", data=metadata)
@@ -597,7 +597,7 @@ class RunSupervisor:
             if not owned:  # claimed meanwhile: the claimant records it
                 return False
         await core.hooks.fire(
-            "triograph_run_finished", run=attrs.evolve(run), outcome=outcome, error=thread_error
+            "triograph_run_finished", run=copied(run), outcome=outcome, error=thread_error
         )
         if handle.temporary:  # it kept no checkpoints: only the records go
             if outcome == "rolled_back":  # its run is deleted; its thread goes now

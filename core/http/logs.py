@@ -144,12 +144,14 @@ class BatchingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure(level: str = "INFO", fmt: LogFormat = "plain") -> None:
     """Send every log record at ``level`` or above to stderr, formatted as ``fmt``; called
     once by the command line (tests keep pytest's capture). Records do not look up the
-    caller's frame, thread or process names, which no line shows (the logging docs'
-    "Optimization" settings): a third of a record's cost."""
+    caller's frame, thread, process or asyncio task names, which no line shows (the logging
+    docs' "Optimization" settings): a third of a record's cost. (The task's name is looked
+    up with ``asyncio.current_task()``, which raises, caught, on Trio's thread.)"""
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined,unused-ignore]  # 3.12+
     handler = BatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else PlainFormatter())
     root = logging.getLogger()

@@ -170,7 +170,7 @@ class Hooks:
         a decision that fails is the caller's to turn into an answer."""
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
             result = impl.function(**{name: kwargs[name] for name in impl.argnames})
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 result = await result
             if result is not None:
                 return result
@@ -182,7 +182,7 @@ class Hooks:
         answers = []
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
             result = impl.function(**{name: kwargs[name] for name in impl.argnames})
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 result = await result
             answers.append((impl.plugin_name, result))
         return answers
@@ -193,7 +193,7 @@ class Hooks:
             try:
                 args = {name: kwargs[name] for name in impl.argnames}
                 result = impl.function(**args)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     await result
             except Exception:
                 log.exception("plugin %r raised in %s", impl.plugin_name, hook_name)

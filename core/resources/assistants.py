@@ -41,6 +41,7 @@ from triograph.core.infra.models import (
     bounded,
     check_page,
     check_select,
+    copied,
     now,
     selected,
     to_wire,
@@ -295,7 +296,7 @@ class AssistantService:
         assistant_id = self.core.graphs.resolve_assistant_id(value)
         copy = self._copies.get(assistant_id) if cached else None
         if copy is not None:
-            assistant: Assistant | None = attrs.evolve(copy)
+            assistant: Assistant | None = copied(copy)
         else:
             assistant = await self.core.storage.assistants.get(assistant_id)
             self._keep(assistant_id, assistant)
@@ -315,7 +316,7 @@ class AssistantService:
             return
         if len(self._copies) >= CACHED_ASSISTANTS:
             del self._copies[next(iter(self._copies))]
-        self._copies[assistant_id] = attrs.evolve(assistant)
+        self._copies[assistant_id] = copied(assistant)
 
     # -- create, patch, delete ----------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from triograph.core.infra.models import (
     Run,
     RunCreate,
     Thread,
+    copied,
     new_id,
     now,
     validate_uuid,
@@ -240,7 +241,7 @@ class RunService:
         with trio.CancelScope(shield=True):
             try:
                 await self._store(plan)
-                stored = attrs.evolve(run)  # the answer shows it as stored, not as it runs on
+                stored = copied(run)  # the answer shows it as stored, not as it runs on
                 await core.supervisor.start(handle)
             except AssistantChanged:  # nothing was stored: the thread's id is used no more
                 core.supervisor.discard(handle)
@@ -291,10 +292,10 @@ class RunService:
             thread.status = "busy"
             current = plan.assistant if plan.cached else None
             await core.storage.runs.create(plan.run, thread=thread, assistant=current)
-            await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
+            await core.hooks.fire("triograph_thread_created", thread=copied(thread))
             return
         if await core.threads.mark_busy(thread, create=plan.created, metadata=graph):
-            await core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
+            await core.hooks.fire("triograph_thread_created", thread=copied(thread))
         await core.storage.runs.create(plan.run)
 
     async def _authorize(

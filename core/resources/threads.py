@@ -27,6 +27,7 @@ from triograph.core.infra.models import (
     ThreadCreate,
     check_page,
     check_range,
+    copied,
     new_id,
     now,
     validate_uuid,
@@ -177,7 +178,7 @@ class ThreadService:
                 if not replayed:
                     with trio.CancelScope(shield=True), trio.move_on_after(10):
                         await self._erase(thread_id)
-        await self.core.hooks.fire("triograph_thread_created", thread=attrs.evolve(thread))
+        await self.core.hooks.fire("triograph_thread_created", thread=copied(thread))
         return thread
 
     async def authorize(self, verb: str, **value: Any) -> Filters | None:
@@ -337,7 +338,7 @@ class ThreadService:
         )
         await self.core.bridge.call(lambda: _stamp_thread_id(checkpointer, target.thread_id))
         target = (await self.recompute(target))[0] or target
-        await self.core.hooks.fire("triograph_thread_created", thread=attrs.evolve(target))
+        await self.core.hooks.fire("triograph_thread_created", thread=copied(target))
         return target
 
     async def prune(self, thread_ids: list[str], strategy: str) -> int:
