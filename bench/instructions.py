@@ -8,14 +8,17 @@ does not move, to compare two commits of the hot path on a machine whose speed v
 
 The server (``triograph serve --storage memory`` with ``bench/langgraph.json``) runs under
 ``valgrind --tool=callgrind --separate-threads=yes``, about 50 times slower than natively
-(start-up takes a minute or two). Each probe (``GET /ok``, ``POST /runs/wait`` and
-``POST /runs/stream`` of the echo graph, stateless) sends its warm-up requests on a
-keep-alive connection, then the counters are zeroed (``callgrind_control --zero``), the
-measured requests sent, and the counters dumped (``--dump``): instructions per request of
-the main thread (Trio's: HTTP, the run path, the supervisor) and of the others together
-(the graph loop's, LangGraph's worker threads for synchronous nodes, the log writer's).
-The floor is wait.py's in-process ``graph.astream`` of the same graph under callgrind:
-the instructions of 30 + N runs less those of 30.
+(start-up takes a minute or two). Each probe (``GET /ok``; ``POST /runs/wait`` and
+``POST /runs/stream`` of the echo graph, stateless; ``POST /runs/stream`` of the chat
+graph, ``messages-tuple``, a reply of 99 tokens, streamed in one go and ``interleaved``,
+half as many requests) sends its warm-up requests on a keep-alive connection, then the
+counters are zeroed (``callgrind_control --zero``), the measured requests sent, and the
+counters dumped (``--dump``): instructions per request of the main thread (Trio's: HTTP,
+the run path, the supervisor) and of the others together (the graph loop's, LangGraph's
+worker threads for synchronous nodes, the log writer's), and per token for the chat
+probes. Each run probe's floor is its graph run in process with ``graph.astream`` as the
+server runs it (wait.py's floor for the echo graph) under callgrind: the instructions of
+30 + N runs less those of 30.
 
 What is counted is user-space instructions only. What the kernel does for the process
 (system calls, scheduling) and how fast the instructions run (caches shared with the other
@@ -31,6 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import dataclasses
+import importlib
 import json
 import os
 import pathlib
@@ -58,19 +64,70 @@ from harness import (
 
 ECHO_INPUT = {"msg": "hello", "n": 0}
 EXPECTED = b'{"msg":"hello","n":3}'
+#: tokens of a chat probe's reply (an odd count: words and the spaces between them)
+TOKENS = 99
 WARMUP = 30
 STARTUP_TIMEOUT = 900.0
-#: (name, method, path, JSON body) of each probe
-PROBES: list[tuple[str, str, str, dict[str, Any] | None]] = [
-    ("GET /ok", "GET", "/ok", None),
-    ("POST /runs/wait", "POST", "/runs/wait", {"assistant_id": "echo", "input": ECHO_INPUT}),
-    (
+
+
+def chat_input(interleave: bool) -> dict[str, Any]:
+    return {
+        "messages": [{"role": "user", "content": "hi"}],
+        "tokens": TOKENS,
+        "interleave": interleave,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    name: str
+    method: str
+    path: str
+    body: dict[str, Any] | None = None
+    #: the graph of the in-process floor it is compared with (None: no floor)
+    floor: str | None = None
+    #: tokens its reply streams (figures per token too)
+    tokens: int = 0
+    #: measured requests, as a share of ``--requests`` (a chat run streams ~100 events)
+    share: float = 1.0
+
+
+ECHO_RUN = {"assistant_id": "echo", "input": ECHO_INPUT}
+PROBES = [
+    Probe("GET /ok", "GET", "/ok"),
+    Probe("POST /runs/wait", "POST", "/runs/wait", ECHO_RUN, floor="echo"),
+    Probe(
         "POST /runs/stream",
         "POST",
         "/runs/stream",
-        {"assistant_id": "echo", "input": ECHO_INPUT, "stream_mode": ["values"]},
+        {**ECHO_RUN, "stream_mode": ["values"]},
+        floor="echo",
+    ),
+    Probe(
+        "chat tokens",
+        "POST",
+        "/runs/stream",
+        {"assistant_id": "chat", "input": chat_input(False), "stream_mode": ["messages-tuple"]},
+        floor="chat",
+        tokens=TOKENS,
+        share=0.5,
+    ),
+    Probe(
+        "chat tokens, interleaved",
+        "POST",
+        "/runs/stream",
+        {"assistant_id": "chat", "input": chat_input(True), "stream_mode": ["messages-tuple"]},
+        floor="chat-interleaved",
+        tokens=TOKENS,
+        share=0.5,
     ),
 ]
+#: what the server asks of LangGraph for each floor's graph: its input and stream mode
+FLOORS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "echo": ("echo", ECHO_INPUT, "values"),
+    "chat": ("chat", chat_input(False), "messages"),
+    "chat-interleaved": ("chat", chat_input(True), "messages"),
+}
 
 
 def request_bytes(method: str, path: str, body: dict[str, Any] | None) -> bytes:
@@ -106,11 +163,14 @@ def exchange(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
             return head, body
 
 
-def check(name: str, head: bytes, body: bytes) -> None:
+def check(probe: Probe, head: bytes, body: bytes) -> None:
     if not head.startswith(b"HTTP/1.1 200"):
-        raise BenchError(f"{name}: {head.splitlines()[0]!r}")
-    if name != "GET /ok" and EXPECTED not in body.replace(b" ", b""):
-        raise BenchError(f"{name}: unexpected body {body[:300]!r}")
+        raise BenchError(f"{probe.name}: {head.splitlines()[0]!r}")
+    if probe.tokens:
+        if body.count(b"event: messages") < probe.tokens:
+            raise BenchError(f"{probe.name}: too few tokens in {body[:300]!r}")
+    elif probe.floor is not None and EXPECTED not in body.replace(b" ", b""):
+        raise BenchError(f"{probe.name}: unexpected body {body[:300]!r}")
 
 
 def dump_totals(directory: pathlib.Path, dump: int) -> dict[int, int]:
@@ -143,19 +203,20 @@ def measure_server(requests: int) -> dict[str, dict[str, float]]:
             server(cmd, pin=False, env={"PYTHONMALLOC": "malloc"}) as proc,
             connect(proc, port) as sock,
         ):
-            for dump, (name, method, path, body) in enumerate(PROBES, start=1):
-                request = request_bytes(method, path, body)
+            for dump, probe in enumerate(PROBES, start=1):
+                request = request_bytes(probe.method, probe.path, probe.body)
+                count = max(1, round(requests * probe.share))
                 for _ in range(WARMUP):
-                    check(name, *exchange(sock, request))
+                    check(probe, *exchange(sock, request))
                 control("--zero", proc.pid)
-                for _ in range(requests):
-                    check(name, *exchange(sock, request))
+                for _ in range(count):
+                    check(probe, *exchange(sock, request))
                 control("--dump", proc.pid)
                 totals = dump_totals(out, dump)
-                main = totals.get(1, 0) / requests
-                others = sum(v for k, v in totals.items() if k != 1) / requests
-                results[name] = {"main": main, "others": others, "total": main + others}
-                print(f"{name}: {(main + others) / 1e6:.2f} M instructions", file=sys.stderr)
+                main = totals.get(1, 0) / count
+                others = sum(v for k, v in totals.items() if k != 1) / count
+                results[probe.name] = {"main": main, "others": others, "total": main + others}
+                print(f"{probe.name}: {(main + others) / 1e6:.2f} M instructions", file=sys.stderr)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return results
@@ -172,7 +233,7 @@ def connect(proc: subprocess.Popen[bytes], port: int) -> socket.socket:
             time.sleep(1.0)
             continue
         try:
-            check("GET /ok", *exchange(sock, request_bytes("GET", "/ok", None)))
+            check(PROBES[0], *exchange(sock, request_bytes("GET", "/ok", None)))
         except (OSError, BenchError):
             sock.close()
             time.sleep(1.0)
@@ -181,20 +242,22 @@ def connect(proc: subprocess.Popen[bytes], port: int) -> socket.socket:
     raise BenchError(f"the server was not ready after {STARTUP_TIMEOUT:.0f} s")
 
 
-def floor_runs(runs: int) -> None:
-    """The ``--floor-runs`` child: wait.py's in-process astream, ``WARMUP + runs`` times."""
+def floor_runs(runs: int, floor: str) -> None:
+    """The ``--floor-runs`` child: ``floor``'s graph run in process with ``astream`` as the
+    server runs it (wait.py's floor for the echo graph), ``WARMUP + runs`` times."""
+    graph_id, graph_input, mode = FLOORS[floor]
     sys.path.insert(0, str(HERE))
-    from echo import graph
+    graph = importlib.import_module(graph_id).graph
 
     async def once() -> None:
         run_id = uuid.uuid4()
         config = {
-            "configurable": {"graph_id": "echo"},
+            "configurable": {"graph_id": graph_id},
             "metadata": {"run_id": str(run_id)},
             "run_id": run_id,
-            "run_name": "echo",
+            "run_name": graph_id,
         }
-        async for _chunk in graph.astream(dict(ECHO_INPUT), config, stream_mode=["values"]):
+        async for _chunk in graph.astream(dict(graph_input), config, stream_mode=[mode]):
             pass
 
     async def main() -> None:
@@ -204,7 +267,7 @@ def floor_runs(runs: int) -> None:
     asyncio.run(main())
 
 
-def counted(runs: int) -> int:
+def counted(runs: int, floor: str) -> int:
     """Instructions of a ``--floor-runs`` child under callgrind."""
     done = subprocess.run(
         [
@@ -215,6 +278,8 @@ def counted(runs: int) -> int:
             __file__,
             "--floor-runs",
             str(runs),
+            "--floor",
+            floor,
         ],
         capture_output=True,
         text=True,
@@ -227,14 +292,25 @@ def counted(runs: int) -> int:
     return int(found.group(1))
 
 
+def measure_floors(requests: int) -> dict[str, float]:
+    """Instructions per run of each probe's floor: its child processes (N runs, and none)
+    run side by side, one per core (what they count does not depend on it)."""
+    runs = {p.floor: max(1, round(requests * p.share)) for p in PROBES if p.floor is not None}
+    jobs = [(floor, n) for floor, count in runs.items() for n in (count, 0)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        counts = dict(zip(jobs, pool.map(lambda job: counted(job[1], job[0]), jobs), strict=True))
+    return {floor: (counts[floor, n] - counts[floor, 0]) / n for floor, n in runs.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100, help="measured requests per probe")
     parser.add_argument("--json", metavar="PATH", help="write the figures there as JSON")
     parser.add_argument("--floor-runs", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--floor", default="echo", choices=sorted(FLOORS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor_runs is not None:
-        floor_runs(args.floor_runs)
+        floor_runs(args.floor_runs, args.floor)
         return 0
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         print("valgrind is needed (Debian: apt-get install valgrind)", file=sys.stderr)
@@ -242,22 +318,30 @@ def main() -> int:
     started = time.monotonic()
     try:
         server = measure_server(args.requests)
-        floor = (counted(args.requests) - counted(0)) / args.requests
+        floors = measure_floors(args.requests)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
-    rows = [("probe", "Trio thread M", "other threads M", "total M", "x floor")]
-    for name, figures in server.items():
+    rows = [("probe", "Trio thread M", "other threads M", "total M", "x floor", "total K/token")]
+    for probe in PROBES:
+        figures = server[probe.name]
+        floor = floors.get(probe.floor) if probe.floor is not None else None
         rows.append(
             (
-                name,
+                probe.name,
                 f"{figures['main'] / 1e6:.3f}",
                 f"{figures['others'] / 1e6:.3f}",
                 f"{figures['total'] / 1e6:.3f}",
-                f"{figures['total'] / floor:.2f}" if name != "GET /ok" else "",
+                f"{figures['total'] / floor:.2f}" if floor else "",
+                f"{figures['total'] / probe.tokens / 1e3:.1f}" if probe.tokens else "",
             )
         )
-    rows.append(("in-process astream (floor)", "", "", f"{floor / 1e6:.3f}", "1.00"))
+    for name, floor in floors.items():
+        tokens = TOKENS if name.startswith("chat") else 0
+        per_token = f"{floor / tokens / 1e3:.1f}" if tokens else ""
+        rows.append(
+            (f"in-process astream, {name} (floor)", "", "", f"{floor / 1e6:.3f}", "1.00", per_token)
+        )
     print("instructions per request (millions), counted by callgrind")
     print_rows(rows)
     figures = {
@@ -265,8 +349,10 @@ def main() -> int:
         "machine": machine(),
         "python": sys.version.split()[0],
         "requests": args.requests,
+        "tokens": TOKENS,
         "server": server,
-        "floor": floor,
+        "floor": floors["echo"],
+        "floors": floors,
         "seconds": round(time.monotonic() - started, 1),
     }
     print(json.dumps(figures))
