@@ -355,7 +355,7 @@ def _own_init() -> bool:
         return False
     probe = TrioBody(None, None)
     fields = {"_data", "_complete", "_queue", "_max_content_length", "_must_raise"}
-    return set(vars(probe)) == fields and type(probe._queue) is _TrioQueue
+    return set(vars(probe)) == fields and type(getattr(probe, "_queue", None)) is _TrioQueue
 
 
 class _Body(TrioBody):
@@ -372,7 +372,7 @@ class _Body(TrioBody):
         # the fields ``TrioBody.__init__`` sets, with the queue above in place of the
         # ``TrioQueue[bytes]`` it builds (a memory channel, reached through two subscripted
         # generics: ~17 us per request) only for it to be replaced
-        self._data = None
+        self._data = None  # type: ignore[assignment,unused-ignore]  # 0.12 types it bytearray
         self._complete = cast("Any", _EventWrapper)()
         self._queue = cast("Any", _BodyQueue())
         self._max_content_length = max_content_length
