@@ -92,6 +92,20 @@ class Probe:
     share: float = 1.0
 
 
+def chat_probe(interleave: bool) -> Probe:
+    """A stateless ``/runs/stream`` of the chat graph, ``messages-tuple``."""
+    body = {"assistant_id": "chat", "input": chat_input(interleave)}
+    return Probe(
+        "chat tokens, interleaved" if interleave else "chat tokens",
+        "POST",
+        "/runs/stream",
+        {**body, "stream_mode": ["messages-tuple"]},
+        floor="chat-interleaved" if interleave else "chat",
+        tokens=TOKENS,
+        share=0.5,
+    )
+
+
 ECHO_RUN = {"assistant_id": "echo", "input": ECHO_INPUT}
 PROBES = [
     Probe("GET /ok", "GET", "/ok"),
@@ -103,24 +117,8 @@ PROBES = [
         {**ECHO_RUN, "stream_mode": ["values"]},
         floor="echo",
     ),
-    Probe(
-        "chat tokens",
-        "POST",
-        "/runs/stream",
-        {"assistant_id": "chat", "input": chat_input(False), "stream_mode": ["messages-tuple"]},
-        floor="chat",
-        tokens=TOKENS,
-        share=0.5,
-    ),
-    Probe(
-        "chat tokens, interleaved",
-        "POST",
-        "/runs/stream",
-        {"assistant_id": "chat", "input": chat_input(True), "stream_mode": ["messages-tuple"]},
-        floor="chat-interleaved",
-        tokens=TOKENS,
-        share=0.5,
-    ),
+    chat_probe(interleave=False),
+    chat_probe(interleave=True),
 ]
 #: what the server asks of LangGraph for each floor's graph: its input and stream mode
 FLOORS: dict[str, tuple[str, dict[str, Any], str]] = {
