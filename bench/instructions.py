@@ -84,6 +84,8 @@ class Probe:
     method: str
     path: str
     body: dict[str, Any] | None = None
+    #: what its response's body must hold (None: nothing checked)
+    expect: bytes | None = None
     #: the graph of the in-process floor it is compared with (None: no floor)
     floor: str | None = None
     #: tokens its reply streams (figures per token too)
@@ -107,14 +109,16 @@ def chat_probe(interleave: bool) -> Probe:
 
 
 ECHO_RUN = {"assistant_id": "echo", "input": ECHO_INPUT}
+OK = Probe("GET /ok", "GET", "/ok")
 PROBES = [
-    Probe("GET /ok", "GET", "/ok"),
-    Probe("POST /runs/wait", "POST", "/runs/wait", ECHO_RUN, floor="echo"),
+    OK,
+    Probe("POST /runs/wait", "POST", "/runs/wait", ECHO_RUN, expect=EXPECTED, floor="echo"),
     Probe(
         "POST /runs/stream",
         "POST",
         "/runs/stream",
         {**ECHO_RUN, "stream_mode": ["values"]},
+        expect=EXPECTED,
         floor="echo",
     ),
     chat_probe(interleave=False),
@@ -167,7 +171,7 @@ def check(probe: Probe, head: bytes, body: bytes) -> None:
     if probe.tokens:
         if body.count(b"event: messages") < probe.tokens:
             raise BenchError(f"{probe.name}: too few tokens in {body[:300]!r}")
-    elif probe.floor is not None and EXPECTED not in body.replace(b" ", b""):
+    elif probe.expect is not None and probe.expect not in body.replace(b" ", b""):
         raise BenchError(f"{probe.name}: unexpected body {body[:300]!r}")
 
 
@@ -231,7 +235,7 @@ def connect(proc: subprocess.Popen[bytes], port: int) -> socket.socket:
             time.sleep(1.0)
             continue
         try:
-            check(PROBES[0], *exchange(sock, request_bytes("GET", "/ok", None)))
+            check(OK, *exchange(sock, request_bytes(OK.method, OK.path, OK.body)))
         except (OSError, BenchError):
             sock.close()
             time.sleep(1.0)
@@ -334,8 +338,9 @@ def main() -> int:
                 f"{figures['total'] / probe.tokens / 1e3:.1f}" if probe.tokens else "",
             )
         )
+    tokens_of = {probe.floor: probe.tokens for probe in PROBES if probe.floor is not None}
     for name, floor in floors.items():
-        tokens = TOKENS if name.startswith("chat") else 0
+        tokens = tokens_of[name]
         per_token = f"{floor / tokens / 1e3:.1f}" if tokens else ""
         rows.append(
             (f"in-process astream, {name} (floor)", "", "", f"{floor / 1e6:.3f}", "1.00", per_token)
