@@ -4,6 +4,7 @@ does not move, to compare two commits of the hot path on a machine whose speed v
 ```sh
 .venv/bin/python bench/instructions.py                # 100 requests of each probe
 .venv/bin/python bench/instructions.py --requests 200 --json /tmp/ir.json
+.venv/bin/python bench/instructions.py --probes ok,wait,stream  # those only (~5 min)
 ```
 
 The server (``triograph serve --storage memory`` with ``bench/langgraph.json``) runs under
@@ -80,6 +81,8 @@ def chat_input(interleave: bool) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Probe:
+    #: how ``--probes`` names it
+    key: str
     name: str
     method: str
     path: str
@@ -98,6 +101,7 @@ def chat_probe(interleave: bool) -> Probe:
     """A stateless ``/runs/stream`` of the chat graph, ``messages-tuple``."""
     body = {"assistant_id": "chat", "input": chat_input(interleave)}
     return Probe(
+        "chat-interleaved" if interleave else "chat",
         "chat tokens, interleaved" if interleave else "chat tokens",
         "POST",
         "/runs/stream",
@@ -109,11 +113,12 @@ def chat_probe(interleave: bool) -> Probe:
 
 
 ECHO_RUN = {"assistant_id": "echo", "input": ECHO_INPUT}
-OK = Probe("GET /ok", "GET", "/ok")
+OK = Probe("ok", "GET /ok", "GET", "/ok")
 PROBES = [
     OK,
-    Probe("POST /runs/wait", "POST", "/runs/wait", ECHO_RUN, expect=EXPECTED, floor="echo"),
+    Probe("wait", "POST /runs/wait", "POST", "/runs/wait", ECHO_RUN, expect=EXPECTED, floor="echo"),
     Probe(
+        "stream",
         "POST /runs/stream",
         "POST",
         "/runs/stream",
@@ -194,7 +199,7 @@ def control(option: str, pid: int) -> None:
     subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True)
 
 
-def measure_server(requests: int) -> dict[str, dict[str, float]]:
+def measure_server(probes: list[Probe], requests: int) -> dict[str, dict[str, float]]:
     port = free_port()
     out = pathlib.Path(tempfile.mkdtemp(prefix="triograph-callgrind-"))
     valgrind = ["valgrind", "--tool=callgrind", "--separate-threads=yes"]
@@ -205,7 +210,7 @@ def measure_server(requests: int) -> dict[str, dict[str, float]]:
             server(cmd, pin=False, env={"PYTHONMALLOC": "malloc"}) as proc,
             connect(proc, port) as sock,
         ):
-            for dump, probe in enumerate(PROBES, start=1):
+            for dump, probe in enumerate(probes, start=1):
                 request = request_bytes(probe.method, probe.path, probe.body)
                 count = max(1, round(requests * probe.share))
                 for _ in range(WARMUP):
@@ -294,10 +299,10 @@ def counted(runs: int, floor: str) -> int:
     return int(found.group(1))
 
 
-def measure_floors(requests: int) -> dict[str, float]:
+def measure_floors(probes: list[Probe], requests: int) -> dict[str, float]:
     """Instructions per run of each probe's floor: its child processes (N runs, and none)
     run side by side, one per core (what they count does not depend on it)."""
-    runs = {p.floor: max(1, round(requests * p.share)) for p in PROBES if p.floor is not None}
+    runs = {p.floor: max(1, round(requests * p.share)) for p in probes if p.floor is not None}
     jobs = [(floor, n) for floor, count in runs.items() for n in (count, 0)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         counts = dict(zip(jobs, pool.map(lambda job: counted(job[1], job[0]), jobs), strict=True))
@@ -308,6 +313,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100, help="measured requests per probe")
     parser.add_argument("--json", metavar="PATH", help="write the figures there as JSON")
+    parser.add_argument(
+        "--probes",
+        default=",".join(p.key for p in PROBES),
+        help="the probes to run, comma-separated (default: %(default)s)",
+    )
     parser.add_argument("--floor-runs", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--floor", default="echo", choices=sorted(FLOORS), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -317,15 +327,19 @@ def main() -> int:
     if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         print("valgrind is needed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
+    keys = args.probes.split(",")
+    if unknown := set(keys) - {p.key for p in PROBES}:
+        parser.error(f"unknown probe(s) {sorted(unknown)}: choose from {[p.key for p in PROBES]}")
+    probes = [p for p in PROBES if p.key in keys]
     started = time.monotonic()
     try:
-        server = measure_server(args.requests)
-        floors = measure_floors(args.requests)
+        server = measure_server(probes, args.requests)
+        floors = measure_floors(probes, args.requests)
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     rows = [("probe", "Trio thread M", "other threads M", "total M", "x floor", "total K/token")]
-    for probe in PROBES:
+    for probe in probes:
         figures = server[probe.name]
         floor = floors.get(probe.floor) if probe.floor is not None else None
         rows.append(
@@ -338,7 +352,7 @@ def main() -> int:
                 f"{figures['total'] / probe.tokens / 1e3:.1f}" if probe.tokens else "",
             )
         )
-    tokens_of = {probe.floor: probe.tokens for probe in PROBES if probe.floor is not None}
+    tokens_of = {probe.floor: probe.tokens for probe in probes if probe.floor is not None}
     for name, floor in floors.items():
         tokens = tokens_of[name]
         per_token = f"{floor / tokens / 1e3:.1f}" if tokens else ""
@@ -354,7 +368,7 @@ def main() -> int:
         "requests": args.requests,
         "tokens": TOKENS,
         "server": server,
-        "floor": floors["echo"],
+        "floor": floors.get("echo"),
         "floors": floors,
         "seconds": round(time.monotonic() - started, 1),
     }

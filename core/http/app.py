@@ -170,8 +170,14 @@ class _BodyRead(Exception):
     """The request's whole body is in: its messages task ends (see :class:`_HTTPConnection`)."""
 
 
-async def _disconnected() -> dict[str, Any]:
-    return {"type": "http.disconnect"}
+class _Handling:
+    """What Quart-Trio's handling of a request uses of its nursery, its ``cancel_scope``,
+    for a request handled without one (see :class:`_HTTPConnection`)."""
+
+    __slots__ = ("cancel_scope",)
+
+    def __init__(self) -> None:
+        self.cancel_scope = trio.CancelScope()
 
 
 def _bounded(request: Any, most: int | None) -> bool:
@@ -215,15 +221,16 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
     nursery (Quart-Trio starts a child task for it and leaves that one waiting), and the
     task that reads the incoming messages ends once the body is all in; when it is in
     already (a small request's body comes with its head), they are read without a task, or
-    a turn of the scheduler, at all (:func:`_bounded` says when that never waits). The
-    client leaving after that is learnt from the connection (:class:`~triograph.core.http.
-    server.RequestChannel`), which then starts Quart-Trio's handling of the ``http.disconnect``
-    (it cancels the nursery, the handling included, as before). A Trio task, its context
+    a turn of the scheduler, at all (:func:`_bounded` says when that never waits), and the
+    request is handled in a cancel scope instead of a nursery. The client leaving after
+    that is learnt from the connection (:class:`~triograph.core.http.server.RequestChannel`),
+    which then calls what Quart-Trio does on an ``http.disconnect`` (:meth:`_client_left`:
+    it cancels the handling, as before, without starting a task). A Trio task, its context
     and frames are ~1.3-1.6 KiB each (bench/stream_memory.py).
 
     Hypercorn tells every request that its client left once its exchange is over, the
     response whole: nothing is left to stop then, so once the response's last message is
-    on its way (:meth:`answered`), that ``http.disconnect`` starts no task (it did: a task
+    on its way (:meth:`answered`), that ``http.disconnect`` does nothing (it did: a task
     and two turns of the scheduler per request)."""
 
     _answered = False
@@ -234,16 +241,21 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
         request = self._create_request_from_scope(send)
         channel = self._channel = cast("RequestChannel | None", self.scope.get(REQUEST_CHANNEL))
         try:
-            async with trio.open_nursery() as nursery:
-                most = self.app.config["MAX_CONTENT_LENGTH"]
-                if channel is not None and channel.body_in and _bounded(request, most):
-                    # the whole body is in already: taken in here, without waiting
-                    await self.handle_messages(nursery, request, receive)
-                else:
+            most = self.app.config["MAX_CONTENT_LENGTH"]
+            if channel is not None and channel.body_in and _bounded(request, most):
+                # the whole body is in already: taken in here, without waiting, and with no
+                # task to start, handled in a cancel scope rather than a nursery (whose
+                # exit is one more turn of the scheduler)
+                handling = _Handling()
+                with handling.cancel_scope:
+                    await self.handle_messages(handling, request, receive)
+                    await self.handle_request(cast("Any", handling), request, send)
+            else:
+                async with trio.open_nursery() as nursery:
                     nursery.start_soon(self.handle_messages, nursery, request, receive)
-                await self.handle_request(nursery, request, send)
+                    await self.handle_request(nursery, request, send)
         finally:
-            if channel is not None:  # the nursery is closed: nothing to cancel any more
+            if channel is not None:  # the handling is over: nothing to cancel any more
                 channel.callback = None
 
     async def handle_messages(  # type: ignore[override,unused-ignore]
@@ -269,10 +281,17 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
         except _BodyRead:
             if self._answered:
                 return
-            parent = quart_trio_asgi.TrioASGIHTTPConnection.handle_messages
-            channel.callback = functools.partial(
-                nursery.start_soon, parent, self, nursery, request, _disconnected
-            )
+            channel.callback = functools.partial(self._client_left, request, nursery.cancel_scope)
+
+    def _client_left(self, request: Any, scope: trio.CancelScope) -> None:
+        """What Quart-Trio's ``handle_messages`` does when the client leaves (the connection
+        calls it as it learns so), without a task: the request is marked disconnected, its
+        body stops taking parts (0.13; 0.12 has no such step), its handling is cancelled."""
+        self._disconnected = True
+        disconnect = getattr(request.body, "disconnect", None)
+        if disconnect is not None:
+            disconnect()
+        scope.cancel()
 
     def answered(self) -> None:
         """The response's last message is being sent: the client leaving after this stops
@@ -409,6 +428,19 @@ _OWN_INIT = _own_init()
 
 class _Request(TrioRequest):
     body_class = _Body  # type: ignore[assignment,unused-ignore]
+
+    async def get_data(  # type: ignore[override,unused-ignore]
+        self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False
+    ) -> str | bytes:
+        """Quart-Trio's ``get_data``, without its timeout (a cancel scope, ~50 calls into
+        Trio) when the body is all in: reading it then never waits."""
+        body = self.body
+        if parse_form_data or not body._complete.is_set():
+            return await super().get_data(cache, as_text, parse_form_data)
+        data: bytes = await body
+        if not cache:
+            body.clear()
+        return data.decode() if as_text else data
 
 
 class _App(QuartTrio):
