@@ -54,8 +54,8 @@ log = logging.getLogger("triograph.supervisor")
 
 #: seconds the final writes of a run may take before they are abandoned
 CLEANUP_TIMEOUT = 10.0
-#: seconds the run's own final status may take once the thread's state was stored (or
-#: could not be, within ``CLEANUP_TIMEOUT``)
+#: seconds the run's own final status may take at least once the thread's state was stored
+#: (or could not be, within ``CLEANUP_TIMEOUT``): more if the cleanup has more time left
 FINAL_WRITE = 5.0
 #: seconds a finished non-resumable run stays joinable from memory
 FINISHED_RETENTION = 60.0
@@ -586,14 +586,16 @@ class RunSupervisor:
                     await self._publish(handle, name, payload, hook)
                 await core.cluster.flush(run.run_id, handle.unstored)
             finally:  # the run's outcome is stored even if the thread's could not be
-                with trio.CancelScope(shield=True, deadline=trio.current_time() + FINAL_WRITE):
-                    run.status = outcome
-                    run.updated_at = now()
-                    if handle.temporary:
-                        deleted = await core.cluster.discard(run)
-                        owned = deleted is not None
-                    else:
-                        owned = await core.cluster.record(run)
+                run.status = outcome
+                run.updated_at = now()
+                # in the cleanup's shield (``_run_task``), with FINAL_WRITE seconds at least:
+                # in a scope of its own only if the cleanup has less time left than that
+                # (a cancel scope is ~50 calls into Trio)
+                if trio.current_effective_deadline() - trio.current_time() >= FINAL_WRITE:
+                    deleted, owned = await self._final_write(run, handle.temporary)
+                else:
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + FINAL_WRITE):
+                        deleted, owned = await self._final_write(run, handle.temporary)
             if not owned:  # claimed meanwhile: the claimant records it
                 return False
         await core.hooks.fire(
@@ -604,6 +606,15 @@ class RunSupervisor:
                 deleted = await core.storage.threads.delete(run.thread_id)
             await core.threads.discarded(run.thread_id, deleted=bool(deleted))
         return True
+
+    async def _final_write(self, run: Run, temporary: bool) -> tuple[bool | None, bool]:
+        """The run's final record, or for a temporary run the deletion of it and its thread:
+        ``(deleted, owned)`` (``deleted``: what ``Cluster.discard`` answered; ``owned``:
+        False if the run was found another worker's)."""
+        if temporary:
+            deleted = await self.core.cluster.discard(run)
+            return deleted, deleted is not None
+        return False, await self.core.cluster.record(run)
 
     def _retain(self, handle: RunHandle, outcome: Outcome) -> None:
         """Keep a finished run joinable from memory for a while, or forget it now. A rolled

@@ -14,7 +14,8 @@ import os
 import time
 import typing
 import uuid
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, cast
 
 import attrs
 import cattrs
@@ -235,23 +236,33 @@ class Cron:
 
 
 Record = TypeVar("Record", Assistant, AssistantVersion, Thread, Run, Cron)
-_RECORD_FIELDS: dict[type, tuple[str, ...]] = {
-    cls: tuple(field.name for field in attrs.fields(cls))
-    for cls in (Assistant, AssistantVersion, Thread, Run, Cron)
+
+
+def _copier(cls: type[Record]) -> Callable[[Record], Record]:
+    """The function that copies a ``cls`` field by field, written out as attrs writes its
+    ``__init__``: one plain attribute copy per field (a slot's, the fastest Python has),
+    where a loop over the field names would call ``getattr`` and ``object.__setattr__``
+    for each (twice the bytecodes, a stateless run copying its records some nine times)."""
+    assert cls.__setattr__ is object.__setattr__, f"{cls.__name__} runs code when set"
+    lines = [f"    new.{field.name} = record.{field.name}\n" for field in attrs.fields(cls)]
+    source = f"def copy(record):\n    new = make(cls)\n{''.join(lines)}    return new\n"
+    namespace: dict[str, Any] = {"make": object.__new__, "cls": cls}
+    exec(compile(source, f"<copier of {cls.__qualname__}>", "exec"), namespace)
+    return cast("Callable[[Record], Record]", namespace["copy"])
+
+
+_COPIERS: dict[type, Callable[[Any], Any]] = {
+    cls: _copier(cls) for cls in (Assistant, AssistantVersion, Thread, Run, Cron)
 }
 
 
 def copied(record: Record) -> Record:
     """A shallow copy of a record, each field the same object: what ``attrs.evolve(record)``
-    makes, at half its cost (its ``__init__`` does not run; these records have no
+    makes, at a fraction of its cost (its ``__init__`` does not run; these records have no
     validator, converter or post-init step, and every field is copied). A stateless run's
     path copies its records some nine times: what storage keeps and hands out, the answer,
     what each lifecycle hook gets."""
-    cls = type(record)
-    new = object.__new__(cls)
-    for name in _RECORD_FIELDS[cls]:
-        object.__setattr__(new, name, getattr(record, name))
-    return new
+    return cast("Record", _COPIERS[type(record)](record))
 
 
 # -- request bodies ---------------------------------------------------------------------------
