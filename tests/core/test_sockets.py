@@ -113,6 +113,38 @@ async def test_send_all_waits_for_a_slow_reader_and_sends_everything_in_order() 
     assert bytes(received) == data
 
 
+async def test_send_now_sends_what_the_kernel_takes_and_send_rest_the_rest() -> None:
+    """A write that fits goes out whole without waiting; one larger than the kernel's
+    buffers is sent in part (0 bytes once they are full), and ``send_rest`` sends the rest
+    in order, as the reader drains it."""
+    data = bytes(range(256)) * 16 * 1024  # 4 MiB: much more than the kernel's buffers
+    received = bytearray()
+    with _tcp_pair() as (stream, client):
+        client.setblocking(False)
+        assert stream.send_now(b"small") == 5
+        sent = stream.send_now(data)
+        assert 0 < sent < len(data)
+        while more := stream.send_now(data[sent:]):  # until the buffers are full: 0, no wait
+            sent += more
+        assert sent < len(data)
+        done = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def rest() -> None:
+                await stream.send_rest(data, sent)
+                done.set()
+
+            nursery.start_soon(rest)
+            while len(received) < len(data) + 5:
+                await trio.lowlevel.wait_readable(client)
+                received.extend(client.recv(65536))
+            await done.wait()
+        await stream.send_eof()
+        with pytest.raises(trio.ClosedResourceError):
+            stream.send_now(b"more")
+    assert bytes(received) == b"small" + data
+
+
 async def test_a_connection_reset_by_the_peer_breaks_the_stream() -> None:
     with _tcp_pair() as (stream, client):
         # close with a reset (RST) instead of the orderly FIN

@@ -36,6 +36,7 @@ from tests.concurrency import (
 )
 from tests.conftest import example_settings, start_server
 from tests.sdk import Server, poll, stored
+from triograph.core.engine import supervisor
 from triograph.core.infra import graph_bridge
 from triograph.core.infra.hookspecs import hookimpl
 from triograph.core.infra.models import Run
@@ -341,6 +342,43 @@ async def test_a_failing_final_write_is_logged_and_the_server_goes_on(
     assert "recording its outcome (success) failed" in caplog.text
     result = await server.sync(lambda c: c.runs.wait(second, "slow", input=slow_input(FAST, "b")))
     assert result["log"] == ["b", *DONE]
+
+
+@pytest.mark.parametrize("thread_write", ["slow", "hung"])
+async def test_the_final_record_has_its_own_time_after_a_late_thread_write(
+    server: Server, monkeypatch: pytest.MonkeyPatch, thread_write: str
+) -> None:
+    """The run's final record gets ``FINAL_WRITE`` seconds however much of the cleanup's
+    ``CLEANUP_TIMEOUT`` the thread's write before it took: a write that left less than
+    that (``slow``), and one the cleanup's deadline cut off (``hung``). The record itself
+    outlasts what is left of the cleanup's time."""
+    monkeypatch.setattr(supervisor, "CLEANUP_TIMEOUT", 1.0)
+    monkeypatch.setattr(supervisor, "FINAL_WRITE", 0.8)
+    threads, link = server.core.threads, server.core.cluster
+    after_run, record = threads.after_run, link.record
+
+    def marked(run: Run) -> bool:
+        return bool(run.kwargs["input"]["log"] == ["late"])
+
+    async def late_after_run(run: Run, *args: Any, **kwargs: Any) -> Any:
+        if marked(run):
+            await trio.sleep(0.6 if thread_write == "slow" else 30)
+        return await after_run(run, *args, **kwargs)
+
+    async def slow_record(run: Run) -> bool:
+        if marked(run) and run.status == "success":
+            await trio.sleep(0.5)  # past the cleanup's deadline, within FINAL_WRITE
+        return await record(run)
+
+    monkeypatch.setattr(threads, "after_run", late_after_run)
+    monkeypatch.setattr(link, "record", slow_record)
+    tid = await new_thread(server)
+    rid = await start_slow(server, tid, FAST, "late")
+    handle = server.core.supervisor.get(rid)
+    assert handle is not None
+    with trio.fail_after(10):
+        await handle.done.wait()
+    assert await run_status(server, tid, rid) == "success"
 
 
 # -- thread status while runs come and go (§3.7) ----------------------------------------------
