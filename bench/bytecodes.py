@@ -1,0 +1,210 @@
+"""Python bytecodes per request, by function and by package, on Trio's thread and on the
+others: where ``instructions.py``'s counts go, in figures the machine's speed does not move.
+
+```sh
+.venv/bin/python bench/bytecodes.py                      # POST /runs/wait, 200 requests
+.venv/bin/python bench/bytecodes.py --probe ok --top 40  # GET /ok, the 40 costliest functions
+```
+
+The server (``triograph serve --storage memory`` with ``bench/langgraph.json``) runs this
+file as its entry point (``--serve``), which counts with ``sys.monitoring`` (Python 3.12+)
+every bytecode instruction executed, by code object and by thread (Trio's, the main one, or
+another), between two signals: ``SIGUSR1`` starts counting, ``SIGUSR2`` stops and writes
+the counts where ``$TRIOGRAPH_BYTECODES`` names. The probe (one of ``instructions.py``'s)
+is sent ``WARMUP`` times on a keep-alive connection, then counted ``--requests`` times.
+
+What is counted is what the interpreter executes of Python code: a function written in C
+(a ``dict`` method, ``re``, ``orjson``) counts as the one call instruction that calls it.
+So it sees how much of Python each layer runs (Trio's scheduler, h11, Quart, the run path),
+not what each instruction costs. Counting slows the server several times, and what the
+server does per second rather than per request comes into each request's share as much
+more: the lazy pipes' sweep (every 50 ms while a run nobody follows runs; a sleep and its
+cancel scope each time) is several percent of Trio's thread here, less at full speed. The server
+runs pinned to one core as in ``run.py`` (unpinned, its threads take turns differently:
+Trio's thread counted ~30% more). Compare two commits in the same conditions, each run
+more than once: the figures move by a few percent from run to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import pathlib
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from types import CodeType
+from typing import Any
+
+from harness import BenchError, free_port, git_state, serve_command, server
+from instructions import PROBES, check, exchange, request_bytes
+
+WARMUP = 100
+STARTUP_TIMEOUT = 120.0
+#: where the server writes its counts (set by the bench for its server)
+DUMP = "TRIOGRAPH_BYTECODES"
+
+Counts = dict[tuple[str, str, int, str], int]  # (thread, file, first line, name) -> bytecodes
+
+
+def serve(argv: list[str]) -> int:
+    """``triograph serve argv...``, counting bytecodes between SIGUSR1 and SIGUSR2."""
+    monitoring = sys.monitoring
+    tool = monitoring.PROFILER_ID
+    monitoring.use_tool_id(tool, "triograph-bytecodes")
+    trio_thread = threading.main_thread().ident
+    counts: collections.Counter[tuple[bool, CodeType]] = collections.Counter()
+    get_ident = threading.get_ident
+
+    def executed(code: CodeType, offset: int) -> None:
+        counts[get_ident() == trio_thread, code] += 1
+
+    monitoring.register_callback(tool, monitoring.events.INSTRUCTION, executed)
+
+    def start(*_: object) -> None:
+        counts.clear()
+        monitoring.set_events(tool, monitoring.events.INSTRUCTION)
+
+    def stop(*_: object) -> None:
+        monitoring.set_events(tool, 0)
+        out: Counts = {}
+        for (on_trio, code), n in counts.items():
+            thread = "trio" if on_trio else "other"
+            out[thread, code.co_filename, code.co_firstlineno, code.co_qualname] = n
+        path = pathlib.Path(os.environ[DUMP])
+        path.with_suffix(".tmp").write_bytes(pickle.dumps(out))
+        path.with_suffix(".tmp").rename(path)
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
+    from triograph.core.http import cli
+
+    return cli.main(argv)
+
+
+def package(filename: str) -> str:
+    """The package a file belongs to: ``trio``, ``triograph/core/engine``, ``stdlib asyncio``."""
+    if "site-packages/" in filename:
+        return filename.split("site-packages/", 1)[1].split("/", 1)[0]
+    if "/triograph/" in filename or filename.startswith(("core/", "plugins/", "storage/")):
+        parts = filename.split("triograph/")[-1].split("/")
+        return "triograph/" + "/".join(parts[:2] if parts[0] == "core" else parts[:1])
+    if filename.startswith("<"):  # generated code: attrs' methods, dataclasses' __init__
+        return "generated"
+    return "stdlib " + filename.rsplit("/", 1)[-1].removesuffix(".py")
+
+
+def short(filename: str) -> str:
+    for marker in ("site-packages/", "/triograph/", "/lib/python3"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
+def measure(probe_key: str, requests: int) -> Counts:
+    probe = next(p for p in PROBES if p.key == probe_key)
+    port = free_port()
+    dump = pathlib.Path(tempfile.mkdtemp(prefix="triograph-bytecodes-")) / "counts"
+    cmd = serve_command(port, "memory")
+    cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--serve", *cmd[3:]]
+    with server(cmd, pin=True, env={"PYTHONMALLOC": "malloc", DUMP: str(dump)}) as proc:
+        sock = ready(proc, port)
+        with sock:
+            request = request_bytes(probe.method, probe.path, probe.body)
+            for _ in range(WARMUP):
+                check(probe, *exchange(sock, request))
+            os.kill(proc.pid, signal.SIGUSR1)
+            time.sleep(0.2)  # the signal is handled between two bytecodes of the main thread
+            for _ in range(requests):
+                check(probe, *exchange(sock, request))
+            os.kill(proc.pid, signal.SIGUSR2)
+            deadline = time.monotonic() + 60
+            while not dump.exists():
+                if time.monotonic() > deadline:
+                    raise BenchError("the server wrote no counts")
+                time.sleep(0.1)
+    counts: Counts = pickle.loads(dump.read_bytes())
+    dump.unlink()
+    dump.parent.rmdir()
+    return counts
+
+
+def ready(proc: subprocess.Popen[bytes], port: int) -> socket.socket:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    ok = PROBES[0]
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(f"the server exited early with code {proc.returncode}")
+        try:
+            sock = socket.create_connection(("127.0.0.1", port))
+        except OSError:
+            time.sleep(0.5)
+            continue
+        try:
+            check(ok, *exchange(sock, request_bytes(ok.method, ok.path, ok.body)))
+        except (OSError, BenchError):
+            sock.close()
+            time.sleep(0.5)
+            continue
+        return sock
+    raise BenchError(f"the server was not ready after {STARTUP_TIMEOUT:.0f} s")
+
+
+def report(counts: Counts, requests: int, top: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for thread, title in (("trio", "Trio's thread"), ("other", "the other threads")):
+        mine = {k[1:]: n for k, n in counts.items() if k[0] == thread}
+        total = sum(mine.values())
+        by_package: collections.Counter[str] = collections.Counter()
+        for (filename, _, _), n in mine.items():
+            by_package[package(filename)] += n
+        print(f"\n{title}: {total / requests:,.0f} bytecodes per request")
+        for name, n in by_package.most_common(top // 2):
+            print(f"  {n / requests:8,.0f}  {100 * n / max(total, 1):5.1f}%  {name}")
+        print("  functions:")
+        functions = sorted(mine.items(), key=lambda kv: -kv[1])[:top]
+        for (filename, line, name), n in functions:
+            print(f"  {n / requests:8,.0f}  {short(filename)}:{line} {name}")
+        out[thread] = {
+            "per_request": total / requests,
+            "packages": {k: v / requests for k, v in by_package.most_common()},
+            "functions": {
+                f"{short(f)}:{line} {name}": n / requests for (f, line, name), n in functions
+            },
+        }
+    return out
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        return serve(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--probe", default="wait", choices=[p.key for p in PROBES])
+    parser.add_argument("--requests", type=int, default=200, help="counted requests")
+    parser.add_argument("--top", type=int, default=30, help="functions listed per thread")
+    parser.add_argument("--json", metavar="PATH", help="write the figures there as JSON")
+    args = parser.parse_args()
+    if sys.version_info < (3, 12):
+        print("sys.monitoring needs Python 3.12 or later", file=sys.stderr)
+        return 2
+    try:
+        counts = measure(args.probe, args.requests)
+    except BenchError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    figures = {"git": git_state(), "probe": args.probe, "requests": args.requests}
+    figures.update(report(counts, args.requests, args.top))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
