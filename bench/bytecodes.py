@@ -4,6 +4,7 @@ others: where ``instructions.py``'s counts go, in figures the machine's speed do
 ```sh
 .venv/bin/python bench/bytecodes.py                      # POST /runs/wait, 200 requests
 .venv/bin/python bench/bytecodes.py --probe ok --top 40  # GET /ok, the 40 costliest functions
+.venv/bin/python bench/bytecodes.py --floor              # and the wait's in-process floor
 ```
 
 The server (``triograph serve --storage memory`` with ``bench/langgraph.json``) runs this
@@ -44,7 +45,7 @@ from types import CodeType
 from typing import Any
 
 from harness import BenchError, free_port, git_state, serve_command, server
-from instructions import PROBES, check, exchange, request_bytes
+from instructions import PROBES, check, exchange, floor_runs, request_bytes
 
 WARMUP = 100
 STARTUP_TIMEOUT = 120.0
@@ -87,6 +88,38 @@ def serve(argv: list[str]) -> int:
     from triograph.core.http import cli
 
     return cli.main(argv)
+
+
+def count_floor(floor: str, runs: int) -> Counts:
+    """The bytecodes of ``runs`` runs of an in-process floor (``instructions.py``'s), all
+    threads as one: ``floor_runs(runs)`` less ``floor_runs(0)`` (its warm-up, the loop's
+    start and end)."""
+    monitoring = sys.monitoring
+    tool = monitoring.PROFILER_ID
+    monitoring.use_tool_id(tool, "triograph-bytecodes")
+    counts: collections.Counter[CodeType] = collections.Counter()
+
+    def executed(code: CodeType, offset: int) -> None:
+        counts[code] += 1
+
+    monitoring.register_callback(tool, monitoring.events.INSTRUCTION, executed)
+    floor_runs(0, floor)  # the graph's module imported, uncounted
+    totals = []
+    for n in (runs, 0):
+        counts.clear()
+        monitoring.set_events(tool, monitoring.events.INSTRUCTION)
+        floor_runs(n, floor)
+        monitoring.set_events(tool, 0)
+        totals.append(
+            {(c.co_filename, c.co_firstlineno, c.co_qualname): k for c, k in counts.items()}
+        )
+    monitoring.free_tool_id(tool)
+    with_runs, without = totals
+    return {
+        ("floor", *key): n - without.get(key, 0)
+        for key, n in with_runs.items()
+        if n > without.get(key, 0)
+    }
 
 
 def package(filename: str) -> str:
@@ -159,8 +192,11 @@ def ready(proc: subprocess.Popen[bytes], port: int) -> socket.socket:
 
 def report(counts: Counts, requests: int, top: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for thread, title in (("trio", "Trio's thread"), ("other", "the other threads")):
+    titles = {"trio": "Trio's thread", "other": "the other threads", "floor": "the floor"}
+    for thread, title in titles.items():
         mine = {k[1:]: n for k, n in counts.items() if k[0] == thread}
+        if not mine:
+            continue
         total = sum(mine.values())
         by_package: collections.Counter[str] = collections.Counter()
         for (filename, _, _), n in mine.items():
@@ -190,12 +226,20 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200, help="counted requests")
     parser.add_argument("--top", type=int, default=30, help="functions listed per thread")
     parser.add_argument("--json", metavar="PATH", help="write the figures there as JSON")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also count the probe's in-process floor (instructions.py's), all its threads",
+    )
     args = parser.parse_args()
     if sys.version_info < (3, 12):
         print("sys.monitoring needs Python 3.12 or later", file=sys.stderr)
         return 2
     try:
         counts = measure(args.probe, args.requests)
+        probe = next(p for p in PROBES if p.key == args.probe)
+        if args.floor and probe.floor is not None:
+            counts.update(count_floor(probe.floor, args.requests))
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
