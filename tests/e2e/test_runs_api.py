@@ -194,16 +194,31 @@ async def first_read(server: Server, path: str, body: dict[str, Any]) -> bytes:
     return seen
 
 
-async def test_a_run_streams_its_metadata_with_the_response_head(server: Server) -> None:
+async def test_a_run_streams_its_metadata_with_the_response_head(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A run that may start at once streams its ``metadata`` event before its response
     starts: both go out in one write (they came two turns of the scheduler apart). On a
     backend shared by processes a run on a thread that outlives it asks the others first
-    (the thread may be theirs): its head goes out alone."""
+    (the thread may be theirs): its head goes out alone, before that answer, which is held
+    here until the head is read (else the event may follow the head into the same read)."""
     tid = await new_thread(server)
     shared = backend_name(server.core.settings.storage) not in ("memory", "file")
+    link = server.core.cluster
+    wait_turn = link.wait_turn
+    answered: list[trio.Event] = []
+
+    async def held_wait_turn(run: Any) -> None:
+        answered.append(trio.Event())
+        await answered[-1].wait()
+        await wait_turn(run)
+
+    monkeypatch.setattr(link, "wait_turn", held_wait_turn)
     body = {"assistant_id": "slow", "input": slow_input(FAST), "stream_mode": ["values"]}
     for path, at_once in (("/runs/stream", True), (f"/threads/{tid}/runs/stream", not shared)):
         first = await first_read(server, path, body)
+        for answer in answered:
+            answer.set()
         assert first.startswith(b"HTTP/1.1 200"), first
         assert (b"event: metadata" in first) is at_once, first
         await thread_settles(server, tid)
