@@ -35,8 +35,6 @@ import os
 import pathlib
 import pickle
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,7 +43,7 @@ from types import CodeType
 from typing import Any
 
 from harness import BenchError, free_port, git_state, serve_command, server
-from instructions import PROBES, check, exchange, floor_runs, request_bytes
+from instructions import PROBES, check, connect, exchange, floor_runs, request_bytes
 
 WARMUP = 100
 STARTUP_TIMEOUT = 120.0
@@ -148,7 +146,7 @@ def measure(probe_key: str, requests: int) -> Counts:
     cmd = serve_command(port, "memory")
     cmd = [sys.executable, str(pathlib.Path(__file__).resolve()), "--serve", *cmd[3:]]
     with server(cmd, pin=True, env={"PYTHONMALLOC": "malloc", DUMP: str(dump)}) as proc:
-        sock = ready(proc, port)
+        sock = connect(proc, port, STARTUP_TIMEOUT)
         with sock:
             request = request_bytes(probe.method, probe.path, probe.body)
             for _ in range(WARMUP):
@@ -167,27 +165,6 @@ def measure(probe_key: str, requests: int) -> Counts:
     dump.unlink()
     dump.parent.rmdir()
     return counts
-
-
-def ready(proc: subprocess.Popen[bytes], port: int) -> socket.socket:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    ok = PROBES[0]
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise BenchError(f"the server exited early with code {proc.returncode}")
-        try:
-            sock = socket.create_connection(("127.0.0.1", port))
-        except OSError:
-            time.sleep(0.5)
-            continue
-        try:
-            check(ok, *exchange(sock, request_bytes(ok.method, ok.path, ok.body)))
-        except (OSError, BenchError):
-            sock.close()
-            time.sleep(0.5)
-            continue
-        return sock
-    raise BenchError(f"the server was not ready after {STARTUP_TIMEOUT:.0f} s")
 
 
 def report(counts: Counts, requests: int, top: int) -> dict[str, Any]:

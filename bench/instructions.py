@@ -229,8 +229,11 @@ def measure_server(probes: list[Probe], requests: int) -> dict[str, dict[str, fl
     return results
 
 
-def connect(proc: subprocess.Popen[bytes], port: int) -> socket.socket:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
+def connect(
+    proc: subprocess.Popen[bytes], port: int, timeout: float = STARTUP_TIMEOUT
+) -> socket.socket:
+    """A keep-alive connection to the server once it answers ``GET /ok``."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BenchError(f"the server exited early with code {proc.returncode}")
@@ -246,7 +249,7 @@ def connect(proc: subprocess.Popen[bytes], port: int) -> socket.socket:
             time.sleep(1.0)
             continue
         return sock
-    raise BenchError(f"the server was not ready after {STARTUP_TIMEOUT:.0f} s")
+    raise BenchError(f"the server was not ready after {timeout:.0f} s")
 
 
 def floor_runs(runs: int, floor: str) -> None:
