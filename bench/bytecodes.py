@@ -53,35 +53,46 @@ DUMP = "TRIOGRAPH_BYTECODES"
 Counts = dict[tuple[str, str, int, str], int]  # (thread, file, first line, name) -> bytecodes
 
 
+class Bytecodes:
+    """Counts, between :meth:`start` and :meth:`stop`, every bytecode this process executes
+    (``sys.monitoring``), by code object and by whether Trio's thread (the main one) ran it."""
+
+    def __init__(self) -> None:
+        self._tool = sys.monitoring.PROFILER_ID
+        sys.monitoring.use_tool_id(self._tool, "triograph-bytecodes")
+        self._counts: collections.Counter[tuple[bool, CodeType]] = collections.Counter()
+        main, get_ident, counts = threading.main_thread().ident, threading.get_ident, self._counts
+
+        def executed(code: CodeType, offset: int) -> None:
+            counts[get_ident() == main, code] += 1
+
+        sys.monitoring.register_callback(self._tool, sys.monitoring.events.INSTRUCTION, executed)
+
+    def start(self) -> None:
+        self._counts.clear()
+        sys.monitoring.set_events(self._tool, sys.monitoring.events.INSTRUCTION)
+
+    def stop(self, main: str, others: str) -> Counts:
+        """The counts since :meth:`start`, the main thread's labelled ``main``, the other
+        threads' ``others`` (the same label counts them as one)."""
+        sys.monitoring.set_events(self._tool, 0)
+        out: Counts = collections.Counter()
+        for (on_main, code), n in self._counts.items():
+            key = (main if on_main else others, code.co_filename, code.co_firstlineno)
+            out[(*key, code.co_qualname)] += n
+        return dict(out)
+
+
 def serve(argv: list[str]) -> int:
     """``triograph serve argv...``, counting bytecodes between SIGUSR1 and SIGUSR2."""
-    monitoring = sys.monitoring
-    tool = monitoring.PROFILER_ID
-    monitoring.use_tool_id(tool, "triograph-bytecodes")
-    trio_thread = threading.main_thread().ident
-    counts: collections.Counter[tuple[bool, CodeType]] = collections.Counter()
-    get_ident = threading.get_ident
-
-    def executed(code: CodeType, offset: int) -> None:
-        counts[get_ident() == trio_thread, code] += 1
-
-    monitoring.register_callback(tool, monitoring.events.INSTRUCTION, executed)
-
-    def start(*_: object) -> None:
-        counts.clear()
-        monitoring.set_events(tool, monitoring.events.INSTRUCTION)
+    bytecodes = Bytecodes()
 
     def stop(*_: object) -> None:
-        monitoring.set_events(tool, 0)
-        out: Counts = {}
-        for (on_trio, code), n in counts.items():
-            thread = "trio" if on_trio else "other"
-            out[thread, code.co_filename, code.co_firstlineno, code.co_qualname] = n
         path = pathlib.Path(os.environ[DUMP])
-        path.with_suffix(".tmp").write_bytes(pickle.dumps(out))
+        path.with_suffix(".tmp").write_bytes(pickle.dumps(bytecodes.stop("trio", "other")))
         path.with_suffix(".tmp").rename(path)
 
-    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR1, lambda *_: bytecodes.start())
     signal.signal(signal.SIGUSR2, stop)
     from triograph.core.http import cli
 
@@ -92,32 +103,16 @@ def count_floor(floor: str, runs: int) -> Counts:
     """The bytecodes of ``runs`` runs of an in-process floor (``instructions.py``'s), all
     threads as one: ``floor_runs(runs)`` less ``floor_runs(0)`` (its warm-up, the loop's
     start and end)."""
-    monitoring = sys.monitoring
-    tool = monitoring.PROFILER_ID
-    monitoring.use_tool_id(tool, "triograph-bytecodes")
-    counts: collections.Counter[CodeType] = collections.Counter()
-
-    def executed(code: CodeType, offset: int) -> None:
-        counts[code] += 1
-
-    monitoring.register_callback(tool, monitoring.events.INSTRUCTION, executed)
+    bytecodes = Bytecodes()
     floor_runs(0, floor)  # the graph's module imported, uncounted
     totals = []
     for n in (runs, 0):
-        counts.clear()
-        monitoring.set_events(tool, monitoring.events.INSTRUCTION)
+        bytecodes.start()
         floor_runs(n, floor)
-        monitoring.set_events(tool, 0)
-        totals.append(
-            {(c.co_filename, c.co_firstlineno, c.co_qualname): k for c, k in counts.items()}
-        )
-    monitoring.free_tool_id(tool)
+        totals.append(bytecodes.stop("floor", "floor"))
+    sys.monitoring.free_tool_id(sys.monitoring.PROFILER_ID)
     with_runs, without = totals
-    return {
-        ("floor", *key): n - without.get(key, 0)
-        for key, n in with_runs.items()
-        if n > without.get(key, 0)
-    }
+    return {key: n - without.get(key, 0) for key, n in with_runs.items() if n > without.get(key, 0)}
 
 
 def package(filename: str) -> str:

@@ -4,7 +4,7 @@ does not move, to compare two commits of the hot path on a machine whose speed v
 ```sh
 .venv/bin/python bench/instructions.py                # 100 requests of each probe
 .venv/bin/python bench/instructions.py --requests 200 --json /tmp/ir.json
-.venv/bin/python bench/instructions.py --probes ok,wait,stream  # those only (~5 min)
+.venv/bin/python bench/instructions.py --probes ok,wait,stream  # those only (~8 min)
 ```
 
 The server (``triograph serve --storage memory`` with ``bench/langgraph.json``) runs under
