@@ -134,7 +134,7 @@ def short(filename: str) -> str:
     return filename
 
 
-def measure(probe_key: str, requests: int) -> Counts:
+def measure(probe_key: str, requests: int, split: bool = False) -> Counts:
     probe = next(p for p in PROBES if p.key == probe_key)
     port = free_port()
     dump = pathlib.Path(tempfile.mkdtemp(prefix="triograph-bytecodes-")) / "counts"
@@ -145,11 +145,11 @@ def measure(probe_key: str, requests: int) -> Counts:
         with sock:
             request = request_bytes(probe.method, probe.path, probe.body)
             for _ in range(WARMUP):
-                check(probe, *exchange(sock, request))
+                check(probe, *exchange(sock, request, split=split))
             os.kill(proc.pid, signal.SIGUSR1)
             time.sleep(0.2)  # the signal is handled between two bytecodes of the main thread
             for _ in range(requests):
-                check(probe, *exchange(sock, request))
+                check(probe, *exchange(sock, request, split=split))
             os.kill(proc.pid, signal.SIGUSR2)
             deadline = time.monotonic() + 60
             while not dump.exists():
@@ -203,19 +203,29 @@ def main() -> int:
         action="store_true",
         help="also count the probe's in-process floor (instructions.py's), all its threads",
     )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="send each request's head and body as two writes, as httpx does",
+    )
     args = parser.parse_args()
     if sys.version_info < (3, 12):
         print("sys.monitoring needs Python 3.12 or later", file=sys.stderr)
         return 2
     try:
-        counts = measure(args.probe, args.requests)
+        counts = measure(args.probe, args.requests, args.split)
         probe = next(p for p in PROBES if p.key == args.probe)
         if args.floor and probe.floor is not None:
             counts.update(count_floor(probe.floor, args.requests))
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
-    figures = {"git": git_state(), "probe": args.probe, "requests": args.requests}
+    figures = {
+        "git": git_state(),
+        "probe": args.probe,
+        "requests": args.requests,
+        "split": args.split,
+    }
     figures.update(report(counts, args.requests, args.top))
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(figures, indent=2))

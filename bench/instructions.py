@@ -63,6 +63,8 @@ from harness import (
     server,
 )
 
+from triograph.core.infra.graph_bridge import new_graph_loop
+
 ECHO_INPUT = {"msg": "hello", "n": 0}
 EXPECTED = b'{"msg":"hello","n":3}'
 #: tokens of a chat probe's reply (an odd count: words and the spaces between them)
@@ -137,6 +139,10 @@ FLOORS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 
+#: seconds between a split request's head and its body (``exchange``)
+SPLIT_PAUSE = 0.02
+
+
 def request_bytes(method: str, path: str, body: dict[str, Any] | None) -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\n"
     if body is None:
@@ -146,9 +152,17 @@ def request_bytes(method: str, path: str, body: dict[str, Any] | None) -> bytes:
     return head.encode() + data
 
 
-def exchange(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
-    """Send ``request``, read its whole response (of known length, or chunked)."""
-    sock.sendall(request)
+def exchange(sock: socket.socket, request: bytes, *, split: bool = False) -> tuple[bytes, bytes]:
+    """Send ``request``, read its whole response (of known length, or chunked). ``split``
+    sends its head and its body as two writes :data:`SPLIT_PAUSE` seconds apart, as httpx
+    (the official Python SDK's client) writes them: the server reads the head alone."""
+    head_end = request.find(b"\r\n\r\n") + 4
+    if split and head_end < len(request):
+        sock.sendall(request[:head_end])
+        time.sleep(SPLIT_PAUSE)
+        sock.sendall(request[head_end:])
+    else:
+        sock.sendall(request)
     data = b""
     while True:
         chunk = sock.recv(65536)
@@ -274,7 +288,8 @@ def floor_runs(runs: int, floor: str) -> None:
         for _ in range(WARMUP + runs):
             await once()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=new_graph_loop) as runner:  # the server's graph loop
+        runner.run(main())
 
 
 def counted(runs: int, floor: str) -> int:

@@ -37,6 +37,8 @@ from harness import (
     warn_if_busy,
 )
 
+from triograph.core.infra.graph_bridge import new_graph_loop
+
 GRAPH_ID = "echo"
 BODY = {"assistant_id": GRAPH_ID, "input": {"msg": "hello", "n": 0}}
 EXPECTED = {"msg": "hello", "n": 3}
@@ -190,7 +192,9 @@ async def _floor(warmup: int, count: int, as_served: bool) -> dict[str, Any]:
 
 
 def phase_floor(warmup: int, count: int, as_served: bool) -> dict[str, Any]:
-    return asyncio.run(_floor(warmup, count, as_served))
+    # on the event loop the server runs its graphs on (uvloop's where it is installed)
+    with asyncio.Runner(loop_factory=new_graph_loop) as runner:
+        return runner.run(_floor(warmup, count, as_served))
 
 
 # -- the scenarios ----------------------------------------------------------------------------

@@ -60,7 +60,7 @@ async def _record(
             "path_params": path_params,
             "query": query_params.get("q"),
             "scope_type": scope["type"],
-            "loop": type(asyncio.get_running_loop()).__name__,
+            "thread": threading.current_thread().name,  # the graph loop's
         }
     )
     name = identity_of(authorization)

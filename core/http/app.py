@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import math
 import pathlib
 import signal
 import socket
@@ -31,7 +32,7 @@ from quart_trio import asgi as quart_trio_asgi
 from quart_trio import datastructures as quart_trio_datastructures
 from quart_trio.wrappers import request as quart_trio_request
 from quart_trio.wrappers.request import TrioBody, TrioRequest
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
 
 from triograph.core.engine.cluster import LocalLink
 from triograph.core.engine.emitters import StreamModeRegistry
@@ -183,9 +184,10 @@ class _Handling:
 def _bounded(request: Any, most: int | None) -> bool:
     """The request's body has a declared length within the limit ``most`` (or none at all):
     the transport (``core/http/transport.py``) hands each of its parts on as it comes, none
-    is cut off or dropped, so with its last part among those received, reading it never
-    waits. Quart's ``MAX_CONTENT_LENGTH`` is the transport's limit (``limits.max_body_bytes``);
-    a request's ``max_content_length`` is None outside the app's context, as here."""
+    is cut off or dropped, so once its last part is received, reading it never waits (a
+    body cut off at the limit, which is chunked, is read in a task of its own). Quart's
+    ``MAX_CONTENT_LENGTH`` is the transport's limit (``limits.max_body_bytes``); a request's
+    ``max_content_length`` is None outside the app's context, as here."""
     if "transfer-encoding" in request.headers:
         return False
     length = request.content_length
@@ -219,10 +221,11 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
     """Quart-Trio's handling of one HTTP request, holding two tasks fewer while it lasts (an
     open stream's whole life): the request is handled in the task that runs the request's
     nursery (Quart-Trio starts a child task for it and leaves that one waiting), and the
-    task that reads the incoming messages ends once the body is all in; when it is in
-    already (a small request's body comes with its head), they are read without a task, or
-    a turn of the scheduler, at all (:func:`_bounded` says when that never waits), and the
-    request is handled in a cancel scope instead of a nursery. The client leaving after
+    task that reads the incoming messages ends once the body is all in. A body of declared
+    length within the limit (:func:`_bounded`) is read with no task at all, before the
+    request is handled: without a turn of the scheduler when it came with its head, or
+    waiting for its last part (:meth:`_take_body`), and the request is handled in a cancel
+    scope instead of a nursery. The client leaving after
     that is learnt from the connection (:class:`~triograph.core.http.server.RequestChannel`),
     which then calls what Quart-Trio does on an ``http.disconnect`` (:meth:`_client_left`:
     it cancels the handling, as before, without starting a task). A Trio task, its context
@@ -242,13 +245,17 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
         channel = self._channel = cast("RequestChannel | None", self.scope.get(REQUEST_CHANNEL))
         try:
             most = self.app.config["MAX_CONTENT_LENGTH"]
-            if channel is not None and channel.body_in and _bounded(request, most):
-                # the whole body is in already: taken in here, without waiting, and with no
-                # task to start, handled in a cancel scope rather than a nursery (whose
-                # exit is one more turn of the scheduler)
+            if channel is not None and _bounded(request, most):
+                # the body is taken in here, with no task to start, and the request handled
+                # in a cancel scope rather than a nursery (whose exit is one more turn of the
+                # scheduler): at once when the body is all in (it came with its head), or
+                # once its last part comes (httpx, the SDKs' client, writes them apart)
                 handling = _Handling()
                 with handling.cancel_scope:
-                    await self.handle_messages(handling, request, receive)
+                    if channel.body_in:
+                        await self.handle_messages(handling, request, receive)
+                    else:
+                        await self._take_body(handling, request, receive)
                     await self.handle_request(cast("Any", handling), request, send)
             else:
                 async with trio.open_nursery() as nursery:
@@ -282,6 +289,20 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
             if self._answered:
                 return
             channel.callback = functools.partial(self._client_left, request, nursery.cancel_scope)
+
+    async def _take_body(self, handling: _Handling, request: Any, receive: Any) -> None:
+        """Take in the body's parts as they come, for as long as Quart-Trio's ``get_data``
+        waits for them (``BODY_TIMEOUT``): past that, reading the body raises the
+        ``RequestTimeout`` (408) that ``get_data`` raises. A response that needs no body
+        (a 404) goes once the body is in, not before it."""
+        timeout = request.body_timeout
+        with trio.move_on_after(math.inf if timeout is None else timeout) as waited:
+            await self.handle_messages(handling, request, receive)
+        if waited.cancelled_caught:
+            request.body._must_raise = RequestTimeout()
+            request.body.set_complete()
+            channel = cast("RequestChannel", self._channel)
+            channel.callback = functools.partial(self._client_left, request, handling.cancel_scope)
 
     def _client_left(self, request: Any, scope: trio.CancelScope) -> None:
         """What Quart-Trio's ``handle_messages`` does when the client leaves (the connection

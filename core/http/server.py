@@ -387,10 +387,13 @@ class Connection(TCPServer):
                 await self._initiate_server_close()
 
     def close_soon(self) -> None:
-        """Close the connection (idle, or the server is shutting down) in a task of its own."""
+        """Close the connection (idle, or the server is shutting down) in a task of its own.
+        When the server is cancelled rather than shut down, its task group may be closing
+        already: the connection is then closed as it ends (``run``), with no task."""
         if not self._closing:  # the connection's task group is still open
             self._closing = True
-            self._task_group._nursery.start_soon(self._close_idle)  # type: ignore[union-attr]
+            with contextlib.suppress(RuntimeError):  # "Nursery is closed to new arrivals"
+                self._task_group._nursery.start_soon(self._close_idle)  # type: ignore[union-attr]
 
     async def _close_idle(self) -> None:
         with trio.CancelScope(shield=True):

@@ -35,6 +35,11 @@ from typing import Any, Generic, TypeAlias, TypeVar
 
 import trio
 
+try:
+    import uvloop
+except ImportError:  # Windows, or not installed: stock asyncio
+    uvloop = None  # type: ignore[assignment,unused-ignore]
+
 T = TypeVar("T")
 
 Message: TypeAlias = dict[str, Any]
@@ -82,6 +87,17 @@ else:  # no Task.get_context, and no eager tasks: every task passes the task fac
         if job is not None:
             _TASK_JOBS[task] = job
         return task
+
+
+def new_graph_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop for the graphs: uvloop's where it is installed (a dependency on
+    Linux and macOS, as it is of the official server's Uvicorn), stock asyncio's elsewhere.
+    uvloop runs the loop itself (its turns, callbacks and handles, its selector) in C: the
+    graph side of a small run executes ~7% fewer instructions (bench/README.md)."""
+    if uvloop is None:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def detached(fn: Callable[[], T]) -> T:
@@ -385,7 +401,7 @@ class GraphBridge:
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[GraphBridge]:
-        loop = asyncio.new_event_loop()
+        loop = new_graph_loop()
         loop.set_task_factory(_task_factory)  # None from Python 3.12 on: not needed
         ready = threading.Event()
 

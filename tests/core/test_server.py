@@ -101,3 +101,30 @@ async def test_connections_held_when_the_server_stops_are_closed() -> None:
 
 async def _unexpected(stream: SocketStream) -> None:
     raise AssertionError("a held connection was served")
+
+
+async def test_a_server_cancelled_with_idle_connections_ends_cleanly() -> None:
+    """Cancelling the server from outside (an embedding app's nursery), not shutting it down,
+    while connections are idle: each one closes as its task ends. Closing them at the end of
+    ``serve`` found their task groups closing already (RuntimeError, masking the cancel)."""
+    from tests.conftest import example_settings
+    from triograph.core.http.app import create_app, serve_app
+
+    app = create_app(example_settings(storage="memory"))
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            url = (
+                await nursery.start(
+                    lambda task_status: serve_app(
+                        app, host="127.0.0.1", port=0, task_status=task_status
+                    )
+                )
+            )[0]
+            host, port = url.removeprefix("http://").split(":")
+            streams = [await trio.open_tcp_stream(host, int(port)) for _ in range(3)]
+            for stream in streams:  # each served once, then idle on keep-alive
+                await stream.send_all(b"GET /ok HTTP/1.1\r\nHost: t\r\n\r\n")
+                assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 200")
+            nursery.cancel_scope.cancel()
+    for stream in streams:
+        await stream.aclose()

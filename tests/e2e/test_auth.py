@@ -216,7 +216,7 @@ async def test_authenticate_gets_the_parameters_it_names(nursery: trio.Nursery) 
         "path_params": {"thread_id": tid},
         "query": "1",
         "scope_type": "http",
-        "loop": "_UnixSelectorEventLoop",
+        "thread": "triograph-graph-loop",
     }
     assert (patch["body"], json.loads(patch["request_body"])) == (body, body)
     assert patch["method"] == "PATCH"

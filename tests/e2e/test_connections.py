@@ -304,13 +304,15 @@ class _Spawned(trio.abc.Instrument):
         self.names.append(task.coro.cr_code.co_name)
 
 
-async def test_a_body_that_came_with_its_head_is_read_without_a_task_of_its_own(
+async def test_a_body_of_declared_length_is_read_without_a_task_of_its_own(
     conn_server: Server,
 ) -> None:
-    """A small request's body arrives with its head: it is read in the request's own task,
-    and the end of the exchange (Hypercorn's ``http.disconnect`` after the response) starts
-    no task either. A body that comes later gets a task waiting for it, as before."""
+    """A small request's body arrives with its head, or just after it (httpx, the SDKs'
+    client, writes the two apart): either way it is read in the request's own task, and the
+    end of the exchange (Hypercorn's ``http.disconnect`` after the response) starts no task
+    either. A chunked body that comes later gets a task waiting for it, as before."""
     spawned = _Spawned()
+    chunked = b"2\r\n{}\r\n0\r\n\r\n"
     async with connect(conn_server) as conn:
         trio.lowlevel.add_instrument(spawned)
         try:
@@ -320,15 +322,24 @@ async def test_a_body_that_came_with_its_head_is_read_without_a_task_of_its_own(
             whole = list(spawned.names)
             spawned.names.clear()
             await conn.send(head("POST", "/threads/search", **{"Content-Length": "2"}))
-            await trio.sleep(0.05)
-            await conn.send(b"{}")
+            for part in (b"{", b"}"):  # the body after its head, in two parts
+                await trio.sleep(0.05)
+                await conn.send(part)
             assert (await conn.response()).status == 200
             late = list(spawned.names)
+            spawned.names.clear()
+            await conn.send(head("POST", "/threads/search", **{"Transfer-Encoding": "chunked"}))
+            await trio.sleep(0.05)
+            await conn.send(chunked)
+            assert (await conn.response()).status == 200
+            late_chunked = list(spawned.names)
         finally:
             trio.lowlevel.remove_instrument(spawned)
     assert whole.count("_handle") == 3  # Hypercorn's task of each request...
     assert "handle_messages" not in whole  # ...and nothing else to read or end it
-    assert late.count("handle_messages") == 1  # the late body was waited for
+    assert late.count("_handle") == 1
+    assert "handle_messages" not in late  # the late body was waited for in place
+    assert late_chunked.count("handle_messages") == 1  # a chunked one: in a task
 
 
 async def test_a_chunked_body_sent_whole_is_served(conn_server: Server) -> None:
