@@ -225,11 +225,11 @@ class _HTTPConnection(quart_trio_asgi.TrioASGIHTTPConnection):
     length within the limit (:func:`_bounded`) is read with no task at all, before the
     request is handled: without a turn of the scheduler when it came with its head, or
     waiting for its last part (:meth:`_take_body`), and the request is handled in a cancel
-    scope instead of a nursery. The client leaving after
-    that is learnt from the connection (:class:`~triograph.core.http.server.RequestChannel`),
-    which then calls what Quart-Trio does on an ``http.disconnect`` (:meth:`_client_left`:
-    it cancels the handling, as before, without starting a task). A Trio task, its context
-    and frames are ~1.3-1.6 KiB each (bench/stream_memory.py).
+    scope instead of a nursery. The client leaving after that is learnt from the connection
+    (:class:`~triograph.core.http.server.RequestChannel`), which then calls what Quart-Trio
+    does on an ``http.disconnect`` (:meth:`_client_left`: it cancels the handling, as
+    before, without starting a task). A Trio task, its context and frames are ~1.3-1.6 KiB
+    each (bench/stream_memory.py).
 
     Hypercorn tells every request that its client left once its exchange is over, the
     response whole: nothing is left to stop then, so once the response's last message is
