@@ -91,9 +91,10 @@ else:  # no Task.get_context, and no eager tasks: every task passes the task fac
 
 def new_graph_loop() -> asyncio.AbstractEventLoop:
     """A new event loop for the graphs: uvloop's where it is installed (a dependency on
-    Linux and macOS, as it is of the official server's Uvicorn), stock asyncio's elsewhere.
-    uvloop runs the loop itself (its turns, callbacks and handles, its selector) in C: the
-    graph side of a small run executes ~7% fewer instructions (bench/README.md)."""
+    Linux and macOS, as it is of the official server, whose Uvicorn runs on it), stock
+    asyncio's elsewhere. uvloop runs the loop itself (its turns, callbacks and handles, its
+    selector) in C: the graph side of a small run executes ~7% fewer instructions
+    (bench/README.md)."""
     if uvloop is None:
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
