@@ -38,8 +38,12 @@ HEARTBEAT_SLACK = 0.05
 DEFAULT_LIMIT_BYTES = 1024 * 1024
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Event:
+    """One event of a stream, never changed once made (not frozen: a frozen class's
+    ``__init__`` sets each field through ``object.__setattr__``, twice the cost, and one is
+    made per streamed token)."""
+
     seq: int
     id: str
     name: str

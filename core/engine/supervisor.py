@@ -422,7 +422,10 @@ class RunSupervisor:
             async for batch in batches:
                 for ns, mode, data in batch:
                     for name, payload in dispatcher.dispatch(ns, mode, data):
-                        await self._publish(handle, name, payload, event_hook)
+                        if event_hook:
+                            await self._publish(handle, name, payload, event_hook)
+                        else:  # no coroutine per event (per token) when nothing awaits
+                            self._emit(handle, name, payload)
                 await link.flush(run.run_id, unstored)
 
     async def _attempt(self, handle: RunHandle) -> Run:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pydantic
 
 # Exception classes whose message is shown to clients, with their subclasses (a graph's
 # ``class CustomError(RuntimeError)`` too); any other class is reported as "An internal
@@ -50,8 +51,42 @@ def error_payload(exc: BaseException) -> dict[str, str]:
     return {"error": name, "message": message}
 
 
+#: LangChain's message classes, each with whether its ``model_dump()`` is its fields as
+#: stored (see :func:`_dumps_as_stored`)
+_MESSAGE_CLASSES: dict[type, bool] = {}
+
+
+def _dumps_as_stored(cls: type) -> bool:
+    """Whether ``model_dump()`` of an instance of ``cls`` is its ``__dict__`` (its fields, in
+    order) and then its extra fields: a message class of LangChain's own (``BaseMessage``
+    allows extra fields) with no serializer, computed field or excluded field of its own.
+    Its fields are plain data (strings, lists, dicts, ``TypedDict``s), which pydantic's
+    dump copies as they are; orjson reads the stored ones instead, ~10x faster than the
+    dump, for every streamed token's chunk. A subclass of a user's goes through
+    ``model_dump()``."""
+    decorators = getattr(cls, "__pydantic_decorators__", None)
+    fields = getattr(cls, "__pydantic_fields__", None)
+    return (
+        cls.__module__.startswith("langchain_core.messages.")
+        and decorators is not None
+        and fields is not None
+        and not decorators.field_serializers
+        and not decorators.model_serializers
+        and not decorators.computed_fields
+        and not any(field.exclude for field in fields.values())
+        and getattr(cls, "model_dump", None) is pydantic.BaseModel.model_dump
+    )
+
+
 def default(obj: Any) -> Any:
     """orjson fallback: the JSON shape the official server gives each LangGraph object."""
+    cls = type(obj)
+    as_stored = _MESSAGE_CLASSES.get(cls)
+    if as_stored is None and cls.__module__.startswith("langchain_core.messages."):
+        as_stored = _MESSAGE_CLASSES[cls] = _dumps_as_stored(cls)
+    if as_stored:
+        extra = obj.__pydantic_extra__
+        return {**obj.__dict__, **extra} if extra else obj.__dict__
     dump: Callable[..., Any] | None = getattr(obj, "model_dump", None)
     if dump is not None:  # LangChain messages and any pydantic v2 model
         return dump()
