@@ -27,6 +27,12 @@ connection each ``send`` is also a packet and a wake-up of the peer, a tenth of 
 small run's request. Inside :func:`one_write` (the transport wraps a response whose length is
 known, see ``core/http/transport.py``) its writes are gathered and go out as one.
 
+A request's app runs in the task that read the request, and the connection's reading goes
+on in a new task (:meth:`Connection._read_data`): Hypercorn starts each app in a task of
+its own, whose first step waits for the next turn of the scheduler, behind every task that
+is ready, and under load (a chat run's tokens) a turn lasts milliseconds. The task count is
+the same: one per request.
+
 Accept errors that mean "out of resources" (no descriptors, no memory) are logged and
 retried after :data:`BACKOFF` seconds, as ``trio.serve_listeners`` does; others stop the
 server. :func:`raise_open_file_limit` lifts the process's soft limit on descriptors to its
@@ -44,12 +50,13 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
@@ -100,7 +107,7 @@ class RequestChannel:
     ``Cancelled`` at once; the connection's reads, which always yield, pace the messages.
     """
 
-    __slots__ = ("_limit", "_messages", "_receivers", "_senders", "callback")
+    __slots__ = ("_limit", "_messages", "_receivers", "_senders", "callback", "on_full")
 
     def __init__(self, limit: int) -> None:
         self._messages: list[dict[str, Any]] = []
@@ -108,6 +115,9 @@ class RequestChannel:
         self._receivers: trio.lowlevel.ParkingLot | None = None
         self._senders: trio.lowlevel.ParkingLot | None = None
         self.callback: Callable[[], None] | None = None
+        #: called before a sender waits for room: the app that would make it may not have
+        #: started yet (see :class:`_TaskGroup`)
+        self.on_full: Callable[[], None] | None = None
 
     @property
     def pending(self) -> bool:
@@ -128,6 +138,8 @@ class RequestChannel:
             callback()
         await trio.lowlevel.checkpoint_if_cancelled()
         while len(self._messages) >= self._limit:
+            if self.on_full is not None:
+                self.on_full()
             if self._senders is None:
                 self._senders = trio.lowlevel.ParkingLot()
             await self._senders.park()
@@ -155,11 +167,24 @@ class _TaskGroup(TaskGroup):
     :class:`RequestChannel` (also ``scope[REQUEST_CHANNEL]``, before the app starts) and,
     with an :class:`~triograph.core.infra.intake.Intake`, count as taken in from the moment
     the connection read them (the channel is their key) until the app gives them back
-    (``core/http/admission.py``) or ends."""
+    (``core/http/admission.py``) or ends.
+
+    While the connection's reading task hands what it read to Hypercorn's protocol
+    (:attr:`deferring`), an HTTP request's app is not started in a task of its own (its
+    first step would wait a turn of the scheduler, behind every task that is ready): it is
+    kept (:meth:`take`), and the reading task runs it once the protocol is done with what was
+    read, handing the reading on to a new task (:meth:`Connection._read_data`). Where the
+    protocol would wait before it is done, for something only the app can bring about (a
+    request pipelined behind this one waits for its response; a full channel waits for the
+    app to receive), the app is started in a task of its own first (:meth:`start_kept`).
+    """
 
     def __init__(self, intake: Intake | None) -> None:
         super().__init__()
         self._intake = intake
+        #: the connection's reading task is handing what it read to the protocol
+        self.deferring = False
+        self._kept: tuple[Any, ...] | None = None
 
     async def spawn_app(self, app: Any, config: Config, scope: Any, send: Any) -> Any:
         channel = scope[REQUEST_CHANNEL] = RequestChannel(config.max_app_queue_size)
@@ -170,9 +195,54 @@ class _TaskGroup(TaskGroup):
             intake.enter(channel)
         else:
             intake = None
-        assert self._nursery is not None
-        self._nursery.start_soon(_handle, app, config, scope, channel, send, intake)
+        handling = (app, config, scope, channel, send, intake)
+        if self.deferring and self._kept is None and scope["type"] == "http":
+            self._kept = handling
+            channel.on_full = self.start_kept
+        else:
+            assert self._nursery is not None
+            self._nursery.start_soon(_handle, *handling)
         return channel.put
+
+    def start_kept(self) -> None:
+        """Start the kept app, if any, in a task of its own."""
+        handling = self.take()
+        if handling is not None:
+            assert self._nursery is not None
+            self._nursery.start_soon(_handle, *handling)
+
+    def take(self) -> tuple[Any, ...] | None:
+        """The arguments of :func:`_handle` for the app kept to run in the reading task, if
+        any: it is then the caller's to run."""
+        handling, self._kept = self._kept, None
+        if handling is not None:
+            handling[3].on_full = None
+        return handling
+
+
+class _CanRead:
+    """Hypercorn's HTTP/1.1 ``can_read`` event: the protocol waits on it, while handling what
+    the connection read, when a request was pipelined behind one whose response has not
+    gone yet. That response is the kept app's (:class:`_TaskGroup`): it starts first."""
+
+    __slots__ = ("_event", "_group")
+
+    def __init__(self, event: Any, group: _TaskGroup) -> None:
+        self._event = event
+        self._group = group
+
+    async def clear(self) -> None:
+        await self._event.clear()
+
+    async def wait(self) -> None:
+        self._group.start_kept()
+        await self._event.wait()
+
+    async def set(self) -> None:
+        await self._event.set()
+
+    def is_set(self) -> bool:
+        return bool(self._event.is_set())
 
 
 async def _handle(
@@ -336,7 +406,8 @@ class Connection(TCPServer):
         try:
             client = parse_socket_addr(socket.family, socket.getpeername())
             server = parse_socket_addr(socket.family, socket.getsockname())
-            async with _TaskGroup(self._intake) as task_group:
+            task_group = _TaskGroup(self._intake)
+            async with task_group:
                 self._task_group = task_group
                 self.protocol = ProtocolWrapper(
                     self.app,
@@ -350,6 +421,9 @@ class Connection(TCPServer):
                     self.protocol_send,
                     "http/1.1",
                 )
+                if isinstance(self.protocol.protocol, H11Protocol):
+                    h11 = self.protocol.protocol
+                    h11.can_read = _CanRead(h11.can_read, task_group)
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
                 await self._read_data()
@@ -363,8 +437,15 @@ class Connection(TCPServer):
         (or failed), without a cancel scope around each read when there is no
         ``read_timeout`` (the default): its ``fail_after(inf)`` is ~1 KiB held for as long as
         the read waits, an open stream's whole life. Hypercorn has then told a request in
-        flight that its client left: the connection is closed at once."""
+        flight that its client left: the connection is closed at once.
+
+        A request's app runs in this task, once the protocol is done with what was read,
+        and the reading goes on in a new task: the app's first step comes in the turn that
+        read the request (in a task of its own, it would wait for the next, behind every
+        task that is ready; under load a turn lasts milliseconds). See :class:`_TaskGroup`.
+        """
         timeout = self.config.read_timeout
+        group = cast("_TaskGroup", self._task_group)
         while True:
             try:
                 if not timeout:
@@ -376,15 +457,35 @@ class Connection(TCPServer):
                 break
             else:
                 ended = not data
-                await self.protocol.handle(RawData(bytes(data)))  # no copy: it is bytes
+                group.deferring = True
+                try:
+                    await self.protocol.handle(RawData(bytes(data)))  # no copy: it is bytes
+                except BaseException:
+                    group.start_kept()  # it ends as it would have (cancelled, or told)
+                    raise
+                finally:
+                    group.deferring = False
                 del data  # not held while the next read waits (an open stream's whole life)
+                handling = group.take()
                 if ended:
+                    if handling is not None:
+                        group.spawn(_handle, *handling)
                     break
+                if handling is not None:
+                    group.spawn(self._read_on)
+                    await _handle(*handling)
+                    return
         await self.protocol.handle(Closed())
         if not self._closing:
             self._closing = True
             with trio.CancelScope(shield=True):
                 await self._initiate_server_close()
+
+    async def _read_on(self) -> None:
+        """:meth:`_read_data` in a task of its own (the one before runs a request's app),
+        which ends as :meth:`run` does on an error of the socket."""
+        with contextlib.suppress(OSError):
+            await self._read_data()
 
     def close_soon(self) -> None:
         """Close the connection (idle, or the server is shutting down) in a task of its own.
@@ -466,35 +567,38 @@ async def serve(
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
             timers = IdleTimers(config.keep_alive_timeout)
-            async with trio.open_nursery() as server_nursery:
-                handler = functools.partial(
-                    Connection,
-                    timers,
-                    intake,
-                    wrapped,
-                    config,
-                    context,
-                    ConnectionState(lifespan_state.copy()),
-                )
-                task_status.started(
-                    [f"http://{repr_socket_addr(listener.family, listener.getsockname())}"]
-                )
-                try:
-                    async with trio.open_nursery(strict_exception_groups=True) as nursery:
-                        nursery.start_soon(raise_shutdown, shutdown_trigger)
-                        nursery.start_soon(raise_shutdown, context.terminate.wait)
-                        nursery.start_soon(_accept, listener, handler, server_nursery, swamped)
-                        nursery.start_soon(timers.serve)
-                except BaseExceptionGroup as group:
-                    _, others = group.split((ShutdownError, KeyboardInterrupt))
-                    if others is not None:
-                        raise others from None
-                finally:
-                    await context.terminated.set()
-                    timers.terminate()
-                    server_nursery.cancel_scope.deadline = (
-                        trio.current_time() + config.graceful_timeout
+            # counted until their turn ends: see core/infra/intake.py
+            counting = intake.counting_turns() if intake is not None else contextlib.nullcontext()
+            with counting:
+                async with trio.open_nursery() as server_nursery:
+                    handler = functools.partial(
+                        Connection,
+                        timers,
+                        intake,
+                        wrapped,
+                        config,
+                        context,
+                        ConnectionState(lifespan_state.copy()),
                     )
+                    task_status.started(
+                        [f"http://{repr_socket_addr(listener.family, listener.getsockname())}"]
+                    )
+                    try:
+                        async with trio.open_nursery(strict_exception_groups=True) as nursery:
+                            nursery.start_soon(raise_shutdown, shutdown_trigger)
+                            nursery.start_soon(raise_shutdown, context.terminate.wait)
+                            nursery.start_soon(_accept, listener, handler, server_nursery, swamped)
+                            nursery.start_soon(timers.serve)
+                    except BaseExceptionGroup as group:
+                        _, others = group.split((ShutdownError, KeyboardInterrupt))
+                        if others is not None:
+                            raise others from None
+                    finally:
+                        await context.terminated.set()
+                        timers.terminate()
+                        server_nursery.cancel_scope.deadline = (
+                            trio.current_time() + config.graceful_timeout
+                        )
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
 

@@ -18,12 +18,20 @@ first. The runs' total work is the same; the submissions are answered at the spe
 accepting alone, not of accepting and executing at once. A server that keeps up with its
 requests is never crowded, and its background runs never wait: a client creating runs one
 after the other, or creating one and joining it, sees no delay.
+
+The server runs a request's app in the task that read it (``core/http/server.py``), so a
+request answered without a wait leaves the intake in the step that read it. While the
+server serves (:meth:`Intake.counting_turns`), a request that leaves still counts until the
+end of the scheduler's turn: requests read in the same turn are a crowd, as they were when
+each app waited for the next turn to start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+from collections.abc import Iterator
 
 import attrs
 import trio
@@ -48,6 +56,9 @@ class Intake:
     _arrivals: dict[object, float] = attrs.field(factory=dict, init=False)
     #: when a request last arrived into a crowd (Trio's clock)
     crowded_at: float = attrs.field(default=-math.inf, init=False)
+    #: the requests that left in this turn of the scheduler, while turns are counted
+    #: (:meth:`counting_turns`; otherwise None, and a request leaves at once)
+    _leaving: list[object] | None = attrs.field(default=None, init=False)
 
     @property
     def busy(self) -> int:
@@ -75,8 +86,35 @@ class Intake:
         return trio.current_time() - nth < RECENT
 
     def leave(self, request: object) -> None:
-        """``request`` started its response (or ended without one); once is enough."""
-        self._arrivals.pop(request, None)
+        """``request`` started its response (or ended without one); once is enough. While
+        turns are counted, it counts until the end of this turn."""
+        leaving = self._leaving
+        if leaving is None:
+            self._arrivals.pop(request, None)
+        elif request in self._arrivals:
+            leaving.append(request)
+
+    def _end_turn(self) -> None:
+        leaving = self._leaving
+        if leaving:
+            arrivals = self._arrivals
+            for request in leaving:
+                arrivals.pop(request, None)
+            leaving.clear()
+
+    @contextlib.contextmanager
+    def counting_turns(self) -> Iterator[None]:
+        """While the block runs (in Trio), a request that leaves counts until the end of the
+        scheduler's turn (see the module docstring)."""
+        turns = _Turns(self)
+        self._leaving = []
+        trio.lowlevel.add_instrument(turns)
+        try:
+            yield
+        finally:
+            trio.lowlevel.remove_instrument(turns)
+            self._end_turn()
+            self._leaving = None
 
     def __contains__(self, request: object) -> bool:
         return request in self._arrivals
@@ -89,3 +127,14 @@ class Intake:
             # CALM seconds at most while the crowd lasts
             while trio.current_time() < (calm_at := self.crowded_at + CALM):  # noqa: ASYNC110
                 await trio.sleep_until(calm_at)
+
+
+class _Turns(trio.abc.Instrument):
+    """Ends the intake's turn each time the scheduler has run its ready tasks (before it
+    polls for I/O): Trio calls only the hooks an instrument defines, this one per turn."""
+
+    def __init__(self, intake: Intake) -> None:
+        self._intake = intake
+
+    def before_io_wait(self, timeout: float) -> None:
+        self._intake._end_turn()
