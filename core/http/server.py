@@ -28,7 +28,7 @@ small run's request. Inside :func:`one_write` (the transport wraps a response wh
 known, see ``core/http/transport.py``) its writes are gathered and go out as one.
 
 A request's app runs in the task that read the request, and the connection's reading goes
-on in a new task (:meth:`Connection._read_data`): Hypercorn starts each app in a task of
+on in a new task (:meth:`Connection._read_requests`): Hypercorn starts each app in a task of
 its own, whose first step waits for the next turn of the scheduler, behind every task that
 is ready, and under load (a chat run's tokens) a turn lasts milliseconds. The task count is
 the same: one per request.
@@ -173,7 +173,7 @@ class _TaskGroup(TaskGroup):
     (:attr:`deferring`), an HTTP request's app is not started in a task of its own (its
     first step would wait a turn of the scheduler, behind every task that is ready): it is
     kept (:meth:`take`), and the reading task runs it once the protocol is done with what was
-    read, handing the reading on to a new task (:meth:`Connection._read_data`). Where the
+    read, handing the reading on to a new task (:meth:`Connection._read_requests`). Where the
     protocol would wait before it is done, for something only the app can bring about (a
     request pipelined behind this one waits for its response; a full channel waits for the
     app to receive), the app is started in a task of its own first (:meth:`start_kept`).
@@ -426,23 +426,27 @@ class Connection(TCPServer):
                     h11.can_read = _CanRead(h11.can_read, task_group)
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
-                await self._read_data()
+                handling = await self._read_requests()
+                if handling is not None:
+                    await _handle(*handling)
         except OSError:
             pass
         finally:
             await self._close()
 
-    async def _read_data(self) -> None:
+    async def _read_requests(self) -> tuple[Any, ...] | None:
         """Hypercorn's ``TCPServer._read_data``, which returns once the client's end is shut
         (or failed), without a cancel scope around each read when there is no
         ``read_timeout`` (the default): its ``fail_after(inf)`` is ~1 KiB held for as long as
         the read waits, an open stream's whole life. Hypercorn has then told a request in
         flight that its client left: the connection is closed at once.
 
-        A request's app runs in this task, once the protocol is done with what was read,
-        and the reading goes on in a new task: the app's first step comes in the turn that
-        read the request (in a task of its own, it would wait for the next, behind every
-        task that is ready; under load a turn lasts milliseconds). See :class:`_TaskGroup`.
+        It also returns once a request's app was kept (:class:`_TaskGroup`), for the caller
+        to run, the protocol being done with what was read, and the reading goes on in a
+        new task (:meth:`_read_on`): the app's first step comes in the turn that read the
+        request (in a task of its own, it would wait for the next, behind every task that is
+        ready; under load a turn lasts milliseconds). No frame of this method is held while
+        the app runs (an open stream's whole life).
         """
         timeout = self.config.read_timeout
         group = cast("_TaskGroup", self._task_group)
@@ -466,26 +470,29 @@ class Connection(TCPServer):
                 finally:
                     group.deferring = False
                 del data  # not held while the next read waits (an open stream's whole life)
-                handling = group.take()
                 if ended:
-                    if handling is not None:
-                        group.spawn(_handle, *handling)
+                    group.start_kept()
                     break
+                handling = group.take()
                 if handling is not None:
                     group.spawn(self._read_on)
-                    await _handle(*handling)
-                    return
+                    return handling
         await self.protocol.handle(Closed())
         if not self._closing:
             self._closing = True
             with trio.CancelScope(shield=True):
                 await self._initiate_server_close()
+        return None
 
     async def _read_on(self) -> None:
-        """:meth:`_read_data` in a task of its own (the one before runs a request's app),
-        which ends as :meth:`run` does on an error of the socket."""
-        with contextlib.suppress(OSError):
-            await self._read_data()
+        """The connection's reading (:meth:`_read_requests`), and the app of the next request it
+        reads, in a task of its own; an error of the socket ends it as it ends :meth:`run`."""
+        try:
+            handling = await self._read_requests()
+        except OSError:
+            return
+        if handling is not None:
+            await _handle(*handling)
 
     def close_soon(self) -> None:
         """Close the connection (idle, or the server is shutting down) in a task of its own.
