@@ -200,16 +200,14 @@ class _TaskGroup(TaskGroup):
             self._kept = handling
             channel.on_full = self.start_kept
         else:
-            assert self._nursery is not None
-            self._nursery.start_soon(_handle, *handling)
+            self.spawn(_handle, *handling)
         return channel.put
 
     def start_kept(self) -> None:
         """Start the kept app, if any, in a task of its own."""
         handling = self.take()
         if handling is not None:
-            assert self._nursery is not None
-            self._nursery.start_soon(_handle, *handling)
+            self.spawn(_handle, *handling)
 
     def take(self) -> tuple[Any, ...] | None:
         """The arguments of :func:`_handle` for the app kept to run in the reading task, if
