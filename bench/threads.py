@@ -18,7 +18,7 @@ and what it costs to run the graph beside the HTTP work on one core.
 3. **The graph beside HTTP work.** The same, with Trio's thread handling requests between
    two runs (h11 parsing a request and writing its response, ``--http`` of them per run):
    each side's CPU against what it takes alone shows what the two cost each other on one
-   core, through its caches (the interpreter's type cache among them).
+   core: each runs its Python slower, finding the caches filled with the other's data.
 """
 
 from __future__ import annotations
