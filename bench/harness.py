@@ -259,6 +259,26 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, Linux {os.uname().release}"
 
 
+# -- the floor --------------------------------------------------------------------------------
+
+
+async def astream_as_served(graph: Any, graph_id: str, graph_input: Any, mode: str) -> Any:
+    """One run of ``graph`` as the server asks LangGraph for a stateless run: ``astream`` of
+    the stream mode ``mode`` with a run id and metadata, no checkpointer (temporary runs get
+    none). Returns the last chunk streamed."""
+    run_id = uuid.uuid4()
+    config = {
+        "configurable": {"graph_id": graph_id},
+        "metadata": {"run_id": str(run_id)},
+        "run_id": run_id,
+        "run_name": graph_id,
+    }
+    last = None
+    async for _mode, chunk in graph.astream(graph_input, config, stream_mode=[mode]):
+        last = chunk
+    return last
+
+
 # -- the server -------------------------------------------------------------------------------
 
 

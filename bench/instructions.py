@@ -48,13 +48,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from typing import Any
 
 from harness import (
     HERE,
     HOST,
     BenchError,
+    astream_as_served,
     free_port,
     git_state,
     machine,
@@ -273,20 +273,9 @@ def floor_runs(runs: int, floor: str) -> None:
     sys.path.insert(0, str(HERE))
     graph = importlib.import_module(graph_id).graph
 
-    async def once() -> None:
-        run_id = uuid.uuid4()
-        config = {
-            "configurable": {"graph_id": graph_id},
-            "metadata": {"run_id": str(run_id)},
-            "run_id": run_id,
-            "run_name": graph_id,
-        }
-        async for _chunk in graph.astream(dict(graph_input), config, stream_mode=[mode]):
-            pass
-
     async def main() -> None:
         for _ in range(WARMUP + runs):
-            await once()
+            await astream_as_served(graph, graph_id, dict(graph_input), mode)
 
     with asyncio.Runner(loop_factory=new_graph_loop) as runner:  # the server's graph loop
         runner.run(main())

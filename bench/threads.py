@@ -24,63 +24,62 @@ and what it costs to run the graph beside the HTTP work on one core.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import socket
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import h11
 import trio
-from harness import CLIENT_CORE, CLK_TCK, HERE, SERVER_CORE, BenchError, print_rows, serving
+from harness import (
+    CLIENT_CORE,
+    CLK_TCK,
+    HERE,
+    HOST,
+    SERVER_CORE,
+    astream_as_served,
+    print_rows,
+    serving,
+)
+from instructions import ECHO_INPUT, EXPECTED, PROBES, check, exchange, request_bytes
 
 from triograph.core.infra.graph_bridge import GraphBridge
 
-BODY = json.dumps({"assistant_id": "echo", "input": {"msg": "hello", "n": 0}}).encode()
-REQUEST = (
-    b"POST /runs/wait HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
-    b"content-length: %d\r\n\r\n%s" % (len(BODY), BODY)
-)
-EXPECTED = b'{"msg":"hello","n":3}'
-INPUT = {"msg": "hello", "n": 0}
+WAIT = next(probe for probe in PROBES if probe.key == "wait")
+REQUEST = request_bytes(WAIT.method, WAIT.path, WAIT.body)
 
 
 # -- 1. the server ----------------------------------------------------------------------------
 
 
-def thread_times(pid: int) -> dict[int, tuple[str, int, int, int, int]]:
-    """Each thread's name, utime and stime (ticks), voluntary and involuntary switches."""
+def thread_times(pid: int) -> dict[int, tuple[int, int, int, int]]:
+    """Each thread's utime and stime (ticks), voluntary and involuntary context switches."""
     out = {}
     for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
         try:
+            # the task's own file: /proc/<tid>/stat counts the whole process
             stat = (task / "stat").read_text()
             status = (task / "status").read_text()
         except OSError:  # gone meanwhile
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        switches = {
-            key: int(value)
-            for key, value in (line.split(":", 1) for line in status.splitlines())
-            if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")
-        }
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm)", as proc_stat
+        switches = dict(
+            line.split(":", 1) for line in status.splitlines() if "ctxt_switches" in line
+        )
         out[int(task.name)] = (
-            name,
             int(fields[11]),
             int(fields[12]),
-            switches["voluntary_ctxt_switches"],
-            switches["nonvoluntary_ctxt_switches"],
+            int(switches["voluntary_ctxt_switches"]),
+            int(switches["nonvoluntary_ctxt_switches"]),
         )
     return out
 
 
 class RawClient:
-    """One keep-alive connection, reopened when the server closes it (Hypercorn does after
-    ``keep_alive_max_requests``)."""
+    """One keep-alive connection, sending each wait in one write (``instructions.exchange``),
+    reopened when the server closes it (Hypercorn does after ``keep_alive_max_requests``)."""
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -88,29 +87,13 @@ class RawClient:
 
     def wait(self) -> None:
         if self.sock is None:
-            self.sock = socket.create_connection(("127.0.0.1", self.port))
+            self.sock = socket.create_connection((HOST, self.port))
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.sendall(REQUEST)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += self._recv()
-        head, body = data.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").lower().split("\r\n")
-        headers = dict(line.split(": ", 1) for line in lines[1:])
-        while len(body) < int(headers["content-length"]):
-            body += self._recv()
-        if not lines[0].startswith("http/1.1 200") or body != EXPECTED:
-            raise BenchError(f"unexpected answer: {head!r} {body!r}")
-        if headers.get("connection") == "close":
+        head, body = exchange(self.sock, REQUEST)
+        check(WAIT, head, body)
+        if b"connection: close" in head.lower():
             self.sock.close()
             self.sock = None
-
-    def _recv(self) -> bytes:
-        assert self.sock is not None
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise BenchError("the server closed the connection mid-answer")
-        return chunk
 
 
 def server_threads(requests: int) -> list[tuple[str, ...]]:
@@ -124,8 +107,8 @@ def server_threads(requests: int) -> list[tuple[str, ...]]:
         wall, after = time.perf_counter() - start, thread_times(proc.pid)
     rows: list[tuple[str, ...]] = []
     total = [0.0, 0.0, 0.0, 0.0]
-    for tid, (name, *now) in sorted(after.items()):
-        then = before.get(tid, (name, 0, 0, 0, 0))[1:]
+    for tid, now in sorted(after.items()):
+        then = before.get(tid, (0, 0, 0, 0))
         user, system, voluntary, involuntary = (a - b for a, b in zip(now, then, strict=True))
         if not (user or system or voluntary or involuntary):
             continue
@@ -136,7 +119,7 @@ def server_threads(requests: int) -> list[tuple[str, ...]]:
             involuntary / requests,
         ]
         total = [t + f for t, f in zip(total, figures, strict=True)]
-        label = "Trio (main)" if tid == proc.pid else f"{name} {tid}"
+        label = "Trio (main)" if tid == proc.pid else f"thread {tid}"
         rows.append((label, *(f"{f:.3f}" for f in figures[:2]), *(f"{f:.2f}" for f in figures[2:])))
     rows.append(("all", *(f"{f:.3f}" for f in total[:2]), *(f"{f:.2f}" for f in total[2:])))
     print(f"wall clock per request: {wall * 1000 / requests:.3f} ms", file=sys.stderr)
@@ -161,7 +144,7 @@ def handle_http(requests: int) -> None:
 
 
 def thread_seconds() -> dict[int, float]:
-    return {tid: (t[1] + t[2]) / CLK_TCK for tid, t in thread_times(os.getpid()).items()}
+    return {tid: (t[0] + t[1]) / CLK_TCK for tid, t in thread_times(os.getpid()).items()}
 
 
 async def in_process(runs: int, http: int) -> list[tuple[str, ...]]:
@@ -171,12 +154,8 @@ async def in_process(runs: int, http: int) -> list[tuple[str, ...]]:
     finally:
         sys.path.remove(str(HERE))
 
-    async def once() -> Any:
-        run_id = uuid.uuid4()
-        config = {"metadata": {"run_id": str(run_id)}, "run_id": run_id, "run_name": "echo"}
-        async for _mode, chunk in graph.astream(INPUT, config, stream_mode=["values"]):
-            last = chunk
-        return last
+    async def once() -> None:
+        await astream_as_served(graph, "echo", ECHO_INPUT, "values")
 
     async def runs_in_loop(count: int) -> None:
         for _ in range(count):

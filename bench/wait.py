@@ -15,7 +15,6 @@ import pathlib
 import sys
 import tempfile
 import time
-import uuid
 from typing import Any
 
 import httpx
@@ -26,6 +25,7 @@ from harness import (
     BenchError,
     Meter,
     Watched,
+    astream_as_served,
     cpu_busy_seconds,
     fresh_postgres_database,
     percentiles,
@@ -149,21 +149,9 @@ async def _floor(warmup: int, count: int, as_served: bool) -> dict[str, Any]:
         sys.path.remove(str(HERE))
     inp = BODY["input"]
     if as_served:
-        # what the server asks of LangGraph for a stateless run: astream of the "values" mode
-        # with a run id and metadata, no checkpointer (temporary runs get none)
 
         async def once() -> Any:
-            run_id = uuid.uuid4()
-            config = {
-                "configurable": {"graph_id": GRAPH_ID},
-                "metadata": {"run_id": str(run_id)},
-                "run_id": run_id,
-                "run_name": GRAPH_ID,
-            }
-            last = None
-            async for _mode, chunk in graph.astream(inp, config, stream_mode=["values"]):
-                last = chunk
-            return last
+            return await astream_as_served(graph, GRAPH_ID, inp, "values")
     else:
 
         async def once() -> Any:
