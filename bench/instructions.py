@@ -59,6 +59,7 @@ from harness import (
     git_state,
     machine,
     print_rows,
+    python_build,
     serve_command,
     server,
 )
@@ -371,7 +372,7 @@ def main() -> int:
     figures = {
         "git": git_state(),
         "machine": machine(),
-        "python": sys.version.split()[0],
+        "python": python_build(),
         "requests": args.requests,
         "tokens": TOKENS,
         "server": server,

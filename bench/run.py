@@ -51,6 +51,7 @@ from harness import (
     machine,
     pinning,
     print_rows,
+    python_build,
 )
 
 FULL: dict[str, Any] = {
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     out: dict[str, Any] = {"mode": "quick" if args.quick else "full", "pinned": pin}
-    out |= {"git": git_state(), "python": sys.version.split()[0], "machine": machine()}
+    out |= {"git": git_state(), "python": python_build(), "machine": machine()}
     out["load_average_before"] = load_average()
     try:
         if args.scale_out is not None:
